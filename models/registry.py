@@ -1,0 +1,25 @@
+"""A tiny name -> class registry; names are case-insensitive."""
+
+_MODELS = {}
+
+
+def register(name):
+    """Class decorator: `@register('TSM')`. A duplicate name is an error."""
+    def wrap(cls):
+        key = name.upper()
+        if key in _MODELS:
+            raise KeyError(f"model '{name}' is registered twice")
+        _MODELS[key] = cls
+        return cls
+    return wrap
+
+
+def lookup(name):
+    key = str(name).upper()
+    if key not in _MODELS:
+        raise KeyError(f"unknown model '{name}' (known: {', '.join(sorted(_MODELS))})")
+    return _MODELS[key]
+
+
+def known_models():
+    return sorted(_MODELS)

@@ -1,0 +1,69 @@
+"""TSM: a 2D ResNet with temporal shifts, averaged over segments (Lin, Gan and Han, 2019)."""
+import math
+
+import paddle
+import paddle.nn as nn
+
+from .registry import register
+from .resnet import ResNetTSM, fluid_names
+
+HEADS = ('feature_mean', 'logit_mean')
+
+
+@register('TSM')
+class TSM(nn.Layer):
+    """x float32 [N, seg_num, 3*seglen, H, W] -> logits [N, num_classes].
+
+    head='feature_mean' is the model zoo's: per-frame average pool, dropout, mean over
+    segments, FC.  Its dropout is fluid's default `downgrade_in_infer`: nothing is
+    scaled in training and features are multiplied by (1-p) at inference; the released
+    weights depend on that.  head='logit_mean' (MIT, mmaction2) applies the FC per frame
+    and averages the logits, with dropout scaled in training instead.
+    """
+
+    def __init__(self, num_classes=400, seg_num=8, seglen=1, num_layers=50,
+                 shift_ratio=0.125, shift_direction='paddle', shift_place='blockres',
+                 dropout=0.5, head='feature_mean'):
+        super().__init__()
+        if head not in HEADS:
+            raise ValueError(f"head must be one of {HEADS}, got {head!r}")
+        self.seg_num, self.seglen, self.head = seg_num, seglen, head
+        self.backbone_depth = num_layers
+        self.backbone = ResNetTSM(num_layers, 3 * seglen, seg_num, shift_ratio,
+                                  shift_direction, shift_place)
+        feat = self.backbone.out_channels
+        self.avgpool = nn.AdaptiveAvgPool2D(1)
+        mode = 'downscale_in_infer' if head == 'feature_mean' else 'upscale_in_train'
+        self.dropout = nn.Dropout(p=dropout, mode=mode)
+        stdv = 1.0 / math.sqrt(feat)
+        self.fc = nn.Linear(
+            feat, num_classes,
+            weight_attr=paddle.ParamAttr(initializer=nn.initializer.Uniform(-stdv, stdv)),
+            # the original: FC bias learns at 2x the rate and has no L2 decay
+            bias_attr=paddle.ParamAttr(learning_rate=2.0, regularizer=paddle.regularizer.L2Decay(0.0),
+                                       initializer=nn.initializer.Constant(0.0)))
+
+    def forward(self, x):
+        n, t, c, h, w = x.shape
+        x = x.reshape([-1, c, h, w])  # [N, T, 3L, H, W] -> [N*T, 3L, H, W]
+        x = self.backbone(x)
+        x = self.avgpool(x).flatten(1)  # [N*T, F, 1, 1] -> [N*T, F]
+        x = self.dropout(x)
+        if self.head == 'feature_mean':
+            x = x.reshape([-1, t, x.shape[-1]]).mean(axis=1)  # [N*T, F] -> [N, T, F] -> [N, F]
+            return self.fc(x)
+        x = self.fc(x)
+        return x.reshape([-1, t, x.shape[-1]]).mean(axis=1)  # [N*T, K] -> [N, T, K] -> [N, K]
+
+    def fluid_names(self):
+        """{state_dict key: model-zoo name}; the FC is fc_0 as fluid named it."""
+        names = fluid_names(self.backbone, 'backbone')
+        names.update({'fc.weight': 'fc_0.w_0', 'fc.bias': 'fc_0.b_0'})
+        return names
+
+    @classmethod
+    def from_config(cls, cfg):
+        m = cfg.MODEL
+        return cls(num_classes=m.num_classes, seg_num=m.seg_num, seglen=m.seglen,
+                   num_layers=m.num_layers, shift_ratio=m.shift_ratio,
+                   shift_direction=m.shift_direction, dropout=m.dropout)

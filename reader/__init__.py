@@ -1,0 +1,16 @@
+"""Readers: `get_reader(name, mode, cfg)` -> a paddle.io.Dataset; `collate` batches it."""
+from utils.config_utils import mode_section
+
+from .kinetics_reader import KineticsReader, ListFileError, collate, parse_list  # noqa: F401
+from .video_backends import VideoDecodeError, open_video  # noqa: F401
+
+_READERS = {'TSM': KineticsReader, 'TSN': KineticsReader}
+
+
+def get_reader(name, mode, cfg, filelist=None, items=None):
+    """The dataset of model `name` for `mode` (train/valid/test/infer)."""
+    mode_section(mode)
+    key = str(name).upper()
+    if key not in _READERS:
+        raise KeyError(f"no reader for model '{name}' (known: {', '.join(sorted(_READERS))})")
+    return _READERS[key](mode, cfg, filelist=filelist, items=items)

@@ -1,0 +1,158 @@
+"""The Kinetics reader: list file -> (imgs, label) items for paddle.io.DataLoader.
+
+List formats (one video per line):
+  mp4:    `path label`   (any container ffmpeg decodes)
+  pkl:    `path`         (label inside the pickle)  or `path label`
+  frames: `folder num_frames label`
+A path may contain spaces: the label (and frame count) are taken from the right.
+A video that fails to decode yields None; `collate` drops it and counts it, so the
+training and evaluation loops report how many failed and nothing vanishes silently.
+"""
+import logging
+import os
+
+import numpy as np
+import paddle
+
+from .sampling import segment_indices
+from .transforms import eval_transform, normalize, train_transform
+from .video_backends import FrameCountChanged, VideoDecodeError, open_video
+
+logger = logging.getLogger(__name__)
+
+
+class ListFileError(ValueError):
+    """A bad list file or line; the message names the file and line."""
+
+
+def parse_list(path, fmt, num_classes=None, need_label=True):
+    """-> list of (video path, label, num_frames or None); label -1 where absent
+    (inference lists, and pkl lists whose label is inside the pickle)."""
+    if not os.path.isfile(path):
+        raise ListFileError(f"list file not found: {path}")
+    base = os.path.dirname(os.path.abspath(path))
+    label_optional = not need_label or fmt == 'pkl'
+    items = []
+    with open(path, encoding='utf-8', newline=None) as f:  # newline=None: \r\n too
+        for lineno, line in enumerate(f, 1):
+            line = line.strip()
+            if not line or line.startswith('#'):
+                continue
+            where = f"{path}:{lineno}"
+            video, label, nframes = line, -1, None
+            # the path may contain spaces: numbers are taken from the right
+            parts = line.rsplit(None, 1)
+            if len(parts) == 2 and _is_int(parts[1]):
+                video, label = parts[0], int(parts[1])
+            elif not label_optional:
+                what = f"label '{parts[1]}' is not an integer" if len(parts) == 2 else "no label"
+                raise ListFileError(f"{where}: {what} (expected 'path label')")
+            if fmt == 'frames':
+                parts = video.rsplit(None, 1)
+                if len(parts) != 2 or not _is_int(parts[1]) or int(parts[1]) <= 0:
+                    raise ListFileError(f"{where}: expected 'folder num_frames label'")
+                video, nframes = parts[0], int(parts[1])
+            if label >= 0 or not label_optional:
+                if num_classes and not 0 <= label < num_classes:
+                    raise ListFileError(f"{where}: label {label} outside [0, {num_classes})")
+            if not os.path.isabs(video) and not os.path.exists(video):
+                alt = os.path.join(base, video)  # also accept paths relative to the list
+                video = alt if os.path.exists(alt) else video
+            items.append((video, label, nframes))
+    return items
+
+
+def _is_int(text):
+    try:
+        int(text)
+        return True
+    except ValueError:
+        return False
+
+
+class KineticsReader(paddle.io.Dataset):
+    """Items: train/valid/test -> (imgs float32 [seg_num, 3*seglen, S, S], label int64);
+    infer -> (imgs, video path).  A failed video -> None (see `collate`)."""
+
+    def __init__(self, mode, cfg, filelist=None, items=None):
+        super().__init__()
+        section = cfg[mode.upper()]
+        m = cfg.MODEL
+        self.mode, self.fmt = mode, m.format
+        self.seg_num, self.seglen = m.seg_num, m.seglen
+        self.mean, self.std = m.image_mean, m.image_std
+        self.short_size, self.target_size = section.short_size, section.target_size
+        self.seed, self.epoch = None, 0
+        if items is None:
+            filelist = filelist or section.filelist
+            items = parse_list(filelist, self.fmt, m.num_classes, need_label=mode != 'infer')
+        self.items = items
+
+    def __len__(self):
+        return len(self.items)
+
+    def set_epoch(self, epoch, seed=None):
+        """Randomness of item i in epoch e is a function of (seed, e, i) only, so it does
+        not depend on which worker reads the item (reproducible with --fix_random_seed)."""
+        self.epoch, self.seed = epoch, seed
+
+    def _rng(self, index):
+        if self.seed is None:
+            return np.random.default_rng()
+        return np.random.default_rng([self.seed, self.epoch, index])
+
+    def load_frames(self, index, rng):
+        """uint8 [seg_num*seglen, H, W, 3] of video `index`; raises VideoDecodeError."""
+        path, _, nframes = self.items[index]
+        video = open_video(path, self.fmt, nframes)
+        try:
+            count = video.num_frames
+            for _ in range(3):
+                indices = segment_indices(count, self.seg_num, self.seglen, self.mode, rng)
+                try:
+                    return video.get_frames(indices)
+                except FrameCountChanged as e:  # header promised more frames than decode
+                    count = e.num_frames
+            raise VideoDecodeError(f"{path}: frame count keeps changing")
+        finally:
+            video.close()
+
+    def __getitem__(self, index):
+        path, label, _ = self.items[index]
+        rng = self._rng(index)
+        try:
+            frames = self.load_frames(index, rng)
+        except VideoDecodeError as e:
+            logger.warning("skipping video: %s", e)
+            return None
+        if self.mode == 'train':
+            frames = train_transform(frames, self.short_size, self.target_size, rng)
+        else:
+            frames = eval_transform(frames, self.short_size, self.target_size)
+        imgs = normalize(frames, self.mean, self.std, self.seg_num, self.seglen)
+        if self.mode == 'infer':
+            return imgs, path
+        if self.fmt == 'pkl' and label < 0:
+            label = self._pkl_label(path)
+        return imgs, np.int64(label), path
+
+    @staticmethod
+    def _pkl_label(path):
+        from utils.safe_pickle import safe_load
+        return int(safe_load(path, encoding='bytes')[1])
+
+
+def collate(items):
+    """Stack the items that decoded; count the ones that did not (already logged).
+
+    -> {'imgs': [B, T, 3L, S, S], 'labels': [B] (-1 in infer mode), 'paths': [B],
+        'failed': number of videos of this batch that failed to decode}"""
+    ok = [it for it in items if it is not None]
+    batch = {'failed': np.array(len(items) - len(ok), dtype=np.int64), 'paths': []}
+    if not ok:
+        batch.update(imgs=np.zeros([0], np.float32), labels=np.zeros([0], np.int64))
+        return batch
+    batch['imgs'] = np.stack([it[0] for it in ok])
+    batch['paths'] = [it[-1] for it in ok]
+    batch['labels'] = np.array([it[1] if len(it) == 3 else -1 for it in ok], dtype=np.int64)
+    return batch

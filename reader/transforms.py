@@ -1,0 +1,114 @@
+"""Transforms as small pure functions over uint8 frames [T, H, W, 3] (RGB).
+
+All frames of a clip get the same geometry (one crop box, one flip), as the original.
+"""
+import cv2
+import numpy as np
+
+MULTI_SCALES = (1, .875, .75, .66)
+
+
+def resize(frames, width, height):
+    if frames.shape[1] == height and frames.shape[2] == width:
+        return frames
+    return np.stack([cv2.resize(f, (width, height), interpolation=cv2.INTER_LINEAR)
+                     for f in frames])
+
+
+def scale_size(height, width, short_size, keep_ratio=False):
+    """(out_h, out_w).  The original forced 4:3 (256 x 341) whenever the short side
+    was not already `short_size`; keep_ratio scales the short side and keeps the aspect."""
+    if min(height, width) == short_size:
+        return height, width
+    if keep_ratio:
+        if width < height:
+            return int(round(height * short_size / width)), short_size
+        return short_size, int(round(width * short_size / height))
+    long_size = int(short_size * 4.0 / 3.0)
+    return (long_size, short_size) if width < height else (short_size, long_size)
+
+
+def group_scale(frames, short_size, keep_ratio=False):
+    h, w = scale_size(frames.shape[1], frames.shape[2], short_size, keep_ratio)
+    return resize(frames, w, h)
+
+
+def crop(frames, x, y, w, h):
+    return frames[:, y:y + h, x:x + w]
+
+
+def multi_scale_crop_box(width, height, input_size, rng, scales=MULTI_SCALES, max_distort=1):
+    """TSN's multi-scale crop with 13 fixed offsets: (x, y, w, h) of the crop."""
+    base = min(width, height)
+    sizes = [int(base * s) for s in scales]
+    crop_h = [input_size if abs(s - input_size) < 3 else s for s in sizes]
+    crop_w = [input_size if abs(s - input_size) < 3 else s for s in sizes]
+    pairs = [(w, h) for i, h in enumerate(crop_h) for j, w in enumerate(crop_w)
+             if abs(i - j) <= max_distort]
+    cw, ch = pairs[int(rng.integers(len(pairs)))]
+    offsets = fixed_offsets(width, height, cw, ch)
+    x, y = offsets[int(rng.integers(len(offsets)))]
+    return int(round(x)), int(round(y)), cw, ch  # PIL's crop rounds float boxes
+
+
+def fixed_offsets(width, height, crop_w, crop_h):
+    """The 13 offsets of TSN's `more_fix_crop` (corners, centre, edge centres, quarters)."""
+    ws, hs = (width - crop_w) / 4, (height - crop_h) / 4
+    ret = [(0, 0)]
+    if ws != 0:
+        ret.append((4 * ws, 0))
+    if hs != 0:
+        ret.append((0, 4 * hs))
+    if hs != 0 and ws != 0:
+        ret.append((4 * ws, 4 * hs))
+    if hs != 0 or ws != 0:
+        ret.append((2 * ws, 2 * hs))
+    ret += [(0, 2 * hs), (4 * ws, 2 * hs), (2 * ws, 4 * hs), (2 * ws, 0),
+            (1 * ws, 1 * hs), (3 * ws, 1 * hs), (1 * ws, 3 * hs), (3 * ws, 3 * hs)]
+    return ret
+
+
+def multi_scale_crop(frames, size, rng):
+    """Crop at a random scale and offset, then resize to size x size."""
+    x, y, w, h = multi_scale_crop_box(frames.shape[2], frames.shape[1], size, rng)
+    return resize(crop(frames, x, y, w, h), size, size)
+
+
+def random_crop(frames, size, rng):
+    h, w = frames.shape[1:3]
+    if w < size or h < size:
+        raise ValueError(f"frame {w}x{h} is smaller than the crop {size}")
+    x = 0 if w == size else int(rng.integers(0, w - size + 1))
+    y = 0 if h == size else int(rng.integers(0, h - size + 1))
+    return crop(frames, x, y, size, size)
+
+
+def center_crop_box(width, height, size):
+    return int(round((width - size) / 2.)), int(round((height - size) / 2.)), size, size
+
+
+def center_crop(frames, size):
+    return crop(frames, *center_crop_box(frames.shape[2], frames.shape[1], size))
+
+
+def random_flip(frames, rng):
+    return frames[:, :, ::-1] if rng.random() < 0.5 else frames
+
+
+def normalize(frames, mean, std, seg_num, seglen):
+    """uint8 [T*L, H, W, 3] -> float32 [seg_num, 3*seglen, H, W], (x/255 - mean) / std."""
+    x = frames.astype(np.float32) / 255.0
+    x = (x - np.asarray(mean, np.float32)) / np.asarray(std, np.float32)
+    x = x.transpose(0, 3, 1, 2)  # [T*L, H, W, 3] -> [T*L, 3, H, W]
+    return np.ascontiguousarray(x.reshape(seg_num, seglen * 3, *x.shape[2:]))  # -> [T, 3L, H, W]
+
+
+def train_transform(frames, short_size, target_size, rng):
+    frames = group_scale(frames, short_size)
+    frames = multi_scale_crop(frames, short_size, rng)
+    frames = random_crop(frames, target_size, rng)
+    return random_flip(frames, rng)
+
+
+def eval_transform(frames, short_size, target_size):
+    return center_crop(group_scale(frames, short_size), target_size)

@@ -1,0 +1,209 @@
+"""Video decoding behind one small interface, one class per source format.
+
+    video = open_video(path, fmt)      # fmt: mp4 | pkl | frames
+    video.num_frames                   # frames that really decode
+    video.get_frames(indices)          # uint8 [len(indices), H, W, 3] RGB
+    video.close()
+
+Only the requested frames are decoded.  The frame count of a container header can be
+larger than what decodes (truncated downloads): when a requested frame fails, the
+mp4 readers count the frames that really decode and raise `FrameCountChanged` so the
+caller samples again within that count.
+"""
+import os
+
+import numpy as np
+
+from utils.safe_pickle import safe_load
+
+
+class VideoDecodeError(RuntimeError):
+    """A video that cannot be read; the message names the file."""
+
+
+class FrameCountChanged(Exception):
+    def __init__(self, num_frames):
+        super().__init__(num_frames)
+        self.num_frames = num_frames
+
+
+def _as_rgb(frame):
+    """Grayscale or RGBA decode results -> [H, W, 3]."""
+    if frame.ndim == 2:
+        frame = frame[:, :, None]
+    if frame.shape[2] == 1:
+        frame = np.repeat(frame, 3, axis=2)
+    return frame[:, :, :3]
+
+
+class DecordVideo:
+    def __init__(self, path, num_frames=None):
+        import decord
+        self.path = path
+        try:
+            self._vr = decord.VideoReader(path, num_threads=1)
+        except Exception as e:  # decord raises DECORDError/RuntimeError for any bad file
+            raise VideoDecodeError(f"{path}: cannot open video ({_first_line(e)})") from None
+        self.num_frames = num_frames or len(self._vr)
+        if self.num_frames <= 0:
+            raise VideoDecodeError(f"{path}: no video frames")
+
+    def get_frames(self, indices):
+        uniq = sorted(set(int(i) for i in indices))
+        try:
+            frames = self._vr.get_batch(uniq).asnumpy()
+        except Exception:
+            real = self._count_decodable()
+            if real == 0:
+                raise VideoDecodeError(f"{self.path}: no frame decodes") from None
+            if real >= self.num_frames:
+                raise VideoDecodeError(f"{self.path}: frames {uniq} fail to decode") from None
+            raise FrameCountChanged(real) from None
+        pos = {i: k for k, i in enumerate(uniq)}
+        return np.stack([_as_rgb(frames[pos[int(i)]]) for i in indices])
+
+    def _count_decodable(self):
+        count = 0
+        try:
+            self._vr.seek(0)
+            while count < self.num_frames:
+                self._vr.next()
+                count += 1
+        except Exception:  # StopIteration or a decode error ends the count
+            pass
+        return count
+
+    def close(self):
+        self._vr = None
+
+
+class OpenCVVideo:
+    """Fallback when decord is missing; counts frames by grabbing (no colour conversion)."""
+
+    def __init__(self, path, num_frames=None):
+        import cv2
+        self.path, self._cv2 = path, cv2
+        cap = cv2.VideoCapture(path)
+        if not cap.isOpened():
+            raise VideoDecodeError(f"{path}: cannot open video")
+        if num_frames is None:
+            num_frames = 0
+            while cap.grab():
+                num_frames += 1
+        cap.release()
+        self.num_frames = num_frames
+        if num_frames <= 0:
+            raise VideoDecodeError(f"{path}: no video frames")
+
+    def get_frames(self, indices):
+        cv2 = self._cv2
+        wanted = sorted(set(int(i) for i in indices))
+        got = {}
+        cap = cv2.VideoCapture(self.path)
+        for pos in range(wanted[-1] + 1):
+            if not cap.grab():
+                break
+            if pos in got or pos not in wanted:
+                continue
+            ok, frame = cap.retrieve()
+            if not ok:
+                break
+            got[pos] = _as_rgb(cv2.cvtColor(frame, cv2.COLOR_BGR2RGB) if frame.ndim == 3
+                               else frame)
+        cap.release()
+        if len(got) < len(wanted):
+            raise FrameCountChanged(len(got)) if got else VideoDecodeError(
+                f"{self.path}: no frame decodes")
+        return np.stack([got[int(i)] for i in indices])
+
+    def close(self):
+        pass
+
+
+def _decode_jpeg(data, where):
+    import cv2
+    img = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
+    if img is None:
+        raise VideoDecodeError(f"{where}: cannot decode image")
+    return cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
+
+
+class PklVideo:
+    """The original's pickle: (video_id, label, [jpeg bytes per frame]), protocol 2."""
+
+    def __init__(self, path, num_frames=None):
+        self.path = path
+        try:
+            record = safe_load(path, encoding='bytes')
+            _, self.label, self._frames = record[:3]
+        except Exception as e:
+            raise VideoDecodeError(f"{path}: not a video pkl ({_first_line(e)})") from None
+        self._frames = [f.encode('latin1') if isinstance(f, str) else f for f in self._frames]
+        self.num_frames = len(self._frames)
+        if self.num_frames == 0:
+            raise VideoDecodeError(f"{path}: no frames in pkl")
+
+    def get_frames(self, indices):
+        return np.stack([_decode_jpeg(self._frames[int(i)], f"{self.path} frame {i}")
+                         for i in indices])
+
+    def close(self):
+        self._frames = None
+
+
+class FrameFolder:
+    """A folder of img_00001.jpg ... (1-based), as the frames list format names it."""
+
+    def __init__(self, path, num_frames=None, template='img_{:05d}.jpg'):
+        self.path, self.template = path, template
+        if not os.path.isdir(path):
+            raise VideoDecodeError(f"{path}: frame folder not found")
+        if num_frames is None:
+            num_frames = sum(1 for f in os.listdir(path) if f.startswith('img_'))
+        self.num_frames = num_frames
+        if num_frames <= 0:
+            raise VideoDecodeError(f"{path}: no frames in folder")
+
+    def get_frames(self, indices):
+        frames = []
+        for i in indices:
+            f = os.path.join(self.path, self.template.format(int(i) + 1))
+            try:
+                with open(f, 'rb') as fh:
+                    frames.append(_decode_jpeg(fh.read(), f))
+            except OSError:
+                raise VideoDecodeError(f"{f}: frame missing") from None
+        return np.stack(frames)
+
+    def close(self):
+        pass
+
+
+def _first_line(e):
+    text = str(e).strip().splitlines()
+    return text[-1][:200] if text else type(e).__name__
+
+
+def mp4_backend():
+    try:
+        import decord  # noqa: F401
+        return DecordVideo
+    except ImportError:
+        return OpenCVVideo
+
+
+def open_video(path, fmt='mp4', num_frames=None):
+    """Open `path` with the backend of format `fmt`; `num_frames` overrides the count."""
+    if fmt in ('mp4',):
+        if not os.path.isfile(path):
+            raise VideoDecodeError(f"{path}: file not found")
+        if os.path.getsize(path) == 0:
+            raise VideoDecodeError(f"{path}: empty file")
+        return mp4_backend()(path, num_frames)
+    if fmt == 'pkl':
+        if not os.path.isfile(path):
+            raise VideoDecodeError(f"{path}: file not found")
+        return PklVideo(path)
+    if fmt == 'frames':
+        return FrameFolder(path, num_frames)
+    raise ValueError(f"unknown video format {fmt!r} (known: mp4, pkl, frames)")

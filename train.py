@@ -1,0 +1,43 @@
+"""Train a video classifier: python train.py --model_name=TSM --config=./configs/tsm.yaml"""
+import logging
+
+from utils.cli import base_parser, fail, load_config, str2bool
+
+
+def parse_args(argv=None):
+    p = base_parser('Train TSM', save_dir='data/checkpoints')
+    p.add_argument('--learning_rate', type=float, default=None, help='overrides the config')
+    p.add_argument('--pretrain', default=None,
+                   help="pretrained weights (file, folder or URL); absent: ImageNet ResNet-50 "
+                        "is downloaded; 'none': from scratch")
+    p.add_argument('--resume', default=None, help='checkpoint prefix to resume from')
+    p.add_argument('--epoch', type=int, default=None, help='epochs; overrides the config')
+    p.add_argument('--valid_interval', type=int, default=1, help='epochs between validations; 0: none')
+    p.add_argument('--fix_random_seed', type=str2bool, default=False)
+    p.add_argument('--use_visualdl', type=str2bool, default=False, help='write VisualDL logs')
+    p.add_argument('--is_profiler', type=str2bool, default=False, help='accepted, unused')
+    p.add_argument('--profiler_path', default='./', help='accepted, unused')
+    p.add_argument('--no_memory_optimize', action='store_true', help='accepted, unused')
+    return p.parse_args(argv)
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    from utils.logger import setup_logging
+    from utils.env import world
+    setup_logging(world()[0])
+    from utils.jobs import USER_ERRORS, train_job
+    try:
+        cfg = load_config(args, 'TRAIN', {'batch_size': args.batch_size,
+                                          'learning_rate': args.learning_rate,
+                                          'epoch': args.epoch})
+        train_job(args, cfg)
+    except USER_ERRORS as e:
+        logging.getLogger('train').debug('failed', exc_info=True)
+        fail(e.args[0] if e.args else e)
+    except KeyboardInterrupt:
+        fail('interrupted', 130)
+
+
+if __name__ == '__main__':
+    main()

@@ -1,0 +1,49 @@
+"""Checkpoints: `<prefix>.pdparams` (weights) and `<prefix>.pdopt` (optimizer, LR
+state, epoch, step, resolved config), each written to a temporary file and renamed,
+so a crash never leaves a half-written checkpoint under the real name."""
+import os
+
+import paddle
+
+from utils.safe_pickle import safe_load
+
+
+def atomic_save(obj, path):
+    tmp = f"{path}.tmp{os.getpid()}"
+    paddle.save(obj, tmp)
+    os.replace(tmp, path)
+
+
+def save_checkpoint(prefix, model, optimizer=None, **meta):
+    """Write prefix.pdopt first, then prefix.pdparams: a .pdparams on disk always has
+    its .pdopt beside it."""
+    os.makedirs(os.path.dirname(os.path.abspath(prefix)), exist_ok=True)
+    if optimizer is not None:
+        atomic_save(dict(meta, optimizer=optimizer.state_dict()), prefix + '.pdopt')
+    atomic_save(model.state_dict(), prefix + '.pdparams')
+
+
+def strip_suffix(prefix):
+    for ext in ('.pdparams', '.pdopt'):
+        if prefix.endswith(ext):
+            return prefix[:-len(ext)]
+    return prefix
+
+
+def read_opt_state(prefix):
+    """The .pdopt bundle of a checkpoint; raises FileNotFoundError naming the file."""
+    path = strip_suffix(prefix) + '.pdopt'
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"resume needs {path} beside the weights; not found")
+    state = safe_load(path)
+    return state
+
+
+def to_tensors(obj):
+    """Arrays read by the safe unpickler -> tensors, as optimizer.set_state_dict wants."""
+    import numpy as np
+    if isinstance(obj, dict):
+        return {k: to_tensors(v) for k, v in obj.items()}
+    if isinstance(obj, np.ndarray):
+        return paddle.to_tensor(obj)
+    return obj

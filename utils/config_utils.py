@@ -1,0 +1,235 @@
+"""YAML configs with the original's UPPERCASE sections, checked against a schema.
+
+`parse_config(path)` returns an `AttrDict` (``cfg.MODEL.seg_num`` and
+``cfg['MODEL']['seg_num']`` both work, so does assignment).  Every key a config
+may hold is listed in ``DEFAULTS`` below: an unknown section or key, or a value
+of the wrong type, is a `ConfigError` whose one-line message names the key.
+"""
+import copy
+import os
+import re
+
+import yaml
+
+MODES = ('train', 'valid', 'test', 'infer')
+SECTIONS = ('MODEL', 'TRAIN', 'VALID', 'TEST', 'INFER')
+
+
+class ConfigError(ValueError):
+    """A bad config file, key or value; the message is one line meant for users."""
+
+
+class AttrDict(dict):
+    """A dict whose keys are also attributes."""
+
+    def __getattr__(self, key):
+        try:
+            return self[key]
+        except KeyError:
+            raise AttributeError(key) from None
+
+    def __setattr__(self, key, value):
+        self[key] = value
+
+    def __deepcopy__(self, memo):
+        return AttrDict(copy.deepcopy(dict(self), memo))
+
+
+_READER_DEFAULTS = {
+    'short_size': 256,
+    'target_size': 224,
+    'num_reader_threads': 12,
+    'buf_size': 1024,
+    'batch_size': 16,
+    'filelist': '',
+}
+
+# Every known key with its default; the default's type is the key's type.
+DEFAULTS = {
+    'MODEL': {
+        'name': 'TSM',
+        'format': 'mp4',
+        'num_classes': 400,
+        'seg_num': 8,
+        'seglen': 1,
+        'image_mean': [0.485, 0.456, 0.406],
+        'image_std': [0.229, 0.224, 0.225],
+        'num_layers': 50,
+        'topk': 5,
+        'shift_ratio': 0.125,
+        'shift_direction': 'paddle',
+        'dropout': 0.5,
+    },
+    'TRAIN': dict(_READER_DEFAULTS, **{
+        'epoch': 65,
+        'batch_size': 128,
+        'use_gpu': True,
+        'num_gpus': 8,
+        'learning_rate': 0.01,
+        'learning_rate_decay': 0.1,
+        'decay_epochs': [40, 60],
+        'l2_weight_decay': 1e-4,
+        'momentum': 0.9,
+        'total_videos': 239781,
+        'use_visualdl': False,
+    }),
+    'VALID': dict(_READER_DEFAULTS, batch_size=128),
+    'TEST': dict(_READER_DEFAULTS),
+    'INFER': dict(_READER_DEFAULTS, batch_size=1, video_path='',
+                  kinetics_labels='./data/kinetics400_label_list.txt'),
+}
+
+CHOICES = {
+    ('MODEL', 'format'): ('mp4', 'pkl', 'frames'),
+    ('MODEL', 'num_layers'): (18, 34, 50, 101, 152),
+    ('MODEL', 'shift_direction'): ('paddle', 'mit'),
+}
+POSITIVE = {('MODEL', k) for k in ('num_classes', 'seg_num', 'seglen', 'topk')} | {
+    (s, k) for s in SECTIONS[1:] for k in ('short_size', 'target_size', 'batch_size')}
+
+
+class _Loader(yaml.SafeLoader):
+    """SafeLoader that also reads `1e-4` as a float (YAML 1.1 wants `1.0e-4`)."""
+
+
+_Loader.add_implicit_resolver(
+    'tag:yaml.org,2002:float',
+    re.compile(r'^[-+]?(?:\d+\.?\d*|\.\d+)[eE][-+]?\d+$'),
+    list('-+0123456789.'))
+
+
+def _type_ok(value, default):
+    if isinstance(default, bool):
+        return isinstance(value, bool)
+    if isinstance(default, float):
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if isinstance(default, int):
+        return isinstance(value, int) and not isinstance(value, bool)
+    if isinstance(default, list):
+        return isinstance(value, list)
+    return isinstance(value, type(default))
+
+
+def _type_name(default):
+    return {bool: 'a boolean', float: 'a number', int: 'an integer', list: 'a list',
+            str: 'a string'}.get(type(default), type(default).__name__)
+
+
+def check_value(section, key, value, source):
+    """Raise ConfigError unless SECTION.key may hold value; returns value (floats coerced)."""
+    if section not in DEFAULTS:
+        raise ConfigError(f"{source}: unknown section '{section}' (known: {', '.join(SECTIONS)})")
+    if key not in DEFAULTS[section]:
+        raise ConfigError(f"{source}: unknown key '{section}.{key}' "
+                          f"(known: {', '.join(sorted(DEFAULTS[section]))})")
+    default = DEFAULTS[section][key]
+    if not _type_ok(value, default):
+        raise ConfigError(f"{source}: '{section}.{key}' must be {_type_name(default)}, "
+                          f"got {value!r}")
+    if isinstance(default, float):
+        value = float(value)
+    choices = CHOICES.get((section, key))
+    if choices and value not in choices:
+        raise ConfigError(f"{source}: '{section}.{key}' must be one of {list(choices)}, "
+                          f"got {value!r}")
+    if (section, key) in POSITIVE and value <= 0:
+        raise ConfigError(f"{source}: '{section}.{key}' must be positive, got {value!r}")
+    return value
+
+
+def _to_attr(d):
+    return AttrDict({k: _to_attr(v) if isinstance(v, dict) else v for k, v in d.items()})
+
+
+def parse_config(path):
+    """Read a YAML config over the defaults; raise ConfigError naming the path or key."""
+    if not os.path.isfile(path):
+        raise ConfigError(f"config file not found: {path}")
+    try:
+        with open(path, encoding='utf-8') as f:
+            raw = yaml.load(f, Loader=_Loader) or {}
+    except yaml.YAMLError as e:
+        mark = getattr(e, 'problem_mark', None)
+        where = f" line {mark.line + 1}" if mark else ''
+        raise ConfigError(f"{path}:{where} invalid YAML ({getattr(e, 'problem', e)})") from None
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path}: top level must be a mapping of sections")
+    cfg = copy.deepcopy(DEFAULTS)
+    for section, values in raw.items():
+        if section not in DEFAULTS:
+            raise ConfigError(f"{path}: unknown section '{section}' (known: {', '.join(SECTIONS)})")
+        if not isinstance(values, dict):
+            raise ConfigError(f"{path}: section '{section}' must be a mapping")
+        for key, value in values.items():
+            cfg[section][key] = check_value(section, key, value, path)
+    check_consistency(cfg, path)
+    return _to_attr(cfg)
+
+
+def check_consistency(cfg, source):
+    """Checks that involve several keys."""
+    model = cfg['MODEL']
+    for key in ('image_mean', 'image_std'):
+        vals = model[key]
+        if len(vals) != 3 or not all(isinstance(v, (int, float)) for v in vals):
+            raise ConfigError(f"{source}: 'MODEL.{key}' must be a list of 3 numbers")
+    if any(v == 0 for v in model['image_std']):
+        raise ConfigError(f"{source}: 'MODEL.image_std' must not contain 0")
+    if not 0 <= model['shift_ratio'] <= 0.5:
+        raise ConfigError(f"{source}: 'MODEL.shift_ratio' must be in [0, 0.5]")
+    if not 0 <= model['dropout'] < 1:
+        raise ConfigError(f"{source}: 'MODEL.dropout' must be in [0, 1)")
+    for section in SECTIONS[1:]:
+        if cfg[section]['target_size'] > cfg[section]['short_size']:
+            raise ConfigError(f"{source}: '{section}.target_size' must not exceed "
+                              f"'{section}.short_size'")
+
+
+def parse_override(text):
+    """`SECTION.key=value` -> (SECTION, key, value parsed as YAML)."""
+    if '=' not in text or '.' not in text.split('=', 1)[0]:
+        raise ConfigError(f"override '{text}' must look like SECTION.key=value")
+    name, value = text.split('=', 1)
+    section, key = name.strip().split('.', 1)
+    try:
+        value = yaml.load(value, Loader=_Loader)
+    except yaml.YAMLError:
+        raise ConfigError(f"override '{text}': value is not valid YAML") from None
+    return section.strip(), key.strip(), value
+
+
+def merge_configs(cfg, section, overrides, source='command line'):
+    """Set cfg[section][k] = v for every v that is not None (flag values)."""
+    for key, value in overrides.items():
+        if value is not None:
+            cfg[section][key] = check_value(section, key, value, source)
+    return cfg
+
+
+def apply_overrides(cfg, overrides):
+    """Apply a list of `SECTION.key=value` strings (the repeatable -o flag)."""
+    for text in overrides or ():
+        section, key, value = parse_override(text)
+        cfg[section][key] = check_value(section, key, value, f"-o {text}")
+    check_consistency(cfg, 'command line')
+    return cfg
+
+
+def mode_section(mode):
+    if mode not in MODES:
+        raise ConfigError(f"unknown mode '{mode}' (known: {', '.join(MODES)})")
+    return mode.upper()
+
+
+def print_configs(cfg, title, logger):
+    logger.info("---------------- %s arguments ----------------", title)
+    for section in SECTIONS:
+        if section in cfg:
+            for key, value in cfg[section].items():
+                logger.info("%s.%s: %s", section, key, value)
+    logger.info("-------------------------------------------------")
+
+
+def to_plain(cfg):
+    """AttrDict -> plain dict, for saving beside checkpoints."""
+    return {k: to_plain(v) if isinstance(v, dict) else copy.deepcopy(v) for k, v in cfg.items()}

@@ -1,0 +1,65 @@
+"""Devices, threads, seeds and distributed ranks."""
+import os
+import random
+
+import numpy as np
+import paddle
+
+
+class EnvError(RuntimeError):
+    """Asked for something this machine does not have; one-line message."""
+
+
+def gpu_available():
+    return paddle.device.is_compiled_with_cuda() and paddle.device.cuda.device_count() > 0
+
+
+def set_device(use_gpu):
+    if use_gpu:
+        if not paddle.device.is_compiled_with_cuda():
+            raise EnvError("--use_gpu True, but this Paddle is built without CUDA "
+                           "(install paddlepaddle-gpu, or pass --use_gpu False)")
+        if paddle.device.cuda.device_count() == 0:
+            raise EnvError("--use_gpu True, but no GPU is visible (check CUDA_VISIBLE_DEVICES, "
+                           "or pass --use_gpu False)")
+        rank_dev = int(os.environ.get('FLAGS_selected_gpus', '0').split(',')[0])
+        paddle.set_device(f'gpu:{rank_dev}')
+    else:
+        paddle.set_device('cpu')
+
+
+def available_cpus():
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:
+        return os.cpu_count() or 1
+
+
+def set_cpu_threads(threads=None, world_size=1):
+    """Paddle uses one CPU thread unless told; default: the cores available, shared among
+    the ranks of this machine.  Must run before the first op to take effect everywhere."""
+    n = threads or max(1, available_cpus() // max(1, world_size))
+    os.environ['OMP_NUM_THREADS'] = str(n)
+    core = getattr(getattr(paddle, 'base', None), 'core', None)
+    if core is not None and hasattr(core, 'set_num_threads'):
+        core.set_num_threads(n)
+    return n
+
+
+def seed_everything(seed):
+    random.seed(seed)
+    np.random.seed(seed)
+    paddle.seed(seed)
+
+
+def world():
+    """(rank, world_size) from the launcher's environment."""
+    return (int(os.environ.get('PADDLE_TRAINER_ID', 0)),
+            int(os.environ.get('PADDLE_TRAINERS_NUM', 1)))
+
+
+def init_distributed():
+    rank, size = world()
+    if size > 1:
+        paddle.distributed.init_parallel_env()
+    return rank, size

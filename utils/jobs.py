@@ -1,0 +1,231 @@
+"""The jobs behind train.py, eval.py and predict.py: set-up around the shared loops."""
+import json
+import logging
+import os
+import random
+
+import paddle
+
+from models import WeightsError, get_model, load_pretrain, load_weights
+from reader import ListFileError, get_reader
+from utils import checkpoint, env
+from utils.config_utils import ConfigError, print_configs, to_plain
+from utils.download import DownloadError, download, released_weights, weights_dir
+from utils.engine import (TrainingError, build_loader, build_optimizer, evaluate, predict,
+                          set_loader_epoch, train_one_epoch)
+
+logger = logging.getLogger(__name__)
+
+# Errors that end a run with one line instead of a traceback.
+USER_ERRORS = (ConfigError, FileNotFoundError, WeightsError, DownloadError, ListFileError,
+               env.EnvError, TrainingError, KeyError)
+
+
+def setup_runtime(cfg, args):
+    """Threads, device and process group for this process; -> (rank, world size).
+    An explicit --use_gpu True without a GPU is an error; the config's default
+    (TRAIN.use_gpu: True, as the original) falls back to the CPU with a warning."""
+    rank, world = env.world()
+    local = int(os.environ.get('PADDLE_LOCAL_SIZE', world))
+    env.set_cpu_threads(args.cpu_threads, local)
+    use_gpu = args.use_gpu
+    if use_gpu is None:
+        use_gpu = cfg.TRAIN.use_gpu and env.gpu_available()
+        if cfg.TRAIN.use_gpu and not use_gpu:
+            logger.warning("no GPU here: running on the CPU (TRAIN.use_gpu is True in the config)")
+    env.set_device(use_gpu)
+    env.init_distributed()
+    return rank, world
+
+
+def fetch_if_url(path):
+    """`--weights https://...` downloads into ~/.paddle/weights (once)."""
+    if path and path.startswith(('http://', 'https://')):
+        dest = os.path.join(weights_dir(), os.path.basename(path.split('?')[0]))
+        return dest if os.path.isfile(dest) else download(path, dest)
+    return path
+
+
+def resolve_weights(path):
+    """--weights as given, or the released model-zoo TSM (downloaded when absent)."""
+    if path:
+        return fetch_if_url(path)
+    logger.info("no --weights given: using the released model-zoo TSM weights")
+    return released_weights('TSM')
+
+
+def per_device_batch(global_batch, world):
+    if global_batch < world:
+        raise ConfigError(f"batch_size {global_batch} is smaller than the {world} devices")
+    return global_batch // world
+
+
+def read_labels(path, num_classes):
+    """Class names from a label list ('idx name' or 'name' per line) or a JSON list/dict;
+    indices as names when the file is missing."""
+    if not path or not os.path.isfile(path):
+        logger.warning("label file %s not found: printing class indices", path)
+        return [str(i) for i in range(num_classes)]
+    if path.endswith('.json'):
+        with open(path, encoding='utf-8') as f:
+            data = json.load(f)
+        names = data if isinstance(data, list) else [n for n, _ in sorted(
+            data.items(), key=lambda kv: int(kv[1]))]
+    else:
+        with open(path, encoding='utf-8') as f:
+            lines = [ln.strip() for ln in f if ln.strip()]
+        names = [ln.split(None, 1)[1] if ln.split(None, 1)[0].isdigit() and ' ' in ln else ln
+                 for ln in lines]
+    if len(names) != num_classes:
+        raise ConfigError(f"{path} has {len(names)} class names, the model {num_classes}")
+    return names
+
+
+def train_job(args, cfg):
+    rank, world = setup_runtime(cfg, args)
+    print_configs(cfg, 'Train', logger)
+    seed = 0 if args.fix_random_seed else random.randrange(2 ** 31)
+    env.seed_everything(seed)
+    model = get_model(args.model_name, cfg, 'train')
+    train_loader = build_loader(get_reader(args.model_name, 'train', cfg),
+                                per_device_batch(cfg.TRAIN.batch_size, world),
+                                cfg.TRAIN.num_reader_threads, rank, world, shuffle=True)
+    valid_loader = None
+    if args.valid_interval > 0:
+        valid_loader = build_loader(get_reader(args.model_name, 'valid', cfg),
+                                    per_device_batch(cfg.VALID.batch_size, world),
+                                    cfg.VALID.num_reader_threads, rank, world)
+    optimizer, lr_sched = build_optimizer(model, cfg, len(train_loader))
+    start_epoch = init_weights(model, optimizer, args)
+    net = paddle.DataParallel(model) if world > 1 else model
+    writer = visualdl_writer(args, cfg, rank)
+    os.makedirs(args.save_dir, exist_ok=True)
+    name = args.model_name.upper()
+    for epoch in range(start_epoch, cfg.TRAIN.epoch):
+        paddle.seed(seed + epoch)  # dropout of epoch e does not depend on where we resumed
+        set_loader_epoch(train_loader, epoch, seed)
+        stats = train_one_epoch(net, train_loader, optimizer, lr_sched, epoch,
+                                args.log_interval).merge_ranks().result()
+        report_failures(stats, 'training', cfg.TRAIN.filelist, epoch)
+        logger.info("[TRAIN] Epoch %d done: loss %.5f, top1 %.4f, top5 %.4f", epoch,
+                    stats['loss'], stats['top1'], stats['top5'])
+        if rank == 0:
+            checkpoint.save_checkpoint(os.path.join(args.save_dir, f"{name}_epoch{epoch}"),
+                                       model, optimizer, epoch=epoch, step=lr_sched.last_epoch,
+                                       seed=seed, config=to_plain(cfg))
+        log_scalars(writer, 'train', stats, epoch)
+        if valid_loader is not None and (epoch + 1) % args.valid_interval == 0:
+            val = evaluate(net, valid_loader, desc='valid')
+            report_failures(val, 'validation', cfg.VALID.filelist)
+            logger.info("[VALID] Epoch %d: loss %.5f, top1 %.4f, top5 %.4f (%d videos)", epoch,
+                        val['loss'], val['top1'], val['top5'], val['num_videos'])
+            log_scalars(writer, 'valid', val, epoch)
+    if rank == 0:
+        checkpoint.atomic_save(model.state_dict(), os.path.join(args.save_dir, f"{name}.pdparams"))
+        logger.info("saved final weights to %s", os.path.join(args.save_dir, f"{name}.pdparams"))
+    if writer is not None:
+        writer.close()
+
+
+def init_weights(model, optimizer, args):
+    """--resume (weights, optimizer, LR, epoch), else --pretrain; -> first epoch to run."""
+    if args.resume:
+        prefix = checkpoint.strip_suffix(args.resume)
+        state = checkpoint.read_opt_state(prefix)
+        load_weights(model, prefix + '.pdparams')
+        optimizer.set_state_dict(checkpoint.to_tensors(state['optimizer']))
+        logger.info("resumed from %s: epoch %d done, continuing at epoch %d", prefix,
+                    state['epoch'], state['epoch'] + 1)
+        return int(state['epoch']) + 1
+    pretrain = args.pretrain
+    if pretrain is None and model.backbone_depth == 50:
+        logger.info("no --pretrain given: using the ImageNet ResNet-50 weights")
+        pretrain = released_weights('ResNet50_pretrained')
+    if pretrain and pretrain.lower() != 'none':
+        load_pretrain(model, fetch_if_url(pretrain))
+    else:
+        logger.info("training from scratch (no pretrained weights)")
+    return 0
+
+
+def report_failures(stats, what, filelist, epoch=None):
+    """Every video failed: stop.  Some failed: say how many (each was logged by name)."""
+    when = f" in epoch {epoch}" if epoch is not None else ''
+    if stats['num_videos'] == 0:
+        raise TrainingError(f"every video of {filelist} failed to decode{when} "
+                            f"({stats['num_failed']} tried); check the list and the files")
+    if stats['num_failed']:
+        logger.warning("%d of %d videos failed to decode during %s%s (skipped, named above)",
+                       stats['num_failed'], stats['num_failed'] + stats['num_videos'], what, when)
+
+
+def visualdl_writer(args, cfg, rank):
+    if rank != 0 or not (args.use_visualdl or cfg.TRAIN.use_visualdl):
+        return None
+    try:
+        from visualdl import LogWriter
+    except ImportError:
+        logger.warning("visualdl is not installed: no VisualDL logs (pip install visualdl)")
+        return None
+    logdir = os.path.join(args.save_dir, 'vdl')
+    logger.info("VisualDL logs in %s (visualdl --logdir %s)", logdir, logdir)
+    return LogWriter(logdir=logdir)
+
+
+def log_scalars(writer, tag, stats, step):
+    if writer is not None:
+        for key in ('loss', 'top1', 'top5'):
+            writer.add_scalar(f"{tag}/{key}", stats[key], step)
+
+
+def eval_job(args, cfg):
+    rank, world = setup_runtime(cfg, args)
+    print_configs(cfg, 'Test', logger)
+    model = get_model(args.model_name, cfg, 'test')
+    load_weights(model, resolve_weights(args.weights))
+    loader = build_loader(get_reader(args.model_name, 'test', cfg),
+                          per_device_batch(cfg.TEST.batch_size, world),
+                          cfg.TEST.num_reader_threads, rank, world)
+    result = evaluate(model, loader, args.log_interval, desc='test')
+    report_failures(result, 'evaluation', cfg.TEST.filelist)
+    if rank == 0:
+        print(f"[TEST] Finish, loss: {result['loss']:.5f}")
+        print(f"TOP1_ACC: {result['top1']:.5f}")
+        print(f"TOP5_ACC: {result['top5']:.5f}")
+        os.makedirs(args.save_dir, exist_ok=True)
+        out = os.path.join(args.save_dir, 'eval_results.json')
+        with open(out, 'w', encoding='utf-8') as f:
+            json.dump(result, f, indent=2)
+        logger.info("wrote %s", out)
+    return result
+
+
+def predict_job(args, cfg):
+    setup_runtime(cfg, args)
+    model = get_model(args.model_name, cfg, 'infer')
+    load_weights(model, resolve_weights(args.weights))
+    video_path = args.video_path or cfg.INFER.video_path
+    if video_path:
+        dataset = get_reader(args.model_name, 'infer', cfg, items=[(video_path, -1, None)])
+    else:
+        dataset = get_reader(args.model_name, 'infer', cfg,
+                             filelist=args.filelist or cfg.INFER.filelist)
+    loader = build_loader(dataset, cfg.INFER.batch_size, cfg.INFER.num_reader_threads)
+    names = read_labels(cfg.INFER.kinetics_labels, cfg.MODEL.num_classes)
+    records, failed = predict(model, loader, args.infer_topk)
+    for rec in records:
+        rec['top_names'] = [names[i] for i in rec['top_indices']]
+        print(f"{rec['path']}:")
+        for name, prob in zip(rec['top_names'], rec['top_probs']):
+            print(f"    {name}: {prob:.5f}")
+    if failed:
+        logger.warning("%d of %d videos failed to decode (skipped, named above)", failed,
+                       failed + len(records))
+    if not records:
+        raise TrainingError("no video could be decoded; nothing predicted")
+    os.makedirs(args.save_dir, exist_ok=True)
+    out = os.path.join(args.save_dir, 'predict_results.json')
+    with open(out, 'w', encoding='utf-8') as f:
+        json.dump(records, f, indent=2)
+    logger.info("wrote %s", out)
+    return records

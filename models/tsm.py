@@ -66,4 +66,5 @@ class TSM(nn.Layer):
         m = cfg.MODEL
         return cls(num_classes=m.num_classes, seg_num=m.seg_num, seglen=m.seglen,
                    num_layers=m.num_layers, shift_ratio=m.shift_ratio,
-                   shift_direction=m.shift_direction, dropout=m.dropout)
+                   shift_direction=m.shift_direction, shift_place=m.shift_place,
+                   dropout=m.dropout, head=m.head)

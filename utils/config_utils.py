@@ -58,6 +58,8 @@ DEFAULTS = {
         'topk': 5,
         'shift_ratio': 0.125,
         'shift_direction': 'paddle',
+        'shift_place': 'blockres',
+        'head': 'feature_mean',
         'dropout': 0.5,
     },
     'TRAIN': dict(_READER_DEFAULTS, **{
@@ -83,6 +85,8 @@ CHOICES = {
     ('MODEL', 'format'): ('mp4', 'pkl', 'frames'),
     ('MODEL', 'num_layers'): (18, 34, 50, 101, 152),
     ('MODEL', 'shift_direction'): ('paddle', 'mit'),
+    ('MODEL', 'shift_place'): ('blockres', 'block'),
+    ('MODEL', 'head'): ('feature_mean', 'logit_mean'),
 }
 POSITIVE = {('MODEL', k) for k in ('num_classes', 'seg_num', 'seglen', 'topk')} | {
     (s, k) for s in SECTIONS[1:] for k in ('short_size', 'target_size', 'batch_size')}

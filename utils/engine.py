@@ -101,7 +101,7 @@ def train_one_epoch(model, loader, optimizer, lr_sched, epoch, log_interval=10,
         reader_cost = time.time() - tic
         labels = batch['labels']
         if labels.shape[0] == 0:  # every video of the batch failed to decode
-            meter.sums[4] += int(batch['failed'])
+            meter.add_failed(int(batch['failed']))
             tic = time.time()
             continue
         with paddle.amp.auto_cast(enable=amp_level != 'O0', level=amp_level):
@@ -136,11 +136,12 @@ def train_one_epoch(model, loader, optimizer, lr_sched, epoch, log_interval=10,
 
 
 @paddle.no_grad()
-def evaluate(model, loader, log_interval=0, desc='eval', amp_level='O0'):
+def evaluate(model, loader, log_interval=0, desc='eval', amp_level='O0', meter=None):
     """Top-1/top-5/loss over every video of the loader (over every rank's shard).
-    -> {'top1', 'top5', 'loss', 'num_videos', 'num_failed'}"""
+    -> {'top1', 'top5', 'loss', 'num_videos', 'num_failed', 'mean_class_acc'}; pass
+    `meter` to keep the confusion matrix."""
     model.eval()
-    meter = AccuracyMeter()
+    meter = meter if meter is not None else AccuracyMeter()
     for it, batch in enumerate(progress(loader, desc)):
         labels = batch['labels']
         if labels.shape[0]:
@@ -149,7 +150,7 @@ def evaluate(model, loader, log_interval=0, desc='eval', amp_level='O0'):
             loss = F.cross_entropy(logits, labels.unsqueeze(-1))
             meter.update(logits.numpy(), labels.numpy(), float(loss), int(batch['failed']))
         else:
-            meter.sums[4] += int(batch['failed'])
+            meter.add_failed(int(batch['failed']))
         if log_interval and it % log_interval == 0:
             logger.info("[%s] iter %d/%d", desc.upper(), it, len(loader))
     return meter.merge_ranks().result()

@@ -4,8 +4,10 @@ import logging
 import os
 import random
 
+import numpy as np
 import paddle
 
+from metrics import AccuracyMeter
 from models import WeightsError, get_model, load_pretrain, load_weights
 from reader import ListFileError, get_reader
 from utils import checkpoint, env
@@ -101,6 +103,7 @@ def train_job(args, cfg):
     writer = visualdl_writer(args, cfg, rank)
     os.makedirs(args.save_dir, exist_ok=True)
     name = args.model_name.upper()
+    history = History(os.path.join(args.save_dir, 'history.json'), start_epoch)
     for epoch in range(start_epoch, cfg.TRAIN.epoch):
         paddle.seed(seed + epoch)  # dropout of epoch e does not depend on where we resumed
         set_loader_epoch(train_loader, epoch, seed)
@@ -114,17 +117,39 @@ def train_job(args, cfg):
                                        model, optimizer, epoch=epoch, step=lr_sched.last_epoch,
                                        seed=seed, config=to_plain(cfg))
         log_scalars(writer, 'train', stats, epoch)
+        epoch_record = {'epoch': epoch, 'train': stats}
         if valid_loader is not None and (epoch + 1) % args.valid_interval == 0:
             val = evaluate(net, valid_loader, desc='valid')
             report_failures(val, 'validation', cfg.VALID.filelist)
             logger.info("[VALID] Epoch %d: loss %.5f, top1 %.4f, top5 %.4f (%d videos)", epoch,
                         val['loss'], val['top1'], val['top5'], val['num_videos'])
             log_scalars(writer, 'valid', val, epoch)
+            epoch_record['valid'] = val
+        if rank == 0:
+            history.add(epoch_record)
     if rank == 0:
         checkpoint.atomic_save(model.state_dict(), os.path.join(args.save_dir, f"{name}.pdparams"))
         logger.info("saved final weights to %s", os.path.join(args.save_dir, f"{name}.pdparams"))
     if writer is not None:
         writer.close()
+
+
+class History:
+    """Per-epoch metrics in <save_dir>/history.json (for curves); on resume the epochs
+    after the resumed one are dropped, so the file always matches the checkpoints."""
+
+    def __init__(self, path, start_epoch):
+        self.path, self.records = path, []
+        if start_epoch > 0 and os.path.isfile(path):
+            with open(path, encoding='utf-8') as f:
+                self.records = [r for r in json.load(f) if r['epoch'] < start_epoch]
+
+    def add(self, record):
+        self.records.append(record)
+        tmp = self.path + '.tmp'
+        with open(tmp, 'w', encoding='utf-8') as f:
+            json.dump(self.records, f, indent=1)
+        os.replace(tmp, self.path)
 
 
 def init_weights(model, optimizer, args):
@@ -186,13 +211,16 @@ def eval_job(args, cfg):
     loader = build_loader(get_reader(args.model_name, 'test', cfg),
                           per_device_batch(cfg.TEST.batch_size, world),
                           cfg.TEST.num_reader_threads, rank, world)
-    result = evaluate(model, loader, args.log_interval, desc='test')
+    meter = AccuracyMeter(cfg.MODEL.num_classes)
+    result = evaluate(model, loader, args.log_interval, desc='test', meter=meter)
     report_failures(result, 'evaluation', cfg.TEST.filelist)
     if rank == 0:
         print(f"[TEST] Finish, loss: {result['loss']:.5f}")
         print(f"TOP1_ACC: {result['top1']:.5f}")
         print(f"TOP5_ACC: {result['top5']:.5f}")
+        print(f"MEAN_CLASS_ACC: {result['mean_class_acc']:.5f}")
         os.makedirs(args.save_dir, exist_ok=True)
+        np.save(os.path.join(args.save_dir, 'confusion.npy'), meter.confusion)
         out = os.path.join(args.save_dir, 'eval_results.json')
         with open(out, 'w', encoding='utf-8') as f:
             json.dump(result, f, indent=2)

@@ -102,7 +102,8 @@ class KineticsReader(paddle.io.Dataset):
         return np.random.default_rng([self.seed, self.epoch, index])
 
     def load_frames(self, index, rng):
-        """uint8 [seg_num*seglen, H, W, 3] of video `index`; raises VideoDecodeError."""
+        """-> (uint8 [seg_num*seglen, H, W, 3], label stored in the video or None);
+        raises VideoDecodeError."""
         path, _, nframes = self.items[index]
         video = open_video(path, self.fmt, nframes)
         try:
@@ -110,7 +111,7 @@ class KineticsReader(paddle.io.Dataset):
             for _ in range(3):
                 indices = segment_indices(count, self.seg_num, self.seglen, self.mode, rng)
                 try:
-                    return video.get_frames(indices)
+                    return video.get_frames(indices), getattr(video, 'label', None)
                 except FrameCountChanged as e:  # header promised more frames than decode
                     count = e.num_frames
             raise VideoDecodeError(f"{path}: frame count keeps changing")
@@ -121,7 +122,7 @@ class KineticsReader(paddle.io.Dataset):
         path, label, _ = self.items[index]
         rng = self._rng(index)
         try:
-            frames = self.load_frames(index, rng)
+            frames, stored_label = self.load_frames(index, rng)
         except VideoDecodeError as e:
             logger.warning("skipping video: %s", e)
             return None
@@ -132,14 +133,9 @@ class KineticsReader(paddle.io.Dataset):
         imgs = normalize(frames, self.mean, self.std, self.seg_num, self.seglen)
         if self.mode == 'infer':
             return imgs, path
-        if self.fmt == 'pkl' and label < 0:
-            label = self._pkl_label(path)
+        if label < 0 and stored_label is not None:  # pkl lists may leave it to the pickle
+            label = int(stored_label)
         return imgs, np.int64(label), path
-
-    @staticmethod
-    def _pkl_label(path):
-        from utils.safe_pickle import safe_load
-        return int(safe_load(path, encoding='bytes')[1])
 
 
 def collate(items):

@@ -12,9 +12,17 @@ caller samples again within that count.
 """
 import os
 
+import cv2
 import numpy as np
 
 from utils.safe_pickle import safe_load
+
+# Imported here, not inside methods: on Paddle 2.6 an `import` statement inside a
+# DataLoader worker's __getitem__ can crash the worker.
+try:
+    import decord
+except ImportError:  # OpenCV is the fallback
+    decord = None
 
 
 class VideoDecodeError(RuntimeError):
@@ -38,7 +46,6 @@ def _as_rgb(frame):
 
 class DecordVideo:
     def __init__(self, path, num_frames=None):
-        import decord
         self.path = path
         try:
             self._vr = decord.VideoReader(path, num_threads=1)
@@ -81,8 +88,7 @@ class OpenCVVideo:
     """Fallback when decord is missing; counts frames by grabbing (no colour conversion)."""
 
     def __init__(self, path, num_frames=None):
-        import cv2
-        self.path, self._cv2 = path, cv2
+        self.path = path
         cap = cv2.VideoCapture(path)
         if not cap.isOpened():
             raise VideoDecodeError(f"{path}: cannot open video")
@@ -96,7 +102,6 @@ class OpenCVVideo:
             raise VideoDecodeError(f"{path}: no video frames")
 
     def get_frames(self, indices):
-        cv2 = self._cv2
         wanted = sorted(set(int(i) for i in indices))
         got = {}
         cap = cv2.VideoCapture(self.path)
@@ -121,7 +126,6 @@ class OpenCVVideo:
 
 
 def _decode_jpeg(data, where):
-    import cv2
     img = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
     if img is None:
         raise VideoDecodeError(f"{where}: cannot decode image")
@@ -185,11 +189,7 @@ def _first_line(e):
 
 
 def mp4_backend():
-    try:
-        import decord  # noqa: F401
-        return DecordVideo
-    except ImportError:
-        return OpenCVVideo
+    return DecordVideo if decord is not None else OpenCVVideo
 
 
 def open_video(path, fmt='mp4', num_frames=None):

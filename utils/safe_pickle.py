@@ -15,6 +15,7 @@ _ALLOWED = {
                                  'long', 'str', 'unicode', 'bytearray', 'bool')
 } | {
     ('collections', 'OrderedDict'),
+    ('_codecs', 'encode'),  # how protocol-2 pickles made by Python 3 spell bytes
     ('copy_reg', '_reconstructor'), ('copyreg', '_reconstructor'),
     ('numpy', 'ndarray'), ('numpy', 'dtype'),
     ('numpy.core.multiarray', '_reconstruct'), ('numpy._core.multiarray', '_reconstruct'),

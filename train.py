@@ -24,8 +24,7 @@ def parse_args(argv=None):
 def main(argv=None):
     args = parse_args(argv)
     from utils.logger import setup_logging
-    from utils.env import world
-    setup_logging(world()[0])
+    setup_logging()
     from utils.jobs import USER_ERRORS, train_job
     try:
         cfg = load_config(args, 'TRAIN', {'batch_size': args.batch_size,

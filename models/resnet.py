@@ -6,7 +6,7 @@ Layers carry the fluid names of the model zoo (`res2a_branch2a`, `bn2a_branch2a`
 import paddle
 import paddle.nn as nn
 
-from .temporal_shift import TemporalShift
+from .temporal_shift import DIRECTIONS, TemporalShift
 
 # depth -> (block type, blocks per stage)
 NET_CONFIG = {
@@ -40,10 +40,10 @@ class _Block(nn.Layer):
     """Shared shortcut + shift logic; subclasses build `self.branch` (a Sequential)."""
     expansion = 1
 
-    def __init__(self, in_ch, width, stride, name, shift):
+    def __init__(self, in_ch, width, stride, name, shift=None):
         super().__init__()
         out_ch = width * self.expansion
-        self.shift = shift
+        self.shift = shift  # a TemporalShift or None; ResNetTSM.set_shift places them
         self.shortcut = (ConvBN(in_ch, out_ch, 1, stride, act=False, name=name + '_branch1')
                          if in_ch != out_ch or stride != 1 else None)
         self.relu = nn.ReLU()
@@ -89,27 +89,46 @@ class ResNetTSM(nn.Layer):
     """[N*T, C_in, H, W] -> [N*T, 512*expansion, H/32, W/32] feature maps."""
 
     def __init__(self, depth=50, in_channels=3, seg_num=8, shift_ratio=0.125,
-                 shift_direction='paddle', shift_place='blockres'):
+                 shift_direction='paddle', shift_place='blockres', shift_every=1):
         super().__init__()
         if depth not in NET_CONFIG:
             raise ValueError(f"num_layers must be one of {sorted(NET_CONFIG)}, got {depth}")
-        if shift_place not in SHIFT_PLACES:
-            raise ValueError(f"shift_place must be one of {SHIFT_PLACES}, got {shift_place!r}")
         kind, counts = NET_CONFIG[depth]
         block_cls = Bottleneck if kind == 'bottleneck' else BasicBlock
-        self.shift_place = shift_place
+        self.seg_num = seg_num
         self.stem = ConvBN(in_channels, 64, 7, stride=2, name='conv1')
         self.pool = nn.MaxPool2D(kernel_size=3, stride=2, padding=1)
         blocks, in_ch = [], 64
         for stage, (width, count) in enumerate(zip(STAGE_WIDTHS, counts)):
             for i in range(count):
                 stride = 2 if i == 0 and stage > 0 else 1
-                shift = (TemporalShift(seg_num, shift_ratio, shift_direction)
-                         if shift_ratio > 0 else None)
-                blocks.append(block_cls(in_ch, width, stride, block_name(stage, i, depth), shift))
+                block = block_cls(in_ch, width, stride, block_name(stage, i, depth))
+                block.index_in_stage = i
+                blocks.append(block)
                 in_ch = width * block_cls.expansion
         self.blocks = nn.LayerList(blocks)
         self.out_channels = in_ch
+        self.set_shift(shift_ratio, shift_direction, shift_place, shift_every)
+
+    def set_shift(self, shift_ratio, shift_direction, shift_place, shift_every=1):
+        """(Re)place the temporal shifts in place: a shift of `shift_ratio` of the channels
+        each way in block i of every stage where i % shift_every == 0 (MIT and mmaction2
+        shift every 2nd block of ResNet-101/152, their `n_round`); ratio 0: no shift (TSN).
+        The shifts hold no parameters, so the state_dict does not change."""
+        if shift_place not in SHIFT_PLACES:
+            raise ValueError(f"shift_place must be one of {SHIFT_PLACES}, got {shift_place!r}")
+        if shift_direction not in DIRECTIONS:
+            raise ValueError(f"shift direction must be one of {DIRECTIONS}, got {shift_direction!r}")
+        if not 0 <= shift_ratio <= 0.5:
+            raise ValueError(f"shift_ratio must be in [0, 0.5], got {shift_ratio}")
+        if int(shift_every) != shift_every or shift_every < 1:
+            raise ValueError(f"shift_every must be a positive integer, got {shift_every}")
+        self.shift_ratio, self.shift_direction = shift_ratio, shift_direction
+        self.shift_place, self.shift_every = shift_place, int(shift_every)
+        for block in self.blocks:
+            shifted = shift_ratio > 0 and block.index_in_stage % self.shift_every == 0
+            block.shift = (TemporalShift(self.seg_num, shift_ratio, shift_direction)
+                           if shifted else None)
 
     def forward(self, x):
         x = self.pool(self.stem(x))

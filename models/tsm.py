@@ -8,6 +8,13 @@ from .registry import register
 from .resnet import ResNetTSM, fluid_names
 
 HEADS = ('feature_mean', 'logit_mean')
+# What a set of weights may need changed to compute what it was trained to compute.
+OPTION_KEYS = ('shift_direction', 'shift_ratio', 'shift_place', 'shift_every', 'head', 'dropout')
+
+
+def _dropout_mode(head):
+    # the model zoo's fluid default vs. the PyTorch/PaddleVideo convention (see TSM)
+    return 'downscale_in_infer' if head == 'feature_mean' else 'upscale_in_train'
 
 
 @register('TSM')
@@ -23,18 +30,17 @@ class TSM(nn.Layer):
 
     def __init__(self, num_classes=400, seg_num=8, seglen=1, num_layers=50,
                  shift_ratio=0.125, shift_direction='paddle', shift_place='blockres',
-                 dropout=0.5, head='feature_mean'):
+                 dropout=0.5, head='feature_mean', shift_every=1):
         super().__init__()
         if head not in HEADS:
             raise ValueError(f"head must be one of {HEADS}, got {head!r}")
         self.seg_num, self.seglen, self.head = seg_num, seglen, head
         self.backbone_depth = num_layers
         self.backbone = ResNetTSM(num_layers, 3 * seglen, seg_num, shift_ratio,
-                                  shift_direction, shift_place)
+                                  shift_direction, shift_place, shift_every)
         feat = self.backbone.out_channels
         self.avgpool = nn.AdaptiveAvgPool2D(1)
-        mode = 'downscale_in_infer' if head == 'feature_mean' else 'upscale_in_train'
-        self.dropout = nn.Dropout(p=dropout, mode=mode)
+        self.dropout = nn.Dropout(p=dropout, mode=_dropout_mode(head))
         stdv = 1.0 / math.sqrt(feat)
         self.fc = nn.Linear(
             feat, num_classes,
@@ -54,6 +60,32 @@ class TSM(nn.Layer):
             return self.fc(x)
         x = self.fc(x)
         return x.reshape([-1, t, x.shape[-1]]).mean(axis=1)  # [N*T, K] -> [N, T, K] -> [N, K]
+
+    def options(self):
+        """The settings released weights depend on (OPTION_KEYS), as a plain dict."""
+        bb = self.backbone
+        return dict(shift_direction=bb.shift_direction, shift_ratio=bb.shift_ratio,
+                    shift_place=bb.shift_place, shift_every=bb.shift_every, head=self.head,
+                    dropout=self.dropout.p)
+
+    def set_options(self, **options):
+        """Change any of OPTION_KEYS in place (no parameter changes); -> {key: (old, new)}
+        for the values that changed.  Used when loading weights trained under another
+        convention (e.g. MIT's shift direction and logit-averaging head)."""
+        unknown = sorted(set(options) - set(OPTION_KEYS))
+        if unknown:
+            raise ValueError(f"unknown TSM option(s) {unknown} (known: {list(OPTION_KEYS)})")
+        old = self.options()
+        new = dict(old, **options)
+        if new['head'] not in HEADS:
+            raise ValueError(f"head must be one of {HEADS}, got {new['head']!r}")
+        if not 0 <= new['dropout'] < 1:
+            raise ValueError(f"dropout must be in [0, 1), got {new['dropout']}")
+        self.backbone.set_shift(new['shift_ratio'], new['shift_direction'], new['shift_place'],
+                                new['shift_every'])
+        self.head = new['head']
+        self.dropout.p, self.dropout.mode = new['dropout'], _dropout_mode(new['head'])
+        return {k: (old[k], new[k]) for k in OPTION_KEYS if old[k] != new[k]}
 
     def fluid_names(self):
         """{state_dict key: model-zoo name}; the FC is fc_0 as fluid named it."""

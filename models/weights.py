@@ -1,12 +1,17 @@
-"""Loading weights: this project's checkpoints and the model zoo's released files.
+"""Loading weights: this project's checkpoints and the released files of its peers.
 
 Sources, told apart by their content:
-  - this project's `.pdparams` (keys are the model's state_dict keys);
+  - this project's `.pdparams` (keys are the model's state_dict keys), with the model
+    options its weights need under OPTIONS_KEY when tools/convert_weights.py wrote it;
   - the model zoo's released `TSM.pdparams`: a pickled dict of fluid-named arrays
     (`conv1_weights`, `bn2a_branch2a_scale`, ..., `fc_0.w_0`);
+  - PaddleVideo's `TSM_k400.pdparams` (`backbone.res2a.conv0._conv.weight`, ...), and MIT /
+    mmaction2 names saved as numpy arrays (their `.pth` files need torch: convert them);
   - the model zoo's `ResNet50_pretrained/` directory: one serialized tensor file per
     fluid-named parameter (ImageNet classifier `fc_0` dropped).
-Loading is strict: every missing, unexpected and shape-mismatched name is listed.
+Weights of another project need the model options they were trained under (shift
+direction, ratio, placement, head; see models/convert.py): those are applied to the model
+and logged.  Loading is strict: every missing, unexpected and shape-mismatched name is listed.
 """
 import logging
 import os
@@ -17,6 +22,7 @@ from utils.safe_pickle import safe_load
 
 logger = logging.getLogger(__name__)
 META_KEY = 'StructuredToParameterName@@'  # written by paddle.save, not a weight
+OPTIONS_KEY = '__tsm_options__'  # a plain dict of model options, not a weight
 FC_KEYS = ('fc.weight', 'fc.bias')
 
 
@@ -24,8 +30,39 @@ class WeightsError(ValueError):
     """Weights that cannot be read or do not fit the model; one-line message."""
 
 
-def read_state(path):
-    """path -> (dict name -> ndarray, kind) with kind 'dir' or 'pickle'."""
+def is_torch_file(path):
+    """True for files torch.save wrote: a zip archive (torch >= 1.6) or the legacy format,
+    a pickle that starts with torch's magic number."""
+    with open(path, 'rb') as f:
+        head = f.read(16)
+    return head.startswith(b'PK\x03\x04') or head[2:14] == (
+        b'\x8a\x0a\x6c\xfc\x9c\x46\xf9\x20\x6a\xa8\x50\x19')
+
+
+def arrays_of(obj, path):
+    """An unpickled weights file -> (dict name -> ndarray, options dict or None)."""
+    if isinstance(obj, dict) and isinstance(obj.get('state_dict'), dict):
+        obj = obj['state_dict']  # MIT and mmaction2 keep the weights under 'state_dict'
+    if not isinstance(obj, dict):
+        raise WeightsError(f"{path}: expected a dict of arrays, got {type(obj).__name__}")
+    options = obj.get(OPTIONS_KEY)
+    if options is not None and not isinstance(options, dict):
+        raise WeightsError(f"{path}: entry '{OPTIONS_KEY}' is {type(options).__name__}, "
+                           f"not a dict of options")
+    out = {}
+    for k, v in obj.items():
+        if k in (META_KEY, OPTIONS_KEY):
+            continue
+        if isinstance(v, tuple) and len(v) == 2 and isinstance(v[1], np.ndarray):
+            v = v[1]  # older paddle.save wrote tensors as (name, array)
+        if not isinstance(v, np.ndarray):
+            raise WeightsError(f"{path}: entry '{k}' is {type(v).__name__}, not an array")
+        out[str(k)] = v
+    return out, options
+
+
+def read_checkpoint(path):
+    """path -> (dict name -> ndarray, kind 'dir' or 'pickle', options dict or None)."""
     if not os.path.exists(path) and os.path.exists(path + '.pdparams'):
         path = path + '.pdparams'
     if not os.path.exists(path):
@@ -36,23 +73,23 @@ def read_state(path):
             state = load_param_dir(path)
         except ValueError as e:
             raise WeightsError(str(e)) from None
-        return {k: v for k, v in state.items() if 'fc_0' not in k}, 'dir'
+        return {k: v for k, v in state.items() if 'fc_0' not in k}, 'dir', None
+    if is_torch_file(path):
+        raise WeightsError(f"{path} is a PyTorch checkpoint: convert it first with "
+                           f"python tools/convert_weights.py {path} OUT.pdparams "
+                           f"--from mit (or mmaction2)")
     try:
         state = safe_load(path)
     except Exception as e:  # any unpickling failure of an outside file is a bad file
         raise WeightsError(f"cannot read weights {path}: {e}") from None
-    if not isinstance(state, dict):
-        raise WeightsError(f"{path}: expected a dict of arrays, got {type(state).__name__}")
-    out = {}
-    for k, v in state.items():
-        if k == META_KEY:
-            continue
-        if isinstance(v, tuple) and len(v) == 2 and isinstance(v[1], np.ndarray):
-            v = v[1]  # older paddle.save wrote tensors as (name, array)
-        if not isinstance(v, np.ndarray):
-            raise WeightsError(f"{path}: entry '{k}' is {type(v).__name__}, not an array")
-        out[str(k)] = v
-    return out, 'pickle'
+    arrays, options = arrays_of(state, path)
+    return arrays, 'pickle', options
+
+
+def read_state(path):
+    """path -> (dict name -> ndarray, kind) with kind 'dir' or 'pickle'."""
+    state, kind, _ = read_checkpoint(path)
+    return state, kind
 
 
 def to_model_keys(model, state, path):
@@ -90,24 +127,91 @@ def _assign(model, state):
     model.set_state_dict({k: np.asarray(v, dtype=own[k].numpy().dtype) for k, v in state.items()})
 
 
+def _adapt(model, state, kind, options, path):
+    """Rename another source's arrays to the model's keys; -> (state, options its weights
+    need or None).  Converted files carry their options; raw files of another project
+    get the options of the source their names identify (models/convert.py)."""
+    if kind == 'pickle' and options is None:
+        from . import convert
+        source = convert.detect_source(state)
+        if source == 'modelzoo':
+            options = convert.source_options(source)
+        elif source is not None:
+            state, info = convert.to_fluid(state, source)
+            options = convert.source_options(source, info, seg_num=getattr(model, 'seg_num', 8))
+    return to_model_keys(model, state, path), options
+
+
+def _check_meta(model, options, path, full):
+    """Say which config key to change when the file's depth or class count differs."""
+    depth, classes = options.get('num_layers'), options.get('num_classes')
+    if depth is not None and depth != getattr(model, 'backbone_depth', depth):
+        raise WeightsError(f"{path} holds a ResNet-{depth} TSM, the model is ResNet-"
+                           f"{model.backbone_depth}: set MODEL.num_layers: {depth}")
+    own = model.state_dict().get('fc.weight')
+    if full and classes is not None and own is not None and own.shape[-1] != classes:
+        raise WeightsError(f"{path} has {classes} classes, the model {own.shape[-1]}: set "
+                           f"MODEL.num_classes: {classes} (or finetune with --pretrain)")
+
+
+def apply_options(model, options, path, full=True):
+    """Set the model options the weights were trained under and log them.  full=False
+    (finetuning) leaves dropout, a training choice, to the config."""
+    from .tsm import OPTION_KEYS
+    wanted = {k: options[k] for k in OPTION_KEYS if k in options}
+    if not full:
+        wanted.pop('dropout', None)
+    if not wanted:
+        return {}
+    if not hasattr(model, 'set_options'):
+        raise WeightsError(f"{path} needs the options {wanted}, which "
+                           f"{type(model).__name__} cannot take")
+    changed = model.set_options(**wanted)
+    logger.info("%s: %s weights; applied the options they need: %s", path,
+                options.get('source', 'converted'),
+                ', '.join(f"{k}={v:.6g}" if isinstance(v, float) else f"{k}={v}"
+                          for k, v in wanted.items()))
+    if changed:
+        what = '; '.join(f"{k} {a} -> {b}" for k, (a, b) in changed.items())
+        logger.warning("%s: overriding the config to match the weights: %s%s", path, what,
+                       '' if full else " (checkpoints this run saves do not record these: "
+                       "evaluate them with a config that sets them)")
+    if 'seg_num' in options and options['seg_num'] != getattr(model, 'seg_num', None):
+        logger.warning("%s: PaddleVideo shifts 1/num_seg of the channels; these weights "
+                       "were converted for seg_num %s (ratio %.6g), the model runs %s "
+                       "segments", path, options['seg_num'], options['shift_ratio'],
+                       model.seg_num)
+    return changed
+
+
 def load_weights(model, path):
-    """Load a full checkpoint (this project's or the model zoo's) strictly."""
-    state, _ = read_state(path)
-    state = to_model_keys(model, state, path)
+    """Load a full checkpoint (this project's, a converted one, or another project's in
+    a format that needs no extra dependency) strictly, with the options it needs."""
+    state, kind, options = read_checkpoint(path)
+    state, options = _adapt(model, state, kind, options, path)
+    if options:
+        _check_meta(model, options, path, full=True)
     check_fit(model, state, path)
+    if options:
+        apply_options(model, options, path, full=True)
     _assign(model, state)
     logger.info("loaded weights from %s (%d arrays)", path, len(state))
 
 
 def load_pretrain(model, path):
     """Initialise from ImageNet or another dataset's weights: everything but a FC that
-    does not fit (another class count) must fit; returns the keys left at their init."""
-    state, kind = read_state(path)
-    state = to_model_keys(model, state, path)
+    does not fit (another class count) must fit; returns the keys left at their init.
+    Kinetics weights of another project bring the shift and head options they need."""
+    state, kind, options = read_checkpoint(path)
+    state, options = _adapt(model, state, kind, options, path)
+    if options:
+        _check_meta(model, options, path, full=False)
     own = model.state_dict()
     skipped = [k for k in FC_KEYS if k not in state
                or tuple(state[k].shape) != tuple(own[k].shape)]
     check_fit(model, state, path, ignore=skipped)
+    if options:
+        apply_options(model, options, path, full=False)
     _assign(model, {k: v for k, v in state.items() if k not in skipped})
     if skipped:
         why = 'not in the file' if kind == 'dir' or 'fc.weight' not in state else (

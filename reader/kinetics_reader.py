@@ -142,11 +142,13 @@ def collate(items):
     """Stack the items that decoded; count the ones that did not (already logged).
 
     -> {'imgs': [B, T, 3L, S, S], 'labels': [B] (-1 in infer mode), 'paths': [B],
-        'failed': number of videos of this batch that failed to decode}"""
+        'failed': number of videos of this batch that failed to decode}
+    A batch where every video failed has `paths == []` and 1-element placeholders
+    (zero-size arrays cannot cross the workers' shared memory)."""
     ok = [it for it in items if it is not None]
     batch = {'failed': np.array(len(items) - len(ok), dtype=np.int64), 'paths': []}
     if not ok:
-        batch.update(imgs=np.zeros([0], np.float32), labels=np.zeros([0], np.int64))
+        batch.update(imgs=np.zeros([1], np.float32), labels=np.full([1], -1, np.int64))
         return batch
     batch['imgs'] = np.stack([it[0] for it in ok])
     batch['paths'] = [it[-1] for it in ok]

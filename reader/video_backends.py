@@ -59,13 +59,17 @@ class DecordVideo:
         uniq = sorted(set(int(i) for i in indices))
         try:
             frames = self._vr.get_batch(uniq).asnumpy()
+            if frames.ndim != 4 or frames.shape[-1] != 3:  # decord mis-sizes tiny frames
+                raise ValueError(f"decord returned shape {frames.shape}")
         except Exception:
             real = self._count_decodable()
             if real == 0:
                 raise VideoDecodeError(f"{self.path}: no frame decodes") from None
-            if real >= self.num_frames:
-                raise VideoDecodeError(f"{self.path}: frames {uniq} fail to decode") from None
-            raise FrameCountChanged(real) from None
+            if real < self.num_frames:
+                self._vr = decord.VideoReader(self.path, num_threads=1)  # fresh state
+                raise FrameCountChanged(real) from None
+            # every frame decodes in order, yet random access failed: let OpenCV do it
+            return OpenCVVideo(self.path, self.num_frames).get_frames(indices)
         pos = {i: k for k, i in enumerate(uniq)}
         return np.stack([_as_rgb(frames[pos[int(i)]]) for i in indices])
 
@@ -103,22 +107,22 @@ class OpenCVVideo:
 
     def get_frames(self, indices):
         wanted = sorted(set(int(i) for i in indices))
-        got = {}
+        got, grabbed = {}, 0
         cap = cv2.VideoCapture(self.path)
-        for pos in range(wanted[-1] + 1):
-            if not cap.grab():
-                break
-            if pos in got or pos not in wanted:
-                continue
-            ok, frame = cap.retrieve()
-            if not ok:
-                break
-            got[pos] = _as_rgb(cv2.cvtColor(frame, cv2.COLOR_BGR2RGB) if frame.ndim == 3
-                               else frame)
+        while grabbed <= wanted[-1] and cap.grab():
+            pos, grabbed = grabbed, grabbed + 1
+            if pos in wanted:
+                ok, frame = cap.retrieve()
+                if not ok:
+                    grabbed -= 1
+                    break
+                got[pos] = _as_rgb(cv2.cvtColor(frame, cv2.COLOR_BGR2RGB) if frame.ndim == 3
+                                   else frame)
         cap.release()
         if len(got) < len(wanted):
-            raise FrameCountChanged(len(got)) if got else VideoDecodeError(
-                f"{self.path}: no frame decodes")
+            if grabbed == 0:
+                raise VideoDecodeError(f"{self.path}: no frame decodes")
+            raise FrameCountChanged(grabbed)
         return np.stack([got[int(i)] for i in indices])
 
     def close(self):
@@ -192,6 +196,20 @@ def mp4_backend():
     return DecordVideo if decord is not None else OpenCVVideo
 
 
+def _open_mp4(path, num_frames):
+    """decord first; OpenCV when decord is missing or cannot open the file (decord refuses
+    a truncated mp4 outright, where OpenCV still decodes the frames that are there)."""
+    if decord is None:
+        return OpenCVVideo(path, num_frames)
+    try:
+        return DecordVideo(path, num_frames)
+    except VideoDecodeError as first:
+        try:
+            return OpenCVVideo(path, num_frames)
+        except VideoDecodeError:
+            raise first from None
+
+
 def open_video(path, fmt='mp4', num_frames=None):
     """Open `path` with the backend of format `fmt`; `num_frames` overrides the count."""
     if fmt in ('mp4',):
@@ -199,7 +217,7 @@ def open_video(path, fmt='mp4', num_frames=None):
             raise VideoDecodeError(f"{path}: file not found")
         if os.path.getsize(path) == 0:
             raise VideoDecodeError(f"{path}: empty file")
-        return mp4_backend()(path, num_frames)
+        return _open_mp4(path, num_frames)
     if fmt == 'pkl':
         if not os.path.isfile(path):
             raise VideoDecodeError(f"{path}: file not found")

@@ -32,6 +32,19 @@ def write_video(path, frames, fps=25, fourcc='FFV1'):
     return str(path)
 
 
+def write_mp4(path, frames, fps=25, extra=('-movflags', '+faststart')):
+    """uint8 RGB [T, H, W, 3] -> lossless H.264 (libx264rgb, qp 0) .mp4 through the ffmpeg
+    binary that imageio-ffmpeg ships (no system ffmpeg needed)."""
+    import subprocess
+    import imageio_ffmpeg
+    h, w = frames.shape[1:3]
+    cmd = [imageio_ffmpeg.get_ffmpeg_exe(), '-y', '-loglevel', 'error', '-f', 'rawvideo',
+           '-pix_fmt', 'rgb24', '-s', f'{w}x{h}', '-r', str(fps), '-i', '-',
+           '-c:v', 'libx264rgb', '-qp', '0', '-g', '5', *extra, str(path)]
+    subprocess.run(cmd, input=np.ascontiguousarray(frames).tobytes(), check=True)
+    return str(path)
+
+
 def make_clip(n, height=48, width=64):
     return np.stack([frame_pattern(i, height, width) for i in range(n)])
 

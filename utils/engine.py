@@ -100,7 +100,7 @@ def train_one_epoch(model, loader, optimizer, lr_sched, epoch, log_interval=10,
     for it, batch in enumerate(loader):
         reader_cost = time.time() - tic
         labels = batch['labels']
-        if labels.shape[0] == 0:  # every video of the batch failed to decode
+        if not batch['paths']:  # every video of the batch failed to decode
             meter.add_failed(int(batch['failed']))
             tic = time.time()
             continue
@@ -144,7 +144,7 @@ def evaluate(model, loader, log_interval=0, desc='eval', amp_level='O0', meter=N
     meter = meter if meter is not None else AccuracyMeter()
     for it, batch in enumerate(progress(loader, desc)):
         labels = batch['labels']
-        if labels.shape[0]:
+        if batch['paths']:
             with paddle.amp.auto_cast(enable=amp_level != 'O0', level=amp_level):
                 logits = model(batch['imgs']).astype('float32')
             loss = F.cross_entropy(logits, labels.unsqueeze(-1))

@@ -1,9 +1,16 @@
 """Logging set-up, called from the entry scripts' main() only."""
 import logging
+import os
 import sys
+import warnings
 
 
-def setup_logging(rank=0, level=logging.INFO):
+def setup_logging(level=logging.INFO):
+    """Log lines on stdout; ranks other than 0 log warnings and errors only.
+    Call before Paddle is imported, so its import-time warnings are filtered."""
+    rank = int(os.environ.get('PADDLE_TRAINER_ID', 0))
+    warnings.filterwarnings('ignore', message='No ccache found')
+    warnings.filterwarnings('ignore', message='When training, we now always track global mean')
     fmt = '[%(asctime)s] %(levelname)s %(name)s: %(message)s'
     if rank:
         fmt = f'[rank {rank}] ' + fmt

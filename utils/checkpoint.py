@@ -44,6 +44,8 @@ def to_tensors(obj):
     import numpy as np
     if isinstance(obj, dict):
         return {k: to_tensors(v) for k, v in obj.items()}
+    if isinstance(obj, tuple) and len(obj) == 2 and isinstance(obj[1], np.ndarray):
+        obj = obj[1]  # paddle.save writes nested tensors as (name, array)
     if isinstance(obj, np.ndarray):
         return paddle.to_tensor(obj)
     return obj

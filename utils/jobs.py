@@ -257,3 +257,28 @@ def predict_job(args, cfg):
         json.dump(records, f, indent=2)
     logger.info("wrote %s", out)
     return records
+
+
+class WithSoftmax(paddle.nn.Layer):
+    """What an exported model returns: probabilities, not logits."""
+
+    def __init__(self, model):
+        super().__init__()
+        self.model = model
+
+    def forward(self, x):
+        return paddle.nn.functional.softmax(self.model(x), axis=-1)
+
+
+def export_job(args, cfg):
+    """Save `<save_dir>/<model_name>` as a static inference model; -> the path prefix."""
+    setup_runtime(cfg, args)
+    model = get_model(args.model_name, cfg, 'infer')
+    load_weights(model, resolve_weights(args.weights))
+    m, size = cfg.MODEL, cfg.INFER.target_size
+    spec = paddle.static.InputSpec([None, m.seg_num, 3 * m.seglen, size, size], 'float32', 'image')
+    path = os.path.join(args.save_dir, args.model_name.upper())
+    net = WithSoftmax(model)
+    net.eval()
+    paddle.jit.save(net, path, input_spec=[spec])
+    return path

@@ -1,0 +1,31 @@
+"""Export a static inference model (paddle.jit.save): input [None, seg_num, 3*seglen, H, W]
+float32, output class probabilities.  Load it with paddle.jit.load or Paddle Inference."""
+import logging
+import os
+
+from utils.cli import base_parser, fail, load_config
+
+
+def parse_args(argv=None):
+    p = base_parser('Export TSM for inference', save_dir='inference_model')
+    p.add_argument('--weights', default=None,
+                   help='weights file or URL; absent: the released model is downloaded')
+    return p.parse_args(argv)
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    from utils.logger import setup_logging
+    setup_logging()
+    from utils.jobs import USER_ERRORS, export_job
+    try:
+        cfg = load_config(args, 'INFER', {'batch_size': args.batch_size})
+        path = export_job(args, cfg)
+        print(f"saved inference model to {path}.* ({os.path.basename(path)}.pdiparams + program)")
+    except USER_ERRORS as e:
+        logging.getLogger('export').debug('failed', exc_info=True)
+        fail(e.args[0] if e.args else e)
+
+
+if __name__ == '__main__':
+    main()

@@ -1,0 +1,143 @@
+"""End to end through the command line, at tiny size: train -> eval -> predict -> export,
+resume continuity, reproducibility, and a 2-process data-parallel run."""
+import json
+import re
+
+import numpy as np
+import paddle
+import pytest
+
+from tests.conftest import run_cli
+from utils.safe_pickle import safe_load
+
+TRAIN = ['train.py', '--model_name', 'tsm', '--pretrain', 'none', '--fix_random_seed', 'True',
+         '--log_interval', '1']
+
+
+def train(cfg, save_dir, *extra, env=None):
+    res = run_cli(*TRAIN, '--config', cfg, '--save_dir', str(save_dir), *extra, env=env)
+    assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
+    return res
+
+
+def weights(path):
+    return {k: v for k, v in safe_load(str(path)).items() if isinstance(v, np.ndarray)}
+
+
+@pytest.fixture
+def run2(tiny_dataset):
+    out = tiny_dataset['dir'] / 'ckpt'
+    res = train(tiny_dataset['config'], out)
+    return tiny_dataset, out, res
+
+
+def test_train_eval_predict_export(run2, tmp_path):
+    data, out, res = run2
+    log = res.stdout
+    line = re.search(r'\[TRAIN\] Epoch 1, iter 1/2, loss: [\d.]+, top1: [\d.]+, top5: [\d.]+, '
+                     r'lr: 0\.001000, reader_cost: [\d.]+ s, batch_cost: [\d.]+ s, ips: [\d.]+', log)
+    assert line, log[-2000:]  # piecewise LR: 0.01 in epoch 0, 0.001 after decay epoch 1
+    assert 'lr: 0.010000' in log and '[VALID] Epoch 1' in log
+    for name in ('TSM_epoch0.pdparams', 'TSM_epoch0.pdopt', 'TSM_epoch1.pdparams',
+                 'TSM_epoch1.pdopt', 'TSM.pdparams', 'history.json'):
+        assert (out / name).is_file(), name
+    opt = safe_load(str(out / 'TSM_epoch1.pdopt'))
+    assert opt['epoch'] == 1 and opt['step'] == 4 and opt['config']['MODEL']['num_layers'] == 18
+    history = json.loads((out / 'history.json').read_text())
+    assert [h['epoch'] for h in history] == [0, 1] and history[1]['valid']['num_videos'] == 5
+
+    cfg = data['config']
+    ev = run_cli('eval.py', '--config', cfg, '--weights', str(out / 'TSM.pdparams'),
+                 '--save_dir', str(tmp_path / 'ev'), '--batch_size', '2')
+    assert ev.returncode == 0, ev.stderr
+    top1 = float(re.search(r'^TOP1_ACC: ([\d.]+)$', ev.stdout, re.M).group(1))
+    top5 = float(re.search(r'^TOP5_ACC: ([\d.]+)$', ev.stdout, re.M).group(1))
+    result = json.loads((tmp_path / 'ev' / 'eval_results.json').read_text())
+    assert result['num_videos'] == 5 and result['num_failed'] == 0  # 2+2+1: last batch kept
+    assert 0 <= top1 <= 1 and top5 == 1.0 and result['top1'] == pytest.approx(top1, abs=1e-5)
+    assert np.load(tmp_path / 'ev' / 'confusion.npy').sum() == 5
+
+    pr = run_cli('predict.py', '--config', cfg, '--weights', str(out / 'TSM.pdparams'),
+                 '--save_dir', str(tmp_path / 'pr'), '--infer_topk', '2')
+    assert pr.returncode == 0, pr.stderr
+    records = json.loads((tmp_path / 'pr' / 'predict_results.json').read_text())
+    assert [r['path'] for r in records] == [ln.rsplit(' ', 1)[0] for ln in data['lines'][:2]]
+    for r in records:
+        assert len(r['top_names']) == 2 and set(r['top_names']) <= {'red', 'green', 'blue'}
+        assert r['top_probs'][0] >= r['top_probs'][1] and 0 < sum(r['top_probs']) <= 1 + 1e-6
+        assert f"    {r['top_names'][0]}: {r['top_probs'][0]:.5f}" in pr.stdout
+    one = data['lines'][3].rsplit(' ', 1)[0]
+    pr1 = run_cli('predict.py', '--config', cfg, '--weights', str(out / 'TSM.pdparams'),
+                  '--save_dir', str(tmp_path / 'pr1'), '--video_path', one, '--infer_topk', '3')
+    assert pr1.returncode == 0, pr1.stderr
+    single = json.loads((tmp_path / 'pr1' / 'predict_results.json').read_text())
+    assert len(single) == 1 and single[0]['path'] == one and len(single[0]['top_names']) == 3
+
+    ex = run_cli('inference_model.py', '--config', cfg, '--weights', str(out / 'TSM.pdparams'),
+                 '--save_dir', str(tmp_path / 'inf'))
+    assert ex.returncode == 0, ex.stderr
+    exported = paddle.jit.load(str(tmp_path / 'inf' / 'TSM'))
+    exported.eval()
+    from models import get_model, load_weights
+    from utils.config_utils import parse_config
+    model = get_model('TSM', parse_config(cfg), 'infer')
+    load_weights(model, str(out / 'TSM.pdparams'))
+    x = paddle.randn([3, 4, 3, 32, 32])
+    eager = paddle.nn.functional.softmax(model(x), axis=-1).numpy()
+    assert np.abs(exported(x).numpy() - eager).max() < 1e-5
+
+
+def test_resume_continues_where_it_stopped_and_runs_repeat(run2):
+    data, full, full_res = run2
+    part = data['dir'] / 'part'
+    first = train(data['config'], part, '--epoch', '1')
+    # same seed, same data: epoch 0 of both runs logs the same losses
+    losses = lambda log, e: re.findall(rf'Epoch {e}, iter \d+/\d+, loss: ([\d.]+)', log)
+    assert losses(first.stdout, 0) == losses(full_res.stdout, 0) != []
+    resumed = train(data['config'], part, '--resume', str(part / 'TSM_epoch0'))
+    assert 'continuing at epoch 1' in resumed.stdout and 'Epoch 0, iter' not in resumed.stdout
+    assert losses(resumed.stdout, 1) == losses(full_res.stdout, 1) != []
+    a, b = weights(full / 'TSM.pdparams'), weights(part / 'TSM.pdparams')
+    assert a.keys() == b.keys()
+    for k in a:
+        np.testing.assert_allclose(a[k], b[k], rtol=1e-5, atol=1e-6, err_msg=k)
+    history = json.loads((part / 'history.json').read_text())
+    assert [h['epoch'] for h in history] == [0, 1]
+    bad = run_cli(*TRAIN, '--config', data['config'], '--resume', str(part / 'nothing'))
+    assert bad.returncode == 2 and 'nothing.pdopt' in bad.stderr
+
+
+def test_use_gpu_true_without_gpu_is_a_clear_error(tiny_dataset):
+    if paddle.device.is_compiled_with_cuda() and paddle.device.cuda.device_count() > 0:
+        pytest.skip('this machine has a GPU')  # the error path only exists without one
+    res = run_cli(*TRAIN, '--config', tiny_dataset['config'], '--use_gpu', 'True')
+    assert res.returncode == 2
+    assert res.stderr.startswith('error: --use_gpu True, but') and 'Traceback' not in res.stderr
+
+
+def test_two_process_data_parallel_training_and_eval(tiny_dataset, tmp_path):
+    cfg, out = tiny_dataset['config'], tmp_path / 'dist'
+    res = run_cli('-m', 'paddle.distributed.launch', '--nproc_per_node', '2', '--log_dir',
+                  str(tmp_path / 'log'), *TRAIN, '--config', cfg, '--save_dir', str(out),
+                  '--epoch', '1', timeout=400)
+    logs = {i: (tmp_path / 'log' / f'workerlog.{i}').read_text() for i in (0, 1)}
+    assert res.returncode == 0, logs[0][-3000:] + logs[1][-3000:]
+    # global batch 4 split in 2 x 2; each rank reads its own half of the 7 videos: 2 steps
+    assert re.search(r'Epoch 0, iter 1/2, loss', logs[0])
+    assert '[TRAIN]' not in logs[1]  # only rank 0 logs and saves
+    assert (out / 'TSM_epoch0.pdparams').is_file() and (out / 'TSM.pdparams').is_file()
+    history = json.loads((out / 'history.json').read_text())
+    assert history[0]['train']['num_videos'] == 8  # 7 videos, padded to 2 x 4 by the sampler
+    assert history[0]['valid']['num_videos'] == 5  # evaluation: every video exactly once
+
+    ev = run_cli('-m', 'paddle.distributed.launch', '--nproc_per_node', '2', '--log_dir',
+                 str(tmp_path / 'log_eval'), 'eval.py', '--config', cfg, '--weights',
+                 str(out / 'TSM.pdparams'), '--save_dir', str(tmp_path / 'ev'), timeout=400)
+    assert ev.returncode == 0, (tmp_path / 'log_eval' / 'workerlog.0').read_text()[-3000:]
+    result = json.loads((tmp_path / 'ev' / 'eval_results.json').read_text())
+    assert result['num_videos'] == 5
+    single = run_cli('eval.py', '--config', cfg, '--weights', str(out / 'TSM.pdparams'),
+                     '--save_dir', str(tmp_path / 'ev1'))
+    one = json.loads((tmp_path / 'ev1' / 'eval_results.json').read_text())
+    assert one['top1'] == pytest.approx(result['top1']) and one['loss'] == pytest.approx(
+        result['loss'], rel=1e-4)

@@ -1,0 +1,93 @@
+"""Convert published TSM weights into a checkpoint this project loads.
+
+    python tools/convert_weights.py TSM.pdparams tsm_modelzoo.pdparams --from modelzoo
+    python tools/convert_weights.py TSM_k400.pdparams tsm_paddlevideo.pdparams --from paddlevideo
+    python tools/convert_weights.py TSM_kinetics_RGB_resnet50_shift8_blockres_avg_segment8_e50.pth \\
+        tsm_mit.pdparams --from mit                  # .pth: pip install -r requirements-convert.txt
+    python tools/convert_weights.py tsm_imagenet-pretrained-r50_8xb16-1x1x8-50e_kinetics400-rgb_*.pth \\
+        tsm_mmaction2.pdparams --from mmaction2
+
+The output is a pickle of this project's state_dict keys -> float32 arrays plus
+`__tsm_options__`, the model options the weights need (shift direction, ratio, placement,
+which blocks shift, head) and what is known about them (source, depth, class count).
+`models.load_weights` applies those options, so `eval.py --weights OUT` with
+configs/tsm.yaml computes what the source model computes.  Depth and class count come from
+the weights; the written file is checked by loading it strictly into such a model.
+"""
+import argparse
+import logging
+import os
+import pickle
+import sys
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+if ROOT not in sys.path:
+    sys.path.insert(0, ROOT)
+
+logger = logging.getLogger('convert_weights')
+
+
+def parse_args(argv=None):
+    from models.convert import SOURCES
+    p = argparse.ArgumentParser(description='Convert published TSM weights for this project')
+    p.add_argument('src', help='the published file (.pdparams, .pth, or a pickle of arrays)')
+    p.add_argument('dst', help='where to write the converted .pdparams')
+    p.add_argument('--from', dest='source', required=True, choices=SOURCES,
+                   help='who published the weights')
+    p.add_argument('--shift_div', type=int, default=None,
+                   help='mit/mmaction2: 1/shift_div of the channels shift each way '
+                        '(default: `shiftN` in the file name, else 8)')
+    p.add_argument('--seg_num', type=int, default=8,
+                   help='paddlevideo: segments it was trained with; it shifts 1/seg_num '
+                        'of the channels (default 8)')
+    return p.parse_args(argv)
+
+
+def convert_file(src, dst, source, shift_div=None, seg_num=8):
+    """Convert src (of `source`) to dst; -> the options written with it."""
+    import numpy as np
+
+    from models import convert
+    from models.tsm import OPTION_KEYS, TSM
+    from models.weights import OPTIONS_KEY, check_fit, load_weights, to_model_keys
+
+    state = convert.read_source(src)
+    found = convert.detect_source(convert.strip_prefix(state))
+    if found is not None and found != source:
+        raise convert.ConvertError(f"{src} has {found} names, not {source}: use --from {found}")
+    fluid, info = convert.to_fluid(state, source)
+    if shift_div is None:
+        shift_div = convert.shift_div_from_name(src)
+    options = convert.source_options(source, info, shift_div=shift_div, seg_num=seg_num)
+    model = TSM(num_classes=info['num_classes'], num_layers=info['num_layers'], seg_num=seg_num,
+                **{k: options[k] for k in OPTION_KEYS if k in options})
+    ours = to_model_keys(model, fluid, src)
+    check_fit(model, ours, src)
+    out = {k: np.ascontiguousarray(v, dtype=np.float32) for k, v in ours.items()}
+    out[OPTIONS_KEY] = options
+    os.makedirs(os.path.dirname(os.path.abspath(dst)), exist_ok=True)
+    tmp = f"{dst}.tmp{os.getpid()}"
+    with open(tmp, 'wb') as f:
+        pickle.dump(out, f, protocol=4)
+    os.replace(tmp, dst)
+    load_weights(model, dst)  # the file as written loads strictly, options and all
+    logger.info("wrote %s: %s ResNet-%d TSM, %d classes, %d arrays; options %s", dst, source,
+                info['num_layers'], info['num_classes'], len(ours),
+                {k: options[k] for k in OPTION_KEYS if k in options})
+    return options
+
+
+def main(argv=None):
+    from utils.logger import setup_logging
+    setup_logging()
+    args = parse_args(argv)
+    from models.weights import WeightsError
+    try:
+        convert_file(args.src, args.dst, args.source, args.shift_div, args.seg_num)
+    except (WeightsError, OSError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(2)
+
+
+if __name__ == '__main__':
+    main()

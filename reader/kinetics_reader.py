@@ -7,6 +7,12 @@ List formats (one video per line):
 A path may contain spaces: the label (and frame count) are taken from the right.
 A video that fails to decode yields None; `collate` drops it and counts it, so the
 training and evaluation loops report how many failed and nothing vanishes silently.
+
+Evaluation views (VALID/TEST/INFER keys num_clips, dense_sample, num_crops, keep_ratio):
+an item holds V = num_clips * num_crops views, clip-major; with V > 1 its imgs are
+`[V, seg_num, 3*seglen, S, S]` (the loops run the model on every view and average).
+An item may carry a frame span (first, stop): the clip(s) are then sampled among those
+frames only (windows along a long video).
 """
 import logging
 import os
@@ -14,8 +20,9 @@ import os
 import numpy as np
 import paddle
 
-from .sampling import segment_indices
-from .transforms import eval_transform, normalize, train_transform
+from .sampling import eval_clip_indices, segment_indices
+from .transforms import eval_views, normalize, train_transform
+from .guard import VideoTimeout, deadline
 from .video_backends import FrameCountChanged, VideoDecodeError, open_video
 
 logger = logging.getLogger(__name__)
@@ -71,8 +78,9 @@ def _is_int(text):
 
 
 class KineticsReader(paddle.io.Dataset):
-    """Items: train/valid/test -> (imgs float32 [seg_num, 3*seglen, S, S], label int64);
-    infer -> (imgs, video path).  A failed video -> None (see `collate`)."""
+    """Items -> (imgs float32 [seg_num, 3*seglen, S, S] or [V, seg_num, ...] (views),
+    label int64 (-1 in infer mode), video path, item index).  `items`: (path, label,
+    num_frames or None[, (first, stop) frame span]).  A failed video -> None (see `collate`)."""
 
     def __init__(self, mode, cfg, filelist=None, items=None):
         super().__init__()
@@ -82,6 +90,12 @@ class KineticsReader(paddle.io.Dataset):
         self.seg_num, self.seglen = m.seg_num, m.seglen
         self.mean, self.std = m.image_mean, m.image_std
         self.short_size, self.target_size = section.short_size, section.target_size
+        self.num_clips = section.get('num_clips', 1) if mode != 'train' else 1
+        self.num_crops = section.get('num_crops', 1) if mode != 'train' else 1
+        self.dense = section.get('dense_sample', False) and mode != 'train'
+        self.keep_ratio = section.get('keep_ratio', False) and mode != 'train'
+        self.average = section.get('average', 'prob')  # how the loops merge the views
+        self.video_timeout = section.video_timeout
         self.seed, self.epoch = None, 0
         if items is None:
             filelist = filelist or section.filelist
@@ -104,12 +118,13 @@ class KineticsReader(paddle.io.Dataset):
     def load_frames(self, index, rng):
         """-> (uint8 [seg_num*seglen, H, W, 3], label stored in the video or None);
         raises VideoDecodeError."""
-        path, _, nframes = self.items[index]
+        path, _, nframes = self.items[index][:3]
+        span = self.items[index][3] if len(self.items[index]) > 3 else None
         video = open_video(path, self.fmt, nframes)
         try:
             count = video.num_frames
             for _ in range(3):
-                indices = segment_indices(count, self.seg_num, self.seglen, self.mode, rng)
+                indices = self.sample(count, rng, span)
                 try:
                     return video.get_frames(indices), getattr(video, 'label', None)
                 except FrameCountChanged as e:  # header promised more frames than decode
@@ -118,39 +133,70 @@ class KineticsReader(paddle.io.Dataset):
         finally:
             video.close()
 
+    @property
+    def num_views(self):
+        return self.num_clips * self.num_crops
+
+    def sample(self, count, rng, span=None):
+        """Frame indices of every clip of one item, clip after clip."""
+        first = 0
+        if span is not None:
+            first = min(span[0], count - 1)
+            count = min(span[1], count) - first
+        if self.mode == 'train':
+            return [first + i for i in segment_indices(count, self.seg_num, self.seglen,
+                                                       self.mode, rng)]
+        clips = eval_clip_indices(count, self.seg_num, self.seglen, self.num_clips, self.dense)
+        return [first + i for clip in clips for i in clip]
+
+    def views(self, frames):
+        """uint8 frames of every clip -> float32 [seg_num, 3L, S, S], or [V, ...] views."""
+        per_clip = self.seg_num * self.seglen
+        out = []
+        for start in range(0, len(frames), per_clip):
+            for view in eval_views(frames[start:start + per_clip], self.short_size,
+                                   self.target_size, self.num_crops, self.keep_ratio):
+                out.append(normalize(view, self.mean, self.std, self.seg_num, self.seglen))
+        return out[0] if len(out) == 1 else np.stack(out)
+
     def __getitem__(self, index):
-        path, label, _ = self.items[index]
+        path, label = self.items[index][:2]
         rng = self._rng(index)
         try:
-            frames, stored_label = self.load_frames(index, rng)
+            with deadline(self.video_timeout, hard=paddle.io.get_worker_info() is not None):
+                frames, stored_label = self.load_frames(index, rng)
         except VideoDecodeError as e:
             logger.warning("skipping video: %s", e)
             return None
+        except VideoTimeout:
+            logger.warning("skipping video: %s: decoding took over %ss", path, self.video_timeout)
+            return None
         if self.mode == 'train':
             frames = train_transform(frames, self.short_size, self.target_size, rng)
+            imgs = normalize(frames, self.mean, self.std, self.seg_num, self.seglen)
         else:
-            frames = eval_transform(frames, self.short_size, self.target_size)
-        imgs = normalize(frames, self.mean, self.std, self.seg_num, self.seglen)
-        if self.mode == 'infer':
-            return imgs, path
-        if label < 0 and stored_label is not None:  # pkl lists may leave it to the pickle
-            label = int(stored_label)
-        return imgs, np.int64(label), path
+            imgs = self.views(frames)
+        if self.mode != 'infer' and label < 0 and stored_label is not None:
+            label = int(stored_label)  # pkl lists may leave it to the pickle
+        return imgs, np.int64(label), path, index
 
 
 def collate(items):
     """Stack the items that decoded; count the ones that did not (already logged).
 
-    -> {'imgs': [B, T, 3L, S, S], 'labels': [B] (-1 in infer mode), 'paths': [B],
+    -> {'imgs': [B, T, 3L, S, S] ([B, V, T, 3L, S, S] with V views), 'labels': [B]
+        (-1 in infer mode), 'paths': [B], 'indices': [B] item indices in the dataset,
         'failed': number of videos of this batch that failed to decode}
     A batch where every video failed has `paths == []` and 1-element placeholders
     (zero-size arrays cannot cross the workers' shared memory)."""
     ok = [it for it in items if it is not None]
     batch = {'failed': np.array(len(items) - len(ok), dtype=np.int64), 'paths': []}
     if not ok:
-        batch.update(imgs=np.zeros([1], np.float32), labels=np.full([1], -1, np.int64))
+        batch.update(imgs=np.zeros([1], np.float32), labels=np.full([1], -1, np.int64),
+                     indices=np.full([1], -1, np.int64))
         return batch
     batch['imgs'] = np.stack([it[0] for it in ok])
-    batch['paths'] = [it[-1] for it in ok]
-    batch['labels'] = np.array([it[1] if len(it) == 3 else -1 for it in ok], dtype=np.int64)
+    batch['paths'] = [it[2] for it in ok]
+    batch['labels'] = np.array([it[1] for it in ok], dtype=np.int64)
+    batch['indices'] = np.array([it[3] for it in ok], dtype=np.int64)
     return batch

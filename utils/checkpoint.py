@@ -1,7 +1,9 @@
 """Checkpoints: `<prefix>.pdparams` (weights) and `<prefix>.pdopt` (optimizer, LR
 state, epoch, step, resolved config), each written to a temporary file and renamed,
 so a crash never leaves a half-written checkpoint under the real name."""
+import contextlib
 import os
+import re
 
 import paddle
 
@@ -49,3 +51,36 @@ def to_tensors(obj):
     if isinstance(obj, np.ndarray):
         return paddle.to_tensor(obj)
     return obj
+
+
+_NAME = re.compile(r'^(?P<name>.+)_epoch(?P<epoch>\d+)(_iter(?P<iter>\d+))?\.pdparams$')
+
+
+def list_checkpoints(save_dir, name):
+    """[(epoch, batches done or inf for a whole epoch, prefix)] of complete checkpoints: a
+    .pdparams is written after its .pdopt, so the pair is complete when both exist."""
+    found = []
+    if not os.path.isdir(save_dir):
+        return found
+    for f in os.listdir(save_dir):
+        m = _NAME.match(f)
+        if m and m['name'] == name:
+            prefix = os.path.join(save_dir, f[:-len('.pdparams')])
+            if os.path.isfile(prefix + '.pdopt'):
+                done = int(m['iter']) if m['iter'] else float('inf')
+                found.append((int(m['epoch']), done, prefix))
+    return sorted(found)
+
+
+def find_latest(save_dir, name):
+    found = list_checkpoints(save_dir, name)
+    return found[-1][2] if found else None
+
+
+def remove_partial(save_dir, name, keep):
+    """Delete mid-epoch checkpoints other than `keep` (epoch-end ones stay)."""
+    for epoch, done, prefix in list_checkpoints(save_dir, name):
+        if done != float('inf') and prefix != keep:
+            for ext in ('.pdparams', '.pdopt'):
+                with contextlib.suppress(FileNotFoundError):
+                    os.remove(prefix + ext)

@@ -42,6 +42,20 @@ _READER_DEFAULTS = {
     'buf_size': 1024,
     'batch_size': 16,
     'filelist': '',
+    'video_timeout': 60.0,  # seconds to decode one video before it is skipped; 0: none
+}
+
+# Test-time protocol of VALID/TEST/INFER (see reader/sampling.py, reader/transforms.py):
+# clips per video, dense (64-frame window) instead of segment sampling, crops per clip
+# (1 centre, 3 along the long side, 10 corners+centre and flips), keep the aspect ratio
+# when scaling the short side (else the original's forced 4:3), and what is averaged
+# over the views ('prob': softmax then mean; 'logit': mean of the logits).
+_EVAL_DEFAULTS = {
+    'num_clips': 1,
+    'dense_sample': False,
+    'num_crops': 1,
+    'keep_ratio': False,
+    'average': 'prob',
 }
 
 # Every known key with its default; the default's type is the key's type.
@@ -74,22 +88,30 @@ DEFAULTS = {
         'momentum': 0.9,
         'total_videos': 239781,
         'use_visualdl': False,
+        'amp': False,              # mixed precision (GPU: float16; CPUs with AVX512-BF16: bfloat16)
+        'amp_level': 'O1',
+        'amp_dtype': 'float16',
     }),
-    'VALID': dict(_READER_DEFAULTS, batch_size=128),
-    'TEST': dict(_READER_DEFAULTS),
+    'VALID': dict(_READER_DEFAULTS, batch_size=128, **_EVAL_DEFAULTS),
+    'TEST': dict(_READER_DEFAULTS, **_EVAL_DEFAULTS),
     'INFER': dict(_READER_DEFAULTS, batch_size=1, video_path='',
-                  kinetics_labels='./data/kinetics400_label_list.txt'),
+                  kinetics_labels='./data/kinetics400_label_list.txt', **_EVAL_DEFAULTS),
 }
 
 CHOICES = {
     ('MODEL', 'format'): ('mp4', 'pkl', 'frames'),
     ('MODEL', 'num_layers'): (18, 34, 50, 101, 152),
-    ('MODEL', 'shift_direction'): ('paddle', 'mit'),
+    ('MODEL', 'shift_direction'): ('paddle', 'mit', 'backward'),
     ('MODEL', 'shift_place'): ('blockres', 'block'),
     ('MODEL', 'head'): ('feature_mean', 'logit_mean'),
+    **{(s, 'num_crops'): (1, 3, 10) for s in ('VALID', 'TEST', 'INFER')},
+    **{(s, 'average'): ('prob', 'logit') for s in ('VALID', 'TEST', 'INFER')},
+    ('TRAIN', 'amp_level'): ('O1', 'O2'),
+    ('TRAIN', 'amp_dtype'): ('float16', 'bfloat16'),
 }
 POSITIVE = {('MODEL', k) for k in ('num_classes', 'seg_num', 'seglen', 'topk')} | {
-    (s, k) for s in SECTIONS[1:] for k in ('short_size', 'target_size', 'batch_size')}
+    (s, k) for s in SECTIONS[1:] for k in ('short_size', 'target_size', 'batch_size')} | {
+    (s, 'num_clips') for s in ('VALID', 'TEST', 'INFER')}
 
 
 class _Loader(yaml.SafeLoader):

@@ -1,4 +1,5 @@
 """The one training loop and the one evaluation, shared by train.py, eval.py and predict.py."""
+import itertools
 import logging
 import math
 import time
@@ -7,7 +8,7 @@ import numpy as np
 import paddle
 import paddle.nn.functional as F
 
-from metrics import AccuracyMeter
+from metrics import AccuracyMeter, average_views, nll
 from reader import collate
 from utils.env import available_cpus
 
@@ -33,6 +34,24 @@ class ShardSampler(paddle.io.Sampler):
         return len(self.indices)
 
 
+class ResumableBatches(paddle.io.BatchSampler):
+    """Wraps a batch sampler so an epoch can start after its first `skip` batches (resume
+    in the middle of an epoch, restart after a worker died) without decoding them."""
+
+    def __init__(self, inner):  # no super().__init__: everything is delegated to `inner`
+        self.inner, self.skip = inner, 0
+
+    def __iter__(self):
+        return itertools.islice(iter(self.inner), self.skip, None)
+
+    def __len__(self):
+        return len(self.inner)
+
+    def set_epoch(self, epoch):
+        if hasattr(self.inner, 'set_epoch'):
+            self.inner.set_epoch(epoch)
+
+
 def build_loader(dataset, batch_size, num_workers, rank=0, world=1, shuffle=False):
     """Training (shuffle=True): a DistributedBatchSampler, each rank its own shard.
     Evaluation: each rank a disjoint shard, the last partial batch kept."""
@@ -44,8 +63,43 @@ def build_loader(dataset, batch_size, num_workers, rank=0, world=1, shuffle=Fals
     else:
         sampler = paddle.io.BatchSampler(sampler=ShardSampler(len(dataset), rank, world),
                                          batch_size=batch_size, drop_last=False)
-    return paddle.io.DataLoader(dataset, batch_sampler=sampler, num_workers=workers,
-                                collate_fn=collate, use_shared_memory=workers > 0)
+    return paddle.io.DataLoader(dataset, batch_sampler=ResumableBatches(sampler),
+                                num_workers=workers, collate_fn=collate,
+                                use_shared_memory=workers > 0)
+
+
+def resilient_batches(loader, start=0, max_restarts=5):
+    """Yield (index, batch) from batch `start` on.  When a worker process dies (a decoder
+    crashed, or was ended by its hard deadline), the workers are restarted after the
+    batch being read, which is lost and counted; more than `max_restarts` is an error."""
+    pos, restarts, sampler = start, 0, loader.batch_sampler
+    while pos < len(loader):
+        sampler.skip = pos
+        try:
+            for batch in loader:
+                yield pos, batch
+                pos += 1
+            return
+        except (SystemError, RuntimeError) as e:  # how Paddle reports a dead worker
+            text = str(e)
+            if 'Blocking queue is killed' not in text and 'worker' not in text.lower():
+                raise
+            restarts += 1
+            if restarts > max_restarts:
+                raise TrainingError(f"data loader workers died {restarts} times; stopping "
+                                    f"(see the errors above)") from None
+            logger.warning("a data loader worker died; restarting the workers after batch "
+                           "%d, whose videos are counted as failed", pos)
+            yield pos, {'paths': [], 'failed': np.array(sampler_batch_size(sampler)),
+                        'labels': None, 'imgs': None}
+            pos += 1
+        finally:
+            sampler.skip = 0
+
+
+def sampler_batch_size(sampler):
+    inner = getattr(sampler, 'inner', sampler)
+    return getattr(inner, 'batch_size', 1)
 
 
 def set_loader_epoch(loader, epoch, seed):
@@ -90,21 +144,48 @@ class Throughput:
                 f"ips: {self.samples / max(self.batch, 1e-9):.3f} clips/s")
 
 
-def train_one_epoch(model, loader, optimizer, lr_sched, epoch, log_interval=10,
-                    scaler=None, amp_level='O0', on_step=None):
-    """One pass over the loader; returns the epoch's AccuracyMeter (failures counted)."""
+class Amp:
+    """Mixed precision settings: one code path for fp32 and AMP (auto_cast and GradScaler
+    are no-ops when disabled).  float16 needs loss scaling; bfloat16 does not."""
+
+    def __init__(self, enabled=False, level='O1', dtype='float16'):
+        self.enabled, self.level, self.dtype = enabled, level, dtype
+
+    def autocast(self):
+        return paddle.amp.auto_cast(enable=self.enabled, level=self.level, dtype=self.dtype)
+
+    def scaler(self):
+        use = self.enabled and self.dtype == 'float16'
+        return paddle.amp.GradScaler(enable=use, init_loss_scaling=2.0 ** 15)
+
+
+def step_seed(seed, epoch, it):
+    """Dropout's randomness of one step depends on (seed, epoch, step) only, so a run
+    resumed anywhere repeats the uninterrupted run exactly."""
+    return (seed * 1000003 + epoch * 10007 + it) % (2 ** 31)
+
+
+def train_one_epoch(model, loader, optimizer, lr_sched, epoch, log_interval=10, start_iter=0,
+                    seed=0, amp=None, scaler=None, after_step=None):
+    """Train on batches start_iter.. of the epoch.  `after_step(epoch, it)` is called after
+    each optimizer step and returns True to stop early (an interrupt).
+    -> (AccuracyMeter of the epoch with failures counted, index of the next batch)"""
     model.train()
+    amp = amp or Amp()
     meter, speed = AccuracyMeter(), Throughput()
-    n_iter = len(loader)
+    n_iter, next_iter = len(loader), start_iter
     tic = time.time()
-    for it, batch in enumerate(loader):
+    for it, batch in resilient_batches(loader, start_iter):
         reader_cost = time.time() - tic
-        labels = batch['labels']
+        next_iter = it + 1
         if not batch['paths']:  # every video of the batch failed to decode
             meter.add_failed(int(batch['failed']))
+            lr_sched.step()  # keep the schedule in real steps
             tic = time.time()
             continue
-        with paddle.amp.auto_cast(enable=amp_level != 'O0', level=amp_level):
+        labels = batch['labels']
+        paddle.seed(step_seed(seed, epoch, it))
+        with amp.autocast():
             logits = model(batch['imgs'])
             loss = F.cross_entropy(logits.astype('float32'), labels.unsqueeze(-1))
         loss_value = float(loss)
@@ -121,7 +202,7 @@ def train_one_epoch(model, loader, optimizer, lr_sched, epoch, log_interval=10,
         optimizer.clear_grad()
         lr = optimizer.get_lr()
         lr_sched.step()
-        top1, top5 = meter.update(logits.numpy().astype(np.float32), labels.numpy(), loss_value,
+        top1, top5 = meter.update(logits.astype('float32').numpy(), labels.numpy(), loss_value,
                                   int(batch['failed']))
         speed.add(reader_cost, time.time() - tic, labels.shape[0])
         if log_interval and (it % log_interval == 0 or it == n_iter - 1):
@@ -129,10 +210,10 @@ def train_one_epoch(model, loader, optimizer, lr_sched, epoch, log_interval=10,
                         "lr: %.6f, %s", epoch, it, n_iter, loss_value, top1, top5, lr,
                         speed.line())
             speed.reset()
-        if on_step is not None:
-            on_step(epoch, it)
+        if after_step is not None and after_step(epoch, it):
+            break
         tic = time.time()
-    return meter
+    return meter, next_iter
 
 
 @paddle.no_grad()
@@ -146,9 +227,9 @@ def evaluate(model, loader, log_interval=0, desc='eval', amp_level='O0', meter=N
         labels = batch['labels']
         if batch['paths']:
             with paddle.amp.auto_cast(enable=amp_level != 'O0', level=amp_level):
-                logits = model(batch['imgs']).astype('float32')
-            loss = F.cross_entropy(logits, labels.unsqueeze(-1))
-            meter.update(logits.numpy(), labels.numpy(), float(loss), int(batch['failed']))
+                logp = video_log_probs(model, batch['imgs'], views_average(loader))
+            labels = labels.numpy()
+            meter.update(logp, labels, nll(logp, labels), int(batch['failed']))
         else:
             meter.add_failed(int(batch['failed']))
         if log_interval and it % log_interval == 0:
@@ -156,20 +237,36 @@ def evaluate(model, loader, log_interval=0, desc='eval', amp_level='O0', meter=N
     return meter.merge_ranks().result()
 
 
+def views_average(loader):
+    """How the dataset's views are merged: its section's `average` ('prob' or 'logit')."""
+    return getattr(loader.dataset, 'average', 'prob')
+
+
+def video_log_probs(model, imgs, average='prob'):
+    """imgs [B, T, 3L, H, W], or [B, V, T, 3L, H, W] with V views of each video
+    -> numpy float64 log-probabilities [B, K], the views averaged (metrics.average_views)."""
+    views = 1
+    if imgs.ndim == 6:
+        b, views = imgs.shape[:2]
+        imgs = imgs.reshape([b * views, *imgs.shape[2:]])  # -> [B*V, T, 3L, H, W]
+    logits = model(imgs).astype('float32').numpy()
+    return average_views(logits.reshape([-1, views, logits.shape[-1]]), average)
+
+
 @paddle.no_grad()
 def predict(model, loader, topk=5):
-    """-> (records, failed): per video {'path', 'top_indices', 'top_probs'}, and the count
-    of videos that failed to decode."""
+    """-> (records, failed): per video {'path', 'index' (of the dataset item),
+    'top_indices', 'top_probs'}, and the count of videos that failed to decode."""
     model.eval()
     records, failed = [], 0
     for batch in progress(loader, 'predict'):
         failed += int(batch['failed'])
         if not batch['paths']:
             continue
-        probs = F.softmax(model(batch['imgs']), axis=-1).numpy()
+        probs = np.exp(video_log_probs(model, batch['imgs'], views_average(loader)))
         order = np.argsort(-probs, axis=1)[:, :topk]
-        for path, idx, p in zip(batch['paths'], order, probs):
-            records.append({'path': path, 'top_indices': [int(i) for i in idx],
+        for path, item, idx, p in zip(batch['paths'], batch['indices'], order, probs):
+            records.append({'path': path, 'index': int(item), 'top_indices': [int(i) for i in idx],
                             'top_probs': [float(p[i]) for i in idx]})
     return records, failed
 

@@ -1,8 +1,10 @@
 """The jobs behind train.py, eval.py and predict.py: set-up around the shared loops."""
+import argparse
 import json
 import logging
 import os
 import random
+import signal
 
 import numpy as np
 import paddle
@@ -13,14 +15,14 @@ from reader import ListFileError, get_reader
 from utils import checkpoint, env
 from utils.config_utils import ConfigError, print_configs, to_plain
 from utils.download import DownloadError, download, released_weights, weights_dir
-from utils.engine import (TrainingError, build_loader, build_optimizer, evaluate, predict,
+from utils.engine import (Amp, TrainingError, build_loader, build_optimizer, evaluate, predict,
                           set_loader_epoch, train_one_epoch)
 
 logger = logging.getLogger(__name__)
 
 # Errors that end a run with one line instead of a traceback.
 USER_ERRORS = (ConfigError, FileNotFoundError, WeightsError, DownloadError, ListFileError,
-               env.EnvError, TrainingError, KeyError)
+               env.EnvError, TrainingError, KeyError)  # Interrupted is handled by train.py
 
 
 def setup_runtime(cfg, args):
@@ -83,11 +85,49 @@ def read_labels(path, num_classes):
     return names
 
 
+class StopRequest:
+    """SIGINT/SIGTERM ask training to stop after the current step and save a resumable
+    checkpoint; installed by train_job only (no handlers at import)."""
+
+    def __init__(self):
+        self.signal = None
+        self._previous = {}
+
+    def __enter__(self):
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            self._previous[sig] = signal.signal(sig, self._handle)
+        return self
+
+    def __exit__(self, *exc):
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
+
+    def _handle(self, signum, frame):
+        if self.signal is not None:  # a second signal: stop now
+            raise KeyboardInterrupt
+        self.signal = signum
+        logger.warning("got %s: stopping after this step and saving a checkpoint",
+                       signal.Signals(signum).name)
+
+    def requested(self, world):
+        """True on every rank when any rank was asked to stop."""
+        flag = self.signal is not None
+        if world > 1:
+            t = paddle.to_tensor([int(flag)])
+            paddle.distributed.all_reduce(t)
+            flag = int(t.numpy()[0]) > 0
+        return flag
+
+
+class Interrupted(Exception):
+    """Training stopped by a signal after saving; the message says how to resume."""
+
+
 def train_job(args, cfg):
     rank, world = setup_runtime(cfg, args)
     print_configs(cfg, 'Train', logger)
     seed = 0 if args.fix_random_seed else random.randrange(2 ** 31)
-    env.seed_everything(seed)
+    env.seed_everything(seed)  # the model's initialisation
     model = get_model(args.model_name, cfg, 'train')
     train_loader = build_loader(get_reader(args.model_name, 'train', cfg),
                                 per_device_batch(cfg.TRAIN.batch_size, world),
@@ -97,36 +137,65 @@ def train_job(args, cfg):
         valid_loader = build_loader(get_reader(args.model_name, 'valid', cfg),
                                     per_device_batch(cfg.VALID.batch_size, world),
                                     cfg.VALID.num_reader_threads, rank, world)
-    optimizer, lr_sched = build_optimizer(model, cfg, len(train_loader))
-    start_epoch = init_weights(model, optimizer, args)
+    steps = len(train_loader)
+    optimizer, lr_sched = build_optimizer(model, cfg, steps)
+    start_epoch, start_iter, seed = init_weights(model, optimizer, args, steps, seed)
+    amp = Amp(cfg.TRAIN.amp, cfg.TRAIN.amp_level, cfg.TRAIN.amp_dtype)
+    if amp.enabled and amp.level == 'O2':
+        model, optimizer = paddle.amp.decorate(models=model, optimizers=optimizer, level='O2',
+                                               dtype=amp.dtype)
     net = paddle.DataParallel(model) if world > 1 else model
     writer = visualdl_writer(args, cfg, rank)
     os.makedirs(args.save_dir, exist_ok=True)
     name = args.model_name.upper()
     history = History(os.path.join(args.save_dir, 'history.json'), start_epoch)
-    for epoch in range(start_epoch, cfg.TRAIN.epoch):
-        paddle.seed(seed + epoch)  # dropout of epoch e does not depend on where we resumed
-        set_loader_epoch(train_loader, epoch, seed)
-        stats = train_one_epoch(net, train_loader, optimizer, lr_sched, epoch,
-                                args.log_interval).merge_ranks().result()
-        report_failures(stats, 'training', cfg.TRAIN.filelist, epoch)
-        logger.info("[TRAIN] Epoch %d done: loss %.5f, top1 %.4f, top5 %.4f", epoch,
-                    stats['loss'], stats['top1'], stats['top5'])
-        if rank == 0:
-            checkpoint.save_checkpoint(os.path.join(args.save_dir, f"{name}_epoch{epoch}"),
-                                       model, optimizer, epoch=epoch, step=lr_sched.last_epoch,
-                                       seed=seed, config=to_plain(cfg))
-        log_scalars(writer, 'train', stats, epoch)
-        epoch_record = {'epoch': epoch, 'train': stats}
-        if valid_loader is not None and (epoch + 1) % args.valid_interval == 0:
-            val = evaluate(net, valid_loader, desc='valid')
-            report_failures(val, 'validation', cfg.VALID.filelist)
-            logger.info("[VALID] Epoch %d: loss %.5f, top1 %.4f, top5 %.4f (%d videos)", epoch,
-                        val['loss'], val['top1'], val['top5'], val['num_videos'])
-            log_scalars(writer, 'valid', val, epoch)
-            epoch_record['valid'] = val
-        if rank == 0:
-            history.add(epoch_record)
+
+    def save(epoch, next_iter):
+        """Checkpoint after `next_iter` batches of `epoch` (all of them: epoch end)."""
+        if rank != 0:
+            return None
+        done = next_iter >= steps
+        prefix = os.path.join(args.save_dir, f"{name}_epoch{epoch}" +
+                              ('' if done else f"_iter{next_iter}"))
+        checkpoint.save_checkpoint(prefix, model, optimizer, epoch=epoch, next_iter=next_iter,
+                                   steps_per_epoch=steps, step=lr_sched.last_epoch, seed=seed,
+                                   scaler=scaler.state_dict(), config=to_plain(cfg))
+        checkpoint.remove_partial(args.save_dir, name, keep=prefix)
+        return prefix
+
+    scaler = amp.scaler()
+    with StopRequest() as stop:
+        def after_step(epoch, it):
+            if args.save_interval_iters and (it + 1) % args.save_interval_iters == 0 \
+                    and it + 1 < steps:
+                save(epoch, it + 1)
+            return stop.requested(world)
+
+        for epoch in range(start_epoch, cfg.TRAIN.epoch):
+            set_loader_epoch(train_loader, epoch, seed)
+            meter, next_iter = train_one_epoch(
+                net, train_loader, optimizer, lr_sched, epoch, args.log_interval,
+                start_iter if epoch == start_epoch else 0, seed, amp, scaler, after_step)
+            if next_iter < steps:  # stopped by a signal
+                prefix = save(epoch, next_iter)
+                raise Interrupted(f"interrupted at epoch {epoch}, iteration {next_iter}: saved "
+                                  f"{prefix}; continue with --resume {prefix}")
+            stats = meter.merge_ranks().result()
+            report_failures(stats, 'training', cfg.TRAIN.filelist, epoch)
+            logger.info("[TRAIN] Epoch %d done: loss %.5f, top1 %.4f, top5 %.4f", epoch,
+                        stats['loss'], stats['top1'], stats['top5'])
+            save(epoch, steps)
+            log_scalars(writer, 'train', stats, epoch)
+            epoch_record = {'epoch': epoch, 'train': stats}
+            if valid_loader is not None and (epoch + 1) % args.valid_interval == 0:
+                val = evaluate(net, valid_loader, desc='valid')
+                report_failures(val, 'validation', cfg.VALID.filelist)
+                logger.info("[VALID] Epoch %d: loss %.5f, top1 %.4f, top5 %.4f (%d videos)",
+                            epoch, val['loss'], val['top1'], val['top5'], val['num_videos'])
+                log_scalars(writer, 'valid', val, epoch)
+                epoch_record['valid'] = val
+            if rank == 0:
+                history.add(epoch_record)
     if rank == 0:
         checkpoint.atomic_save(model.state_dict(), os.path.join(args.save_dir, f"{name}.pdparams"))
         logger.info("saved final weights to %s", os.path.join(args.save_dir, f"{name}.pdparams"))
@@ -152,16 +221,28 @@ class History:
         os.replace(tmp, self.path)
 
 
-def init_weights(model, optimizer, args):
-    """--resume (weights, optimizer, LR, epoch), else --pretrain; -> first epoch to run."""
+def init_weights(model, optimizer, args, steps_per_epoch, seed):
+    """--resume (weights, optimizer, LR, position, seed), else --pretrain.
+    -> (first epoch, first batch of it, the run's seed)"""
     if args.resume:
         prefix = checkpoint.strip_suffix(args.resume)
+        if os.path.basename(prefix) == 'latest':
+            found = checkpoint.find_latest(os.path.dirname(prefix) or args.save_dir,
+                                           args.model_name.upper())
+            if found is None:
+                logger.info("--resume latest: no checkpoint in %s yet, starting afresh",
+                            os.path.dirname(prefix) or args.save_dir)
+                return init_weights(model, optimizer, _without_resume(args), steps_per_epoch, seed)
+            prefix = found
         state = checkpoint.read_opt_state(prefix)
         load_weights(model, prefix + '.pdparams')
         optimizer.set_state_dict(checkpoint.to_tensors(state['optimizer']))
-        logger.info("resumed from %s: epoch %d done, continuing at epoch %d", prefix,
-                    state['epoch'], state['epoch'] + 1)
-        return int(state['epoch']) + 1
+        epoch, next_iter = int(state['epoch']), state.get('next_iter')
+        if next_iter is None or next_iter >= steps_per_epoch:
+            epoch, next_iter = epoch + 1, 0
+        logger.info("resumed from %s: continuing at epoch %d, iteration %d", prefix, epoch,
+                    next_iter)
+        return epoch, next_iter, int(state.get('seed', seed))
     pretrain = args.pretrain
     if pretrain is None and model.backbone_depth == 50:
         logger.info("no --pretrain given: using the ImageNet ResNet-50 weights")
@@ -170,7 +251,11 @@ def init_weights(model, optimizer, args):
         load_pretrain(model, fetch_if_url(pretrain))
     else:
         logger.info("training from scratch (no pretrained weights)")
-    return 0
+    return 0, 0, seed
+
+
+def _without_resume(args):
+    return argparse.Namespace(**dict(vars(args), resume=None))
 
 
 def report_failures(stats, what, filelist, epoch=None):

@@ -1,14 +1,19 @@
 """Downloads of the released weights into ~/.paddle/weights, as the original did.
 
-A download goes to `<file>.part` and is renamed only when complete (and its checksum
-matches, where one is known), so a partial file is never taken for the real one.
-Remote URLs must be https; plain http is accepted for 127.0.0.1/localhost only (tests).
+A download goes to `<file>.part` and is renamed only when complete (every byte the server
+announced arrived, and the checksum matches where one is known), so a partial file is never
+taken for the real one; an interrupted download resumes from its `.part` where the server
+supports ranges.  Remote URLs must be https, redirects included; plain http is accepted for
+127.0.0.1/localhost only (tests).
 """
 import hashlib
+import http.client
 import logging
 import os
+import re
 import shutil
 import tarfile
+import urllib.error
 import urllib.parse
 import urllib.request
 
@@ -51,43 +56,92 @@ def sha256sum(path):
     return h.hexdigest()
 
 
+class _CheckedRedirects(urllib.request.HTTPRedirectHandler):
+    """Follow a redirect only to a URL that check_url accepts (no https -> http)."""
+
+    def redirect_request(self, req, fp, code, msg, headers, newurl):
+        check_url(newurl)
+        return super().redirect_request(req, fp, code, msg, headers, newurl)
+
+
+_OPENER = urllib.request.build_opener(_CheckedRedirects)
+
+
+def _range_start(resp):
+    m = re.match(r'bytes (\d+)-', resp.headers.get('Content-Range', ''))
+    return int(m.group(1)) if m else None
+
+
+def _fetch(url, part, timeout):
+    """Append to or (re)write `part` from url; ConnectionError when bytes are missing."""
+    have = os.path.getsize(part) if os.path.exists(part) else 0
+    req = urllib.request.Request(url, headers={'Range': f'bytes={have}-'} if have else {})
+    try:
+        resp = _OPENER.open(req, timeout=timeout)
+    except urllib.error.HTTPError as e:
+        if e.code == 416 and have:  # the .part is no prefix the server can continue
+            os.remove(part)
+            return _fetch(url, part, timeout)
+        raise
+    with resp:
+        resumed = bool(have) and resp.status == 206 and _range_start(resp) == have
+        if have and not resumed:
+            logger.info("the server does not resume %s: downloading it from the start", url)
+            if resp.status == 206:  # a range, but not the one asked for: ask for all
+                os.remove(part)
+                resp.close()
+                return _fetch(url, part, timeout)
+        length = resp.headers.get('Content-Length')
+        expected = int(length) + (have if resumed else 0) if length else None
+        with open(part, 'ab' if resumed else 'wb') as f:
+            shutil.copyfileobj(resp, f, 1 << 20)
+    size = os.path.getsize(part)
+    if expected is not None and size != expected:
+        raise ConnectionError(f"the connection ended after {size} of {expected} bytes")
+    return part
+
+
 def download(url, dest, sha256=None, timeout=60):
     """Fetch url to dest atomically; resumes a `.part` left by an interrupted try when
     the server supports ranges.  Returns dest."""
     check_url(url)
     os.makedirs(os.path.dirname(os.path.abspath(dest)), exist_ok=True)
     part = dest + '.part'
-    have = os.path.getsize(part) if os.path.exists(part) else 0
-    req = urllib.request.Request(url, headers={'Range': f'bytes={have}-'} if have else {})
     logger.info("downloading %s -> %s", url, dest)
     try:
-        with urllib.request.urlopen(req, timeout=timeout) as resp:
-            mode = 'ab' if have and resp.status == 206 else 'wb'
-            with open(part, mode) as f:
-                shutil.copyfileobj(resp, f, 1 << 20)
-    except OSError as e:  # URLError, HTTPError, timeouts are all OSErrors
-        raise DownloadError(
-            f"cannot download {url} ({getattr(e, 'reason', e)}); download it by hand and "
-            f"put it at {dest}") from None
+        _fetch(url, part, timeout)
+    except (OSError, http.client.HTTPException) as e:  # URLError, HTTPError, timeouts, cut
+        reason = getattr(e, 'reason', None) or str(e) or type(e).__name__
+        again = f"run again to resume from {part}, or " if os.path.exists(part) else ''
+        raise DownloadError(f"cannot download {url} ({reason}); {again}download it by hand "
+                            f"and put it at {dest}") from None
     if sha256 and sha256sum(part) != sha256:
         os.remove(part)
-        raise DownloadError(f"checksum mismatch for {url}; the partial file was removed, "
+        raise DownloadError(f"checksum mismatch for {url}; the downloaded file was removed, "
                             f"try again or put the file at {dest} by hand")
     os.replace(part, dest)
     return dest
 
 
 def safe_extract(archive, target):
-    """Unpack a tar archive, refusing members that would land outside target."""
+    """Unpack a tar archive, refusing members that would land outside target and
+    anything but plain files and folders (links, devices)."""
     target = os.path.abspath(target)
-    with tarfile.open(archive) as tar:
-        for member in tar.getmembers():
-            dest = os.path.abspath(os.path.join(target, member.name))
-            if not (dest == target or dest.startswith(target + os.sep)):
-                raise DownloadError(f"{archive}: member '{member.name}' escapes the target folder")
-            if not (member.isfile() or member.isdir()):
-                raise DownloadError(f"{archive}: member '{member.name}' is not a plain file")
-        tar.extractall(target)
+    try:
+        with tarfile.open(archive) as tar:
+            for member in tar.getmembers():
+                dest = os.path.abspath(os.path.join(target, member.name))
+                if not (dest == target or dest.startswith(target + os.sep)):
+                    raise DownloadError(f"{archive}: member '{member.name}' escapes the "
+                                        f"target folder")
+                if not (member.isfile() or member.isdir()):
+                    raise DownloadError(f"{archive}: member '{member.name}' is not a plain file")
+            # the 'data' filter (Python >= 3.11.4) checks the same again on extraction
+            kwargs = {'filter': 'data'} if hasattr(tarfile, 'data_filter') else {}
+            tar.extractall(target, **kwargs)
+    except (tarfile.TarError, EOFError) as e:
+        raise DownloadError(f"{archive} is not a readable tar archive ({e}); remove it and "
+                            f"try again") from None
 
 
 def released_weights(name='TSM'):

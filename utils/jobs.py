@@ -11,8 +11,9 @@ import paddle
 
 from metrics import AccuracyMeter
 from models import WeightsError, get_model, load_pretrain, load_weights
-from reader import ListFileError, get_reader
-from utils import checkpoint, env
+from metrics.report import plot_confusion, write_per_class_csv
+from reader import ListFileError, get_reader, parse_list
+from utils import checkpoint, env, predict_modes
 from utils.config_utils import ConfigError, print_configs, to_plain
 from utils.download import DownloadError, download, released_weights, weights_dir
 from utils.engine import (Amp, TrainingError, build_loader, build_optimizer, evaluate, predict,
@@ -154,6 +155,12 @@ def train_job(args, cfg):
         """Checkpoint after `next_iter` batches of `epoch` (all of them: epoch end)."""
         if rank != 0:
             return None
+        bad = [n for n, p in model.named_parameters()
+               if not bool(paddle.isfinite(p).all())]
+        if bad:  # never overwrite the last good checkpoint with a diverged model
+            raise TrainingError(f"weights became non-finite at epoch {epoch} iteration "
+                                f"{next_iter - 1} ({bad[0]}, ...); stopping, the last saved "
+                                f"checkpoint is untouched")
         done = next_iter >= steps
         prefix = os.path.join(args.save_dir, f"{name}_epoch{epoch}" +
                               ('' if done else f"_iter{next_iter}"))
@@ -196,6 +203,10 @@ def train_job(args, cfg):
                 epoch_record['valid'] = val
             if rank == 0:
                 history.add(epoch_record)
+            if stop.requested(world) and epoch + 1 < cfg.TRAIN.epoch:  # came in the last step
+                prefix = os.path.join(args.save_dir, f"{name}_epoch{epoch}")
+                raise Interrupted(f"interrupted after epoch {epoch}: saved {prefix}; continue "
+                                  f"with --resume {prefix}")
     if rank == 0:
         checkpoint.atomic_save(model.state_dict(), os.path.join(args.save_dir, f"{name}.pdparams"))
         logger.info("saved final weights to %s", os.path.join(args.save_dir, f"{name}.pdparams"))
@@ -288,9 +299,19 @@ def log_scalars(writer, tag, stats, step):
             writer.add_scalar(f"{tag}/{key}", stats[key], step)
 
 
+def class_names(cfg):
+    """Names for reports: INFER.kinetics_labels, or the class indices."""
+    try:
+        return read_labels(cfg.INFER.kinetics_labels, cfg.MODEL.num_classes)
+    except ConfigError as e:
+        logger.warning("%s: naming classes by index", e)
+        return [str(i) for i in range(cfg.MODEL.num_classes)]
+
+
 def eval_job(args, cfg):
     rank, world = setup_runtime(cfg, args)
     print_configs(cfg, 'Test', logger)
+    logger.info("[TEST] protocol: %s", predict_modes.protocol_text(cfg.TEST, cfg.MODEL.seg_num))
     model = get_model(args.model_name, cfg, 'test')
     load_weights(model, resolve_weights(args.weights))
     loader = build_loader(get_reader(args.model_name, 'test', cfg),
@@ -306,6 +327,14 @@ def eval_job(args, cfg):
         print(f"MEAN_CLASS_ACC: {result['mean_class_acc']:.5f}")
         os.makedirs(args.save_dir, exist_ok=True)
         np.save(os.path.join(args.save_dir, 'confusion.npy'), meter.confusion)
+        names = class_names(cfg)
+        write_per_class_csv(meter.confusion, names,
+                            os.path.join(args.save_dir, 'per_class_accuracy.csv'))
+        plot_confusion(meter.confusion, names, os.path.join(args.save_dir, 'confusion.png'),
+                       title=args.model_name.upper())
+        result['protocol'] = {k: cfg.TEST[k] for k in ('num_clips', 'dense_sample', 'num_crops',
+                                                       'keep_ratio', 'average', 'short_size',
+                                                       'target_size')}
         out = os.path.join(args.save_dir, 'eval_results.json')
         with open(out, 'w', encoding='utf-8') as f:
             json.dump(result, f, indent=2)
@@ -317,30 +346,34 @@ def predict_job(args, cfg):
     setup_runtime(cfg, args)
     model = get_model(args.model_name, cfg, 'infer')
     load_weights(model, resolve_weights(args.weights))
-    video_path = args.video_path or cfg.INFER.video_path
-    if video_path:
-        dataset = get_reader(args.model_name, 'infer', cfg, items=[(video_path, -1, None)])
-    else:
-        dataset = get_reader(args.model_name, 'infer', cfg,
-                             filelist=args.filelist or cfg.INFER.filelist)
-    loader = build_loader(dataset, cfg.INFER.batch_size, cfg.INFER.num_reader_threads)
     names = read_labels(cfg.INFER.kinetics_labels, cfg.MODEL.num_classes)
-    records, failed = predict(model, loader, args.infer_topk)
-    for rec in records:
-        rec['top_names'] = [names[i] for i in rec['top_indices']]
-        print(f"{rec['path']}:")
-        for name, prob in zip(rec['top_names'], rec['top_probs']):
-            print(f"    {name}: {prob:.5f}")
+    if getattr(args, 'online', False):
+        return predict_modes.online_job(args, cfg, model, names)
+    fmt, video_path = cfg.MODEL.format, args.video_path or cfg.INFER.video_path
+    if video_path:  # one video, or every video under a folder
+        items = predict_modes.video_items(video_path, fmt)
+    else:
+        items = parse_list(args.filelist or cfg.INFER.filelist, fmt, cfg.MODEL.num_classes,
+                           need_label=False)
+    times, failed, what = None, 0, 'videos'
+    if getattr(args, 'window_seconds', None):
+        items, times, failed = predict_modes.window_items(
+            items, fmt, args.window_seconds, args.stride_seconds or args.window_seconds)
+        what = 'windows'
+    logger.info("protocol: %s", predict_modes.protocol_text(cfg.INFER, cfg.MODEL.seg_num))
+    records = []
+    if items:
+        loader = build_loader(get_reader(args.model_name, 'infer', cfg, items=items),
+                              cfg.INFER.batch_size, cfg.INFER.num_reader_threads)
+        records, failed_items = predict(model, loader, args.infer_topk)
+        failed += failed_items
+    records = predict_modes.report(records, names, times)
     if failed:
-        logger.warning("%d of %d videos failed to decode (skipped, named above)", failed,
-                       failed + len(records))
+        logger.warning("%d of %d %s failed to decode (skipped, named above)", failed,
+                       failed + len(records), what)
     if not records:
         raise TrainingError("no video could be decoded; nothing predicted")
-    os.makedirs(args.save_dir, exist_ok=True)
-    out = os.path.join(args.save_dir, 'predict_results.json')
-    with open(out, 'w', encoding='utf-8') as f:
-        json.dump(records, f, indent=2)
-    logger.info("wrote %s", out)
+    predict_modes.write_results(records, args.save_dir)
     return records
 
 

@@ -1,0 +1,181 @@
+"""Long runs lose nothing: signals save a resumable checkpoint, SIGKILL at any moment
+leaves the last checkpoint usable and `--resume latest` reaches the same final weights,
+a non-finite loss stops with the iteration named, hung or crashing decoders are skipped,
+and a dead rank ends a distributed run instead of hanging it."""
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import paddle
+import pytest
+
+from reader import get_reader
+from reader import kinetics_reader
+from tests.conftest import ROOT, TINY, make_clip, run_cli, write_config, write_video
+from utils.config_utils import parse_config
+from utils.engine import build_loader, resilient_batches
+from utils.safe_pickle import safe_load
+
+TRAIN = ['train.py', '--pretrain', 'none', '--fix_random_seed', 'True', '--log_interval', '1',
+         '--valid_interval', '0', '--save_interval_iters', '1']
+
+
+def weights(path):
+    return {k: v for k, v in safe_load(str(path)).items() if isinstance(v, np.ndarray)}
+
+
+def assert_same_weights(a, b):
+    wa, wb = weights(a), weights(b)
+    assert wa.keys() == wb.keys()
+    for k in wa:
+        np.testing.assert_allclose(wa[k], wb[k], rtol=1e-5, atol=1e-6, err_msg=k)
+
+
+def start(args):
+    env = dict(os.environ, PYTHONWARNINGS='ignore', PYTHONUNBUFFERED='1')
+    return subprocess.Popen([sys.executable, *args], cwd=ROOT, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, env=env)
+
+
+def wait_for(proc, marker, timeout=120):
+    """Read stdout until a line contains marker; -> the output so far."""
+    seen, t0 = [], time.time()
+    for line in proc.stdout:
+        seen.append(line)
+        if marker in line:
+            return ''.join(seen)
+        assert time.time() - t0 < timeout, ''.join(seen)
+    raise AssertionError(f"process ended before '{marker}':\n{''.join(seen)}\n{proc.stderr.read()}")
+
+
+@pytest.fixture(scope='module')
+def reference(tmp_path_factory):
+    """An uninterrupted 2-epoch run (2 iterations per epoch) on the tiny dataset."""
+    from tests.conftest import tiny_dataset
+    tmp = tmp_path_factory.mktemp('ref')
+    data = tiny_dataset.__wrapped__(tmp)
+    res = run_cli(*TRAIN, '--config', data['config'], '--save_dir', str(tmp / 'ref'))
+    assert res.returncode == 0, res.stderr[-2000:]
+    return data, tmp / 'ref' / 'TSM.pdparams'
+
+
+def test_sigkill_at_several_moments_then_resume_latest(reference, tmp_path):
+    data, final = reference
+    out = tmp_path / 'killed'
+    args = [*TRAIN, '--config', data['config'], '--save_dir', str(out), '--resume', 'latest']
+    for marker in ('Epoch 0, iter 0/2', 'Epoch 0 done', 'Epoch 1, iter 0/2'):
+        proc = start(args)
+        wait_for(proc, marker)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=30)
+        assert proc.returncode == -signal.SIGKILL
+    res = run_cli(*args)
+    assert res.returncode == 0, res.stderr[-2000:]
+    assert 'resumed from' in res.stdout
+    assert_same_weights(out / 'TSM.pdparams', final)
+
+
+def test_sigterm_and_sigint_save_then_resume(reference, tmp_path):
+    data, final = reference
+    out = tmp_path / 'term'
+    base = [*TRAIN, '--config', data['config'], '--save_dir', str(out)]
+    for sig, marker in ((signal.SIGTERM, 'Epoch 0, iter 0/2'), (signal.SIGINT, 'Epoch 1, iter 0/2')):
+        proc = start(base + ['--resume', 'latest'])
+        wait_for(proc, marker)
+        proc.send_signal(sig)
+        _, err = proc.communicate(timeout=120)
+        assert proc.returncode == 130, err[-2000:]
+        assert err.startswith('error: interrupted') and 'Traceback' not in err
+        prefix = err.split('continue with --resume ')[1].strip()
+        assert os.path.isfile(prefix + '.pdparams') and os.path.isfile(prefix + '.pdopt')
+    res = run_cli(*base, '--resume', prefix)
+    assert res.returncode == 0, res.stderr[-2000:]
+    assert_same_weights(out / 'TSM.pdparams', final)
+
+
+def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(tiny_dataset, tmp_path):
+    res = run_cli(*TRAIN, '--config', tiny_dataset['config'], '--save_dir', str(tmp_path),
+                  '--learning_rate', '1e12', '--epoch', '5')
+    assert res.returncode == 2, res.stdout[-2000:]
+    assert re.match(r'error: (loss is (nan|inf)|weights became non-finite) at epoch \d+ '
+                    r'iteration \d+', res.stderr), res.stderr
+    assert 'Traceback' not in res.stderr
+    from utils.checkpoint import find_latest
+    latest = find_latest(str(tmp_path), 'TSM')
+    assert latest is not None
+    assert all(np.isfinite(v).all() for v in weights(latest + '.pdparams').values())
+
+
+# ---- decoders that hang or crash ----
+
+def _dataset(tmp_path, n, timeout):
+    good = write_video(tmp_path / 'good.avi', make_clip(8))
+    lines = [f"{tmp_path / f'bad{i}.avi' if i == 1 else good} 0" for i in range(n)]
+    (tmp_path / 'v.list').write_text('\n'.join(lines) + '\n')
+    sections = {k: dict(v) for k, v in TINY.items()}
+    sections['VALID']['video_timeout'] = timeout
+    return get_reader('TSM', 'valid', parse_config(write_config(tmp_path / 'c.yaml', sections)),
+                      filelist=str(tmp_path / 'v.list'))
+
+
+@pytest.mark.parametrize('behaviour', ['sleeps', 'stuck_in_c', 'segfaults'])
+def test_bad_decoder_is_skipped_and_the_epoch_goes_on(tmp_path, monkeypatch, behaviour):
+    real_open = kinetics_reader.open_video
+
+    def patched(path, *a, **k):  # runs in the DataLoader workers (forked)
+        if 'bad1' in path:
+            if behaviour == 'sleeps':
+                time.sleep(60)
+            elif behaviour == 'stuck_in_c':  # Python's signal handler cannot run
+                signal.pthread_sigmask(signal.SIG_BLOCK, [signal.SIGALRM])
+                time.sleep(60)
+            else:
+                os.kill(os.getpid(), signal.SIGSEGV)
+        return real_open(path, *a, **k)
+
+    monkeypatch.setattr(kinetics_reader, 'open_video', patched)
+    ds = _dataset(tmp_path, 6, timeout=1.0)
+    loader = build_loader(ds, batch_size=2, num_workers=1)
+    t0 = time.time()
+    batches = list(resilient_batches(loader))
+    assert time.time() - t0 < 40
+    assert [i for i, _ in batches] == [0, 1, 2]
+    ok = sum(len(b['paths']) for _, b in batches)
+    failed = sum(int(b['failed']) for _, b in batches)
+    assert ok + failed == 6 and ok >= 4 and failed >= 1
+
+
+def test_a_dead_rank_ends_the_distributed_run(tiny_dataset, tmp_path):
+    tag = f"tsm-test-{os.getpid()}-{time.time()}"
+    env = dict(os.environ, PYTHONWARNINGS='ignore', TSM_TEST_TAG=tag)
+    cmd = [sys.executable, '-m', 'paddle.distributed.launch', '--nproc_per_node', '2',
+           '--log_dir', str(tmp_path / 'log'), *TRAIN, '--config', tiny_dataset['config'],
+           '--save_dir', str(tmp_path / 'out'), '--epoch', '50']
+    proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    log0 = tmp_path / 'log' / 'workerlog.0'
+    t0 = time.time()
+    while not (log0.exists() and 'Epoch 0, iter 0/' in log0.read_text()):
+        assert time.time() - t0 < 120 and proc.poll() is None
+        time.sleep(0.5)
+    victim = [pid for pid in os.listdir('/proc') if pid.isdigit() and _env_has(pid, tag, '1')]
+    assert len(victim) == 1
+    os.kill(int(victim[0]), signal.SIGKILL)
+    try:
+        rc = proc.wait(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert rc != 0
+
+
+def _env_has(pid, tag, rank):
+    try:
+        env = open(f'/proc/{pid}/environ', 'rb').read().split(b'\0')
+    except OSError:
+        return False
+    return f'TSM_TEST_TAG={tag}'.encode() in env and f'PADDLE_TRAINER_ID={rank}'.encode() in env

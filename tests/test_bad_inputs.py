@@ -134,3 +134,23 @@ def test_bad_list_through_the_cli_names_file_and_line(tmp_path):
                   '--pretrain', 'none', '--valid_interval', '0')
     assert res.returncode == 2 and res.stderr.strip() == (
         f"error: {tmp_path / 'v.list'}:2: label 'x' is not an integer (expected 'path label')")
+
+
+def test_weights_with_a_code_payload_are_refused(tmp_path):
+    from models import WeightsError, get_model, load_weights
+    marker = tmp_path / 'pwned'
+
+    class Payload:
+        def __reduce__(self):
+            return (open, (str(marker), 'w'))  # would create a file when unpickled
+
+    path = tmp_path / 'evil.pdparams'
+    path.write_bytes(pickle.dumps({'conv1_weights': Payload()}, protocol=2))
+    cfg = parse_config('configs/tsm.yaml')
+    cfg.MODEL.num_layers = 18
+    with pytest.raises(WeightsError, match=r"cannot read weights .*evil.pdparams: refused to load '(io|builtins).open'"):
+        load_weights(get_model('TSM', cfg, 'infer'), str(path))
+    assert not marker.exists()
+    res = run_cli('eval.py', '--config', 'configs/tsm.yaml', '--weights', str(path),
+                  '-o', 'MODEL.num_layers=18')
+    assert res.returncode == 2 and 'refused to load' in res.stderr and not marker.exists()

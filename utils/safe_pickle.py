@@ -29,24 +29,19 @@ class UnsafePickleError(pickle.UnpicklingError):
 
 
 class _RestrictedUnpickler(pickle.Unpickler):
-    source = '<bytes>'
-
     def find_class(self, module, name):
         if (module, name) in _ALLOWED:
             return super().find_class(module, name)
-        raise UnsafePickleError(
-            f"{self.source}: refused to load '{module}.{name}' (only arrays and plain "
-            f"containers are allowed in weight and data files)")
+        raise UnsafePickleError(  # callers name the file
+            f"refused to load '{module}.{name}' (only arrays and plain containers are "
+            f"allowed in weight and data files)")
 
 
-def safe_loads(data, source='<bytes>', encoding='latin1'):
-    unpickler = _RestrictedUnpickler(io.BytesIO(data), encoding=encoding)
-    unpickler.source = source
-    return unpickler.load()
+def safe_loads(data, encoding='latin1'):
+    return _RestrictedUnpickler(io.BytesIO(data), encoding=encoding).load()
 
 
 def safe_load(path, encoding='latin1'):
     """Load a pickle file from disk with the restricted unpickler."""
     with open(path, 'rb') as f:
-        data = f.read()
-    return safe_loads(data, path, encoding)
+        return _RestrictedUnpickler(f, encoding=encoding).load()

@@ -66,3 +66,33 @@ def per_class_accuracy(confusion):
     totals = confusion.sum(axis=1).astype(np.float64)
     with np.errstate(invalid='ignore', divide='ignore'):
         return np.where(totals > 0, np.diag(confusion) / totals, np.nan)
+
+
+def log_softmax(x, axis=-1):
+    x = np.asarray(x, np.float64)
+    m = x.max(axis=axis, keepdims=True)
+    return x - m - np.log(np.exp(x - m).sum(axis=axis, keepdims=True))
+
+
+def average_views(logits, average='prob'):
+    """Per-view logits [B, V, K] -> log-probabilities [B, K] of each video.
+
+    'prob' (mmaction2's average_clips='prob'): the mean over the V views of the softmax.
+    'logit' (MIT's test_models.py): the softmax of the mean of the logits.
+    With one view both are the softmax of its logits."""
+    logits = np.asarray(logits, np.float64)
+    if logits.ndim == 2:
+        logits = logits[:, None]
+    if average == 'logit':
+        return log_softmax(logits.mean(axis=1))
+    if average != 'prob':
+        raise ValueError(f"average must be 'prob' or 'logit', got {average!r}")
+    logp = log_softmax(logits)  # log of the mean of exp(logp), computed stably
+    m = logp.max(axis=1, keepdims=True)
+    return (m + np.log(np.exp(logp - m).mean(axis=1, keepdims=True)))[:, 0]
+
+
+def nll(log_probs, labels):
+    """Mean negative log-likelihood of the labels (the cross-entropy loss)."""
+    labels = np.asarray(labels)
+    return float(-log_probs[np.arange(len(labels)), labels].mean()) if len(labels) else 0.0

@@ -1,4 +1,9 @@
-"""Which frames a clip takes: the original's segment-based sampling (TSN style)."""
+"""Which frames a clip takes: the original's segment-based sampling (TSN style), the
+test-time protocols (several uniform clips, dense clips) and windows along long videos.
+Pure functions of the frame count: no decoding here."""
+import math
+
+import numpy as np
 
 
 def segment_indices(num_frames, seg_num, seglen, mode, rng=None):
@@ -26,3 +31,87 @@ def segment_indices(num_frames, seg_num, seglen, mode, rng=None):
             start = i
         indices.extend((j % num_frames) for j in range(start, start + seglen))
     return indices
+
+
+DENSE_WINDOW = 64  # frames spanned by one dense clip (I3D / MIT dense sampling)
+
+
+def uniform_clip_indices(num_frames, seg_num, seglen, num_clips):
+    """Test-time indices of `num_clips` clips, TSN style: one list per clip.
+
+    Each of the seg_num segments of `average_dur = num_frames // seg_num` frames gives
+    clip k its frame at the point (k + 1/2) / num_clips of the segment (the frame at that
+    point, or just before it when the point falls on a frame boundary):
+    `((2k + 1) * average_dur - 1) // (2 * num_clips)`.  With one clip this is the model
+    zoo's `(average_dur - 1) // 2`, so num_clips=1 is `segment_indices(..., 'test')`.
+    Short videos fall back as segment_indices does (every clip then takes the same frames).
+    """
+    if num_frames <= 0:
+        raise ValueError("num_frames must be positive")
+    average_dur = num_frames // seg_num
+    clips = []
+    for k in range(num_clips):
+        indices = []
+        for i in range(seg_num):
+            if average_dur >= seglen:
+                start = ((2 * k + 1) * average_dur - 1) // (2 * num_clips) + i * average_dur
+            elif average_dur >= 1:
+                start = i * average_dur
+            else:
+                start = i
+            indices.extend((j % num_frames) for j in range(start, start + seglen))
+        clips.append(indices)
+    return clips
+
+
+def dense_clip_indices(num_frames, seg_num, seglen, num_clips, window=DENSE_WINDOW):
+    """Test-time dense sampling (MIT's `_get_test_indices` with dense_sample): each clip
+    is seg_num frames `window // seg_num` apart inside a `window`-frame span; the spans
+    start at `np.linspace(0, sample_pos - 1, num_clips, dtype=int)` with
+    `sample_pos = max(1, 1 + num_frames - window)`, i.e. spread evenly over the video.
+    One clip: the span in the middle, start `(sample_pos - 1) // 2`.  Indices wrap
+    modulo num_frames (videos shorter than the window)."""
+    if num_frames <= 0:
+        raise ValueError("num_frames must be positive")
+    sample_pos = max(1, 1 + num_frames - window)
+    stride = max(1, window // seg_num)
+    if num_clips == 1:
+        starts = [(sample_pos - 1) // 2]
+    else:
+        starts = np.linspace(0, sample_pos - 1, num=num_clips, dtype=int).tolist()
+    return [[(i * stride + start + j) % num_frames for i in range(seg_num) for j in range(seglen)]
+            for start in starts]
+
+
+def eval_clip_indices(num_frames, seg_num, seglen, num_clips=1, dense=False):
+    """The clips of one video at test time: a list of num_clips index lists."""
+    if dense:
+        return dense_clip_indices(num_frames, seg_num, seglen, num_clips)
+    return uniform_clip_indices(num_frames, seg_num, seglen, num_clips)
+
+
+def window_spans(num_frames, fps, window_seconds, stride_seconds):
+    """Windows along a long video -> [(first_frame, stop_frame, start_s, end_s)].
+
+    Window k starts at k * stride seconds and holds the frames whose timestamp i / fps
+    lies in [start, end), end = start + window.  The last window is the first that
+    reaches the end of the video: it is cut there, or stretched to it when less than
+    half a window would be left after it (no sliver windows).  A video shorter than the
+    window is one window."""
+    if fps is None or fps <= 0:
+        raise ValueError("the video's frame rate is unknown")
+    if window_seconds <= 0 or stride_seconds <= 0:
+        raise ValueError("window and stride must be positive")
+    duration = num_frames / fps
+    spans, k = [], 0
+    while True:
+        start = k * stride_seconds
+        end = min(start + window_seconds, duration)
+        if duration - end < window_seconds / 2:
+            end = duration
+        first = min(int(math.ceil(start * fps - 1e-6)), num_frames - 1)
+        stop = max(min(int(math.ceil(end * fps - 1e-6)), num_frames), first + 1)
+        spans.append((first, stop, start, end))
+        if end >= duration:
+            return spans
+        k += 1

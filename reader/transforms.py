@@ -112,3 +112,58 @@ def train_transform(frames, short_size, target_size, rng):
 
 def eval_transform(frames, short_size, target_size):
     return center_crop(group_scale(frames, short_size), target_size)
+
+
+# ---- test-time views: crops per clip (boxes are (x, y, w, h)) ----
+
+CROP_COUNTS = (1, 3, 10)
+
+
+def three_crop_boxes(width, height, size):
+    """MIT's GroupFullResSample (its 3-crop test): size x size squares at the two ends and
+    the middle of the long side, vertically (horizontally) centred, with the steps
+    `(side - size) // 4` it uses: landscape left, right, centre; portrait top, bottom,
+    centre.  (MIT shifts along the width only, so its 3 crops of a portrait video are one
+    crop three times; here they go along the height.)  With size = short side
+    (`--full_res`), these are mmaction2's ThreeCrop boxes on 4:3 frames."""
+    ws, hs = (width - size) // 4, (height - size) // 4
+    if width >= height:
+        return [(0, 2 * hs, size, size), (4 * ws, 2 * hs, size, size),
+                (2 * ws, 2 * hs, size, size)]
+    return [(2 * ws, 0, size, size), (2 * ws, 4 * hs, size, size),
+            (2 * ws, 2 * hs, size, size)]
+
+
+def five_crop_boxes(width, height, size):
+    """The 4 corners and the centre, with steps `(side - size) // 4` (MIT's
+    GroupOverSample, mmaction2's TenCrop): upper left, upper right, lower left, lower
+    right, centre."""
+    ws, hs = (width - size) // 4, (height - size) // 4
+    return [(0, 0, size, size), (4 * ws, 0, size, size), (0, 4 * hs, size, size),
+            (4 * ws, 4 * hs, size, size), (2 * ws, 2 * hs, size, size)]
+
+
+def view_boxes(width, height, size, num_crops):
+    """-> [(x, y, w, h, flip)] for 1 (centre crop, as the model zoo), 3 (three_crop_boxes)
+    or 10 crops (five_crop_boxes, each followed by its horizontal flip, as TenCrop)."""
+    if num_crops == 1:
+        return [center_crop_box(width, height, size) + (False,)]
+    if num_crops == 3:
+        return [box + (False,) for box in three_crop_boxes(width, height, size)]
+    if num_crops == 10:
+        return [box + (flip,) for box in five_crop_boxes(width, height, size)
+                for flip in (False, True)]
+    raise ValueError(f"num_crops must be one of {CROP_COUNTS}, got {num_crops}")
+
+
+def eval_views(frames, short_size, target_size, num_crops=1, keep_ratio=False):
+    """uint8 frames of one clip -> list of num_crops uint8 [T, S, S, 3] views."""
+    frames = group_scale(frames, short_size, keep_ratio)
+    h, w = frames.shape[1:3]
+    if min(h, w) < target_size:
+        raise ValueError(f"frame {w}x{h} is smaller than the crop {target_size}")
+    views = []
+    for x, y, cw, ch, flip in view_boxes(w, h, target_size, num_crops):
+        view = crop(frames, x, y, cw, ch)
+        views.append(view[:, :, ::-1] if flip else view)
+    return views

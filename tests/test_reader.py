@@ -127,7 +127,7 @@ def test_reader_returns_the_hand_computed_frames(tmp_path, lossless):
     sections = {k: dict(v) for k, v in TINY.items()}
     sections['TEST'].update(short_size=48, target_size=48)  # 48x64 frames: no resize
     cfg = parse_config(write_config(tmp_path / 'c.yaml', sections))
-    imgs, label, _ = get_reader('TSM', 'test', cfg, filelist=str(tmp_path / 'v.list'))[0]
+    imgs, label = get_reader('TSM', 'test', cfg, filelist=str(tmp_path / 'v.list'))[0][:2]
     assert imgs.shape == (4, 3, 48, 48) and imgs.dtype == np.float32 and label == 1
     mean = np.array(cfg.MODEL.image_mean, np.float32)
     std = np.array(cfg.MODEL.image_std, np.float32)
@@ -183,7 +183,7 @@ def test_pkl_format(tmp_path):
     sections = {k: dict(v) for k, v in TINY.items()}
     sections['MODEL']['format'] = 'pkl'
     cfg = parse_config(write_config(tmp_path / 'c.yaml', sections))
-    _, label, _ = get_reader('TSM', 'valid', cfg, filelist=str(tmp_path / 'p.list'))[0]
+    label = get_reader('TSM', 'valid', cfg, filelist=str(tmp_path / 'p.list'))[0][1]
     assert label == 2  # taken from inside the pickle
 
 

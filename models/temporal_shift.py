@@ -4,12 +4,14 @@ Paddle's fused op `paddle.nn.functional.temporal_shift` fills channels [0, r*C) 
 frame t from frame t-1 and channels [r*C, 2r*C) from frame t+1 ("paddle"
 direction).  MIT's and mmaction2's PyTorch code do the opposite ("mit"): the first
 fold from t+1, the second from t-1.  Weights trained under one convention are
-silently wrong under the other, so the direction is an option.
+silently wrong under the other, so the direction is an option.  "backward" is the
+uni-directional shift of online TSM: the first fold from t-1 (as "paddle"), the other
+channels stay, nothing comes from the future (models/online.py runs it frame by frame).
 """
 import paddle
 import paddle.nn.functional as F
 
-DIRECTIONS = ('paddle', 'mit')
+DIRECTIONS = ('paddle', 'mit', 'backward')
 
 
 def fold_sizes(channels, shift_ratio):
@@ -23,6 +25,12 @@ def temporal_shift(x, seg_num, shift_ratio=0.125, direction='paddle'):
         return x
     if direction == 'paddle':
         return F.temporal_shift(x, seg_num=seg_num, shift_ratio=shift_ratio)
+    if direction == 'backward':
+        nt, c, h, w = x.shape
+        c1 = fold_sizes(c, shift_ratio)[0]
+        x = x.reshape([-1, seg_num, c, h, w])  # [N*T, C, H, W] -> [N, T, C, H, W]
+        past = paddle.concat([paddle.zeros_like(x[:, :1, :c1]), x[:, :-1, :c1]], axis=1)
+        return paddle.concat([past, x[:, :, c1:]], axis=2).reshape([-1, c, h, w])
     if direction != 'mit':
         raise ValueError(f"shift direction must be one of {DIRECTIONS}, got {direction!r}")
     nt, c, h, w = x.shape

@@ -2,6 +2,7 @@
 
     video = open_video(path, fmt)      # fmt: mp4 | pkl | frames
     video.num_frames                   # frames that really decode
+    video.fps                          # frames per second; None where unknown (pkl, frames)
     video.get_frames(indices)          # uint8 [len(indices), H, W, 3] RGB
     video.close()
 
@@ -54,6 +55,7 @@ class DecordVideo:
         self.num_frames = num_frames or len(self._vr)
         if self.num_frames <= 0:
             raise VideoDecodeError(f"{path}: no video frames")
+        self.fps = _valid_fps(self._vr.get_avg_fps())
 
     def get_frames(self, indices):
         uniq = sorted(set(int(i) for i in indices))
@@ -96,6 +98,7 @@ class OpenCVVideo:
         cap = cv2.VideoCapture(path)
         if not cap.isOpened():
             raise VideoDecodeError(f"{path}: cannot open video")
+        self.fps = _valid_fps(cap.get(cv2.CAP_PROP_FPS))
         if num_frames is None:
             num_frames = 0
             while cap.grab():
@@ -138,6 +141,7 @@ def _decode_jpeg(data, where):
 
 class PklVideo:
     """The original's pickle: (video_id, label, [jpeg bytes per frame]), protocol 2."""
+    fps = None  # not stored
 
     def __init__(self, path, num_frames=None):
         self.path = path
@@ -161,6 +165,7 @@ class PklVideo:
 
 class FrameFolder:
     """A folder of img_00001.jpg ... (1-based), as the frames list format names it."""
+    fps = None  # not stored
 
     def __init__(self, path, num_frames=None, template='img_{:05d}.jpg'):
         self.path, self.template = path, template
@@ -185,6 +190,14 @@ class FrameFolder:
 
     def close(self):
         pass
+
+
+def _valid_fps(value):
+    try:
+        value = float(value)
+    except (TypeError, ValueError):
+        return None
+    return value if value > 0 and value == value and value < 1e4 else None
 
 
 def _first_line(e):

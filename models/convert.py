@@ -28,7 +28,6 @@ from .weights import WeightsError, arrays_of, is_torch_file, read_checkpoint
 SOURCES = ('modelzoo', 'paddlevideo', 'mit', 'mmaction2')
 
 _BRANCH = ('2a', '2b', '2c', '1')  # fluid suffixes: residual convs a/b/c, shortcut 1
-_BN_PARAMS = ('scale', 'offset', 'mean', 'variance')
 _TORCH_BN = {'weight': 'scale', 'bias': 'offset', 'running_mean': 'mean',
              'running_var': 'variance'}
 _PADDLE_BN = {'weight': 'scale', 'bias': 'offset', '_mean': 'mean', '_variance': 'variance'}
@@ -92,12 +91,13 @@ def _parse_modelzoo(state, p):
             p.put('fc', 'w' if key.endswith('w_0') else 'b', key, v)
         elif _MZ_STEM_BN.match(key):
             p.put('stem', _MZ_STEM_BN.match(key).group(1), key, v)
-        elif _MZ_CONV.match(key) or _MZ_BN.match(key):
+        else:
             m = _MZ_CONV.match(key) or _MZ_BN.match(key)
+            if m is None:
+                p.unknown.append(key)
+                continue
             unit = (int(m.group(1)) - 2, _fluid_index(m.group(2), m.group(3)), m.group(4))
             p.put(unit, m.group(5) if m.re is _MZ_BN else 'weights', key, v)
-        else:
-            p.unknown.append(key)
 
 
 # --- paddlevideo: paddlevideo/modeling/backbones/resnet_tsm.py (ConvBNLayer `_conv` /

@@ -41,6 +41,9 @@ def test_train_eval_predict_export(run2, tmp_path):
     for name in ('TSM_epoch0.pdparams', 'TSM_epoch0.pdopt', 'TSM_epoch1.pdparams',
                  'TSM_epoch1.pdopt', 'TSM.pdparams', 'history.json'):
         assert (out / name).is_file(), name
+    saved = safe_load(str(out / 'TSM.pdparams'))  # the options travel with the weights
+    assert saved['__tsm_options__']['shift_direction'] == 'paddle'
+    assert saved['__tsm_options__']['head'] == 'feature_mean'
     opt = safe_load(str(out / 'TSM_epoch1.pdopt'))
     assert opt['epoch'] == 1 and opt['step'] == 4 and opt['config']['MODEL']['num_layers'] == 18
     history = json.loads((out / 'history.json').read_text())

@@ -16,13 +16,27 @@ def atomic_save(obj, path):
     os.replace(tmp, path)
 
 
+def weights_bundle(model):
+    """The model's state_dict plus the options its weights depend on (shift direction,
+    head, ...: models.weights.OPTIONS_KEY), which load_weights applies when loading."""
+    from models.weights import OPTIONS_KEY
+    state = dict(model.state_dict())
+    if hasattr(model, 'options'):
+        state[OPTIONS_KEY] = model.options()
+    return state
+
+
+def save_weights(model, path):
+    atomic_save(weights_bundle(model), path)
+
+
 def save_checkpoint(prefix, model, optimizer=None, **meta):
     """Write prefix.pdopt first, then prefix.pdparams: a .pdparams on disk always has
     its .pdopt beside it."""
     os.makedirs(os.path.dirname(os.path.abspath(prefix)), exist_ok=True)
     if optimizer is not None:
         atomic_save(dict(meta, optimizer=optimizer.state_dict()), prefix + '.pdopt')
-    atomic_save(model.state_dict(), prefix + '.pdparams')
+    save_weights(model, prefix + '.pdparams')
 
 
 def strip_suffix(prefix):

@@ -208,7 +208,7 @@ def train_job(args, cfg):
                 raise Interrupted(f"interrupted after epoch {epoch}: saved {prefix}; continue "
                                   f"with --resume {prefix}")
     if rank == 0:
-        checkpoint.atomic_save(model.state_dict(), os.path.join(args.save_dir, f"{name}.pdparams"))
+        checkpoint.save_weights(model, os.path.join(args.save_dir, f"{name}.pdparams"))
         logger.info("saved final weights to %s", os.path.join(args.save_dir, f"{name}.pdparams"))
     if writer is not None:
         writer.close()

@@ -11,6 +11,7 @@ def setup_logging(level=logging.INFO):
     rank = int(os.environ.get('PADDLE_TRAINER_ID', 0))
     warnings.filterwarnings('ignore', message='No ccache found')
     warnings.filterwarnings('ignore', message='When training, we now always track global mean')
+    import paddle  # noqa: F401  (Paddle 2.6's import resets the root logger: import it first)
     fmt = '[%(asctime)s] %(levelname)s %(name)s: %(message)s'
     if rank:
         fmt = f'[rank {rank}] ' + fmt

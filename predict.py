@@ -31,7 +31,8 @@ def parse_args(argv=None):
     args = p.parse_args(argv)
     if args.window_seconds is not None and args.window_seconds <= 0:
         p.error('--window_seconds must be positive')
-    if args.stride_seconds is not None and (args.stride_seconds <= 0 or args.window_seconds is None):
+    if args.stride_seconds is not None and (args.stride_seconds <= 0
+                                            or args.window_seconds is None):
         p.error('--stride_seconds must be positive and needs --window_seconds')
     if args.camera is not None and not args.online:
         p.error('--camera needs --online')

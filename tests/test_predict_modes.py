@@ -45,7 +45,8 @@ def read_csv(path):
 def test_find_videos_recursively(tmp_path):
     clip = make_clip(3, 16, 16)
     (tmp_path / 'b' / 'c').mkdir(parents=True)
-    want = [write_video(tmp_path / 'a.avi', clip), write_video(tmp_path / 'b' / 'c' / 'x.MKV', clip),
+    want = [write_video(tmp_path / 'a.avi', clip),
+            write_video(tmp_path / 'b' / 'c' / 'x.MKV', clip),
             write_mp4(tmp_path / 'b' / 'y.mp4', clip)]
     (tmp_path / 'b' / 'notes.txt').write_text('not a video')
     assert find_videos(str(tmp_path)) == sorted(want)

@@ -5,10 +5,10 @@
 1. generates the frame-order dataset (data/demo_dataset.py: 8 classes in 4
    time-reversed pairs) into <out_dir>/data, unless a matching one is there;
 2. trains TSM (configs/tsm_demo.yaml) and TSN (configs/tsn_demo.yaml: the same with
-   MODEL.shift_ratio 0) from scratch with train.py;
-3. evaluates both on the held-out split with eval.py;
-4. predicts one held-out video with predict.py (the TSM weights);
-5. writes <out_dir>/summary.json and the pictures: curves.png, confusion_tsm.png,
+   MODEL.shift_ratio 0) from scratch with train.py, then evaluates each on the held-out
+   split with eval.py; the two models run side by side, each on half of the CPUs;
+3. predicts one held-out video with predict.py (the TSM weights);
+4. writes <out_dir>/summary.json and the pictures: curves.png, confusion_tsm.png,
    confusion_tsn.png, predict_frames.png.
 
 Every step runs the real entry scripts in a subprocess (the code users run); each
@@ -16,25 +16,32 @@ one's output goes to <out_dir>/logs/<step>.log.  A failing step ends the demo wi
 one line naming it.  --quick: a tiny dataset, one epoch, for tests (not meaningful).
 """
 import argparse
+import concurrent.futures
 import json
 import os
 import platform
-import shutil
 import subprocess
 import sys
+import threading
 import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if ROOT not in sys.path:
     sys.path.insert(0, ROOT)
 
+from utils.config_utils import ConfigError, apply_overrides, parse_config  # noqa: E402
+
 MODELS = (('tsm', 'configs/tsm_demo.yaml'), ('tsn', 'configs/tsn_demo.yaml'))
-FULL_DATA = dict(train_per_class=48, val_per_class=16, frames=24)
-QUICK_DATA = dict(train_per_class=2, val_per_class=1, frames=24)
-QUICK_SIZE = 32            # the smallest frame size decord 0.6 decodes correctly
+# videos per class; frames = seg_num x an odd number, so that the test-time sampling
+# (centre frame of each segment) is symmetric under time reversal
+FULL_DATA = dict(train_per_class=48, val_per_class=16)
+QUICK_DATA = dict(train_per_class=2, val_per_class=1)
+FRAMES_PER_SEGMENT = 5
+QUICK_SIZE = 32
 QUICK_OVERRIDES = ['TRAIN.epoch=1', 'TRAIN.batch_size=8', 'VALID.batch_size=8',
-                   'TEST.batch_size=8']
-PREDICT_CLASS = 'moving_down'  # the held-out video predicted (first of this class)
+                   'TEST.batch_size=8'] + [f"{s}.num_reader_threads=0"
+                                           for s in ('TRAIN', 'VALID', 'TEST', 'INFER')]
+PREDICT_CLASS = 'moving_down'  # the held-out video predicted (the first of this class)
 
 
 class StepError(RuntimeError):
@@ -45,10 +52,14 @@ def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
     p.add_argument('--out_dir', default='output/demo', help='data, runs, summary, pictures')
     p.add_argument('--quick', action='store_true',
-                   help='tiny data, 1 epoch, tiny frames: a smoke test (< 1 minute)')
+                   help='tiny data, 1 epoch: a smoke test of every step (< 1 minute)')
     p.add_argument('--seed', type=int, default=0, help='seed of the generated dataset')
+    p.add_argument('--sequential', action='store_true',
+                   help='train TSM, then TSN, each on every CPU (default: side by side)')
     p.add_argument('--keep_checkpoints', action='store_true',
                    help='keep the per-epoch checkpoints (default: only the final weights)')
+    p.add_argument('-o', '--override', action='append', default=[], metavar='SECTION.key=value',
+                   help="passed to every train/eval/predict run, after the demo's own")
     return p.parse_args(argv)
 
 
@@ -56,29 +67,54 @@ def log(msg=''):
     print(msg, flush=True)
 
 
-def run_step(name, cmd, log_path, echo=()):
-    """Run cmd in the repo root, output to log_path; lines containing any of `echo`
-    are shown.  A non-zero exit raises StepError with the step name and the last line."""
-    os.makedirs(os.path.dirname(log_path), exist_ok=True)
-    tic = time.time()
-    last = ''
-    env = dict(os.environ, PYTHONUNBUFFERED='1')
-    with open(log_path, 'w', encoding='utf-8') as f:
-        f.write('$ ' + ' '.join(cmd) + '\n')
-        f.flush()
-        proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                                text=True, errors='replace', env=env)
-        for line in proc.stdout:
-            f.write(line)
-            if line.strip():
-                last = line.strip()
-            if any(e in line for e in echo):
-                log('    ' + line.rstrip().split('] ', 2)[-1])
-        rc = proc.wait()
-    if rc != 0:
-        raise StepError(f"step '{name}' failed (exit code {rc}): {last[:300]} "
-                        f"(log: {log_path})")
-    return time.time() - tic
+class Runner:
+    """Runs the steps' subprocesses; on a failure the others still running are stopped."""
+
+    def __init__(self, logs):
+        self.logs, self.procs, self.failed = logs, set(), threading.Event()
+        self.lock = threading.Lock()
+
+    def run(self, name, cmd, log_name, echo=(), prefix=''):
+        """Run cmd in the repo root, its output to logs/<log_name>.log; lines containing
+        any of `echo` are shown.  -> seconds; a non-zero exit raises StepError naming the
+        step, with the last line the step printed (the scripts end with one error line)."""
+        if self.failed.is_set():
+            raise StepError(f"step '{name}' not run: another step failed")
+        path = os.path.join(self.logs, log_name + '.log')
+        tic, last = time.time(), ''
+        env = dict(os.environ, PYTHONUNBUFFERED='1')
+        with open(path, 'w', encoding='utf-8') as f:
+            f.write('$ ' + ' '.join(cmd) + '\n')
+            f.flush()
+            proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE,
+                                    stderr=subprocess.STDOUT, text=True, errors='replace',
+                                    env=env)
+            with self.lock:
+                self.procs.add(proc)
+            try:
+                for line in proc.stdout:
+                    f.write(line)
+                    if line.strip():
+                        last = line.strip()
+                    if any(e in line for e in echo):
+                        log(f"    {prefix}{line.rstrip().split('] ', 2)[-1]}")
+                rc = proc.wait()
+            finally:
+                with self.lock:
+                    self.procs.discard(proc)
+        if rc != 0:
+            if self.failed.is_set():  # stopped because another step failed
+                raise StepError(f"step '{name}' stopped: another step failed")
+            self.fail()
+            raise StepError(f"step '{name}' failed (exit code {rc}): {last[:300]} "
+                            f"(log: {path})")
+        return time.time() - tic
+
+    def fail(self):
+        self.failed.set()
+        with self.lock:
+            for proc in self.procs:
+                proc.terminate()
 
 
 def model_overrides(data_dir, quick, size):
@@ -102,15 +138,18 @@ def flags(overrides):
 
 
 def generate_data(data_dir, cfg, quick, seed):
+    """The dataset at the config's frame size (the reader then need not resize)."""
     from data.demo_dataset import generate
-    spec = QUICK_DATA if quick else FULL_DATA
-    size = QUICK_SIZE if quick else cfg.TRAIN.short_size
+    spec = dict(QUICK_DATA if quick else FULL_DATA)
+    spec.update(size=QUICK_SIZE if quick else cfg.TRAIN.short_size,
+                frames=cfg.MODEL.seg_num * FRAMES_PER_SEGMENT, seed=seed)
     try:
         info = generate(data_dir, spec['train_per_class'], spec['val_per_class'],
-                        num_frames=spec['frames'], size=size, seed=seed, progress=False)
-    except Exception as e:  # one line, like the subprocess steps
+                        num_frames=spec['frames'], size=spec['size'], seed=seed,
+                        progress=False)
+    except Exception as e:  # one line, as the subprocess steps
         raise StepError(f"step 'generate data' failed: {type(e).__name__}: {e}") from None
-    return info, dict(spec, size=size, seed=seed)
+    return info, spec
 
 
 def pick_video(infer_list, class_names):
@@ -127,6 +166,8 @@ def pick_video(infer_list, class_names):
 def sampled_frames(video_path, cfg):
     """The frames predict.py's reader takes from the video: eval-mode segment sampling,
     then the eval transform (scale, centre crop).  -> (uint8 [T, S, S, 3], indices)."""
+    import warnings
+    warnings.filterwarnings('ignore', message='No ccache found')  # printed by paddle's import
     from reader.sampling import segment_indices
     from reader.transforms import eval_transform
     from reader.video_backends import open_video
@@ -147,16 +188,22 @@ def prune_checkpoints(save_dir):
             os.remove(os.path.join(save_dir, name))
 
 
-def machine():
-    from utils.env import available_cpus
+def available_cpus():
     try:
-        from importlib.metadata import version
-        paddle_version = version('paddlepaddle')
-    except Exception:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:
+        return os.cpu_count() or 1
+
+
+def machine():
+    from importlib.metadata import PackageNotFoundError, version
+    paddle_version = 'unknown'
+    for dist in ('paddlepaddle', 'paddlepaddle-gpu'):
         try:
-            paddle_version = version('paddlepaddle-gpu')
-        except Exception:
-            paddle_version = 'unknown'
+            paddle_version = f"{dist} {version(dist)}"
+            break
+        except PackageNotFoundError:
+            pass
     try:
         load = [round(x, 2) for x in os.getloadavg()]
     except OSError:
@@ -164,103 +211,133 @@ def machine():
     return {'cpu_count': os.cpu_count(), 'available_cpus': available_cpus(),
             'platform': platform.platform(), 'processor': platform.processor(),
             'python': platform.python_version(), 'paddle': paddle_version,
-            'load_average_at_end': load}
+            'load_average': load}
+
+
+def train_and_eval(runner, key, config, cfg, out, overrides, threads, args):
+    """train.py then eval.py for one model -> its summary entry."""
+    name, save = key.upper(), os.path.join(out, key)
+    py = sys.executable
+    train_s = runner.run(f"train {name}", [
+        py, 'train.py', '--model_name', 'TSM', '--config', config, '--pretrain', 'none',
+        '--save_dir', save, '--fix_random_seed', 'True', '--log_interval', '0',
+        '--cpu_threads', str(threads)] + flags(overrides), f"train_{key}",
+        echo=('Epoch',), prefix=f"{name} ")
+    if not args.keep_checkpoints:
+        prune_checkpoints(save)
+    eval_dir = os.path.join(save, 'eval')
+    eval_s = runner.run(f"evaluate {name}", [
+        py, 'eval.py', '--model_name', 'TSM', '--config', config,
+        '--weights', os.path.join(save, 'TSM.pdparams'), '--save_dir', eval_dir,
+        '--cpu_threads', str(threads)] + flags(overrides), f"eval_{key}",
+        echo=('TOP1_ACC',), prefix=f"{name} held-out ")
+    with open(os.path.join(eval_dir, 'eval_results.json'), encoding='utf-8') as f:
+        res = json.load(f)
+    m, t = cfg.MODEL, cfg.TRAIN
+    return {'top1': res['top1'], 'top5': res['top5'],
+            'mean_class_acc': res.get('mean_class_acc'), 'loss': res['loss'],
+            'num_videos': res['num_videos'], 'config': config,
+            'shift_ratio': m.shift_ratio, 'num_layers': m.num_layers, 'seg_num': m.seg_num,
+            'size': t.target_size, 'epochs': t.epoch, 'batch_size': t.batch_size,
+            'learning_rate': t.learning_rate, 'cpu_threads': threads,
+            'train_seconds': round(train_s, 1), 'eval_seconds': round(eval_s, 1)}
 
 
 def run(args):
-    from utils.config_utils import apply_overrides, parse_config
     tic = time.time()
     out = os.path.abspath(args.out_dir)
     data_dir = os.path.join(out, 'data')
     logs = os.path.join(out, 'logs')
-    os.makedirs(out, exist_ok=True)
+    os.makedirs(logs, exist_ok=True)
+    summary_path = os.path.join(out, 'summary.json')
+    if os.path.exists(summary_path):
+        os.remove(summary_path)  # a summary on disk always belongs to a finished run
     cfg0 = parse_config(os.path.join(ROOT, MODELS[0][1]))
 
-    log(f"[1/5] data: {data_dir}")
+    log(f"[1/4] data: {data_dir}")
     t = time.time()
     info, data_spec = generate_data(data_dir, cfg0, args.quick, args.seed)
     log(f"    {'existing' if info['skipped'] else 'generated'}: "
-        f"{data_spec['train_per_class'] * 8} train, {data_spec['val_per_class'] * 8} held-out "
-        f"videos, {data_spec['size']}x{data_spec['size']} px, {data_spec['frames']} frames "
-        f"({time.time() - t:.0f} s)")
-    overrides = model_overrides(data_dir, args.quick, data_spec['size'])
+        f"{data_spec['train_per_class'] * 8} training and {data_spec['val_per_class'] * 8} "
+        f"held-out videos, {data_spec['size']}x{data_spec['size']} px, {data_spec['frames']} "
+        f"frames ({time.time() - t:.0f} s)")
+    overrides = model_overrides(data_dir, args.quick, data_spec['size']) + args.override
     with open(info['label_list'], encoding='utf-8') as f:
         class_names = [ln.strip() for ln in f if ln.strip()]
+    cfgs = {key: apply_overrides(parse_config(os.path.join(ROOT, config)), overrides)
+            for key, config in MODELS}
 
+    cpus = available_cpus()
+    parallel = not args.sequential and cpus >= 2
+    threads = max(1, cpus // 2) if parallel else 0
+    c = cfgs['tsm']
+    log(f"[2/4] train and evaluate TSM and TSN {'side by side' if parallel else 'in turn'}: "
+        f"ResNet-{c.MODEL.num_layers}, {c.MODEL.seg_num} segments, "
+        f"{c.TRAIN.target_size} px, {c.TRAIN.epoch} epochs from scratch; shift_ratio "
+        f"{c.MODEL.shift_ratio} vs {cfgs['tsn'].MODEL.shift_ratio}")
+    runner = Runner(logs)
     summary = {'quick': bool(args.quick), 'data': dict(data_spec, dir=data_dir)}
-    py = sys.executable
-    for step, (key, config) in enumerate(MODELS, 2):
-        name = key.upper()
-        save = os.path.join(out, key)
-        cfg = apply_overrides(parse_config(os.path.join(ROOT, config)), overrides)
-        log(f"[{step}/5] train + evaluate {name} ({config}: ResNet-{cfg.MODEL.num_layers}, "
-            f"shift_ratio {cfg.MODEL.shift_ratio}, {cfg.TRAIN.epoch} epochs)")
-        train_s = run_step(f"train {name}", [
-            py, 'train.py', '--model_name', 'TSM', '--config', config, '--pretrain', 'none',
-            '--save_dir', save, '--fix_random_seed', 'True', '--log_interval', '0',
-        ] + flags(overrides), os.path.join(logs, f"train_{key}.log"),
-            echo=('Epoch', 'error'))
-        if not args.keep_checkpoints:
-            prune_checkpoints(save)
-        eval_dir = os.path.join(save, 'eval')
-        eval_s = run_step(f"evaluate {name}", [
-            py, 'eval.py', '--model_name', 'TSM', '--config', config,
-            '--weights', os.path.join(save, 'TSM.pdparams'), '--save_dir', eval_dir,
-        ] + flags(overrides), os.path.join(logs, f"eval_{key}.log"), echo=('_ACC',))
-        with open(os.path.join(eval_dir, 'eval_results.json'), encoding='utf-8') as f:
-            res = json.load(f)
-        summary[key] = {'top1': res['top1'], 'top5': res['top5'],
-                        'mean_class_acc': res.get('mean_class_acc'), 'loss': res['loss'],
-                        'num_videos': res['num_videos'], 'config': config,
-                        'shift_ratio': cfg.MODEL.shift_ratio, 'epochs': cfg.TRAIN.epoch,
-                        'train_seconds': round(train_s, 1), 'eval_seconds': round(eval_s, 1)}
+    with concurrent.futures.ThreadPoolExecutor(2 if parallel else 1) as pool:
+        futures = {key: pool.submit(train_and_eval, runner, key, config, cfgs[key], out,
+                                    overrides, threads, args) for key, config in MODELS}
+        errors = []
+        for key, fut in futures.items():
+            try:
+                summary[key] = fut.result()
+            except StepError as e:
+                runner.fail()
+                errors.append(e)
+        if errors:  # the step that failed first, not the one stopped because of it
+            raise next((e for e in errors if 'another step failed' not in str(e)), errors[0])
 
     video, label = pick_video(info['infer_list'], class_names)
-    log(f"[4/5] predict {os.path.relpath(video, out)} (true class: {class_names[label]}) "
+    log(f"[3/4] predict {os.path.relpath(video, out)} (true class: {class_names[label]}) "
         f"with TSM")
     pred_dir = os.path.join(out, 'predict')
-    run_step('predict', [
-        py, 'predict.py', '--model_name', 'TSM', '--config', MODELS[0][1],
+    runner.run('predict', [
+        sys.executable, 'predict.py', '--model_name', 'TSM', '--config', MODELS[0][1],
         '--weights', os.path.join(out, 'tsm', 'TSM.pdparams'), '--video_path', video,
-        '--infer_topk', '3', '--save_dir', pred_dir,
-    ] + flags(overrides), os.path.join(logs, 'predict.log'), echo=(':    ',))
+        '--infer_topk', '3', '--save_dir', pred_dir] + flags(overrides), 'predict',
+        echo=(':    ',))
     with open(os.path.join(pred_dir, 'predict_results.json'), encoding='utf-8') as f:
         rec = json.load(f)[0]
     top_name, top_prob = rec['top_names'][0], rec['top_probs'][0]
     summary['prediction'] = {'video': video, 'true': class_names[label],
                              'top_names': rec['top_names'], 'top_probs': rec['top_probs']}
 
-    log("[5/5] pictures")
+    log("[4/4] pictures")
+    import numpy as np
     from tools import plots
-    cfg_tsm = apply_overrides(parse_config(os.path.join(ROOT, MODELS[0][1])), overrides)
     pictures = {'curves': plots.plot_curves(
         {key.upper(): plots.load_history(os.path.join(out, key, 'history.json'))
          for key, _ in MODELS}, os.path.join(out, 'curves.png'))}
     for key, _ in MODELS:
-        import numpy as np
         cm = np.load(os.path.join(out, key, 'eval', 'confusion.npy'))
         pictures[f'confusion_{key}'] = plots.plot_confusion(
             cm, class_names, os.path.join(out, f'confusion_{key}.png'),
-            title=f"{key.upper()} (held-out)")
-    frames, indices = sampled_frames(video, cfg_tsm)
+            title=f"{key.upper()}, held-out videos")
+    frames, indices = sampled_frames(video, cfgs['tsm'])
     pictures['predict_frames'] = plots.plot_contact_sheet(
         frames, indices, os.path.join(out, 'predict_frames.png'),
-        title=f"TSM predicts {top_name} (p={top_prob:.2f}); true: {class_names[label]}")
-    summary['pictures'] = {k: os.path.relpath(v, out) for k, v in pictures.items()}
+        title=f"TSM: {top_name} (p={top_prob:.2f}); true class: {class_names[label]}")
+    summary['pictures'] = {k: os.path.basename(v) for k, v in pictures.items()}
+    summary['parallel'] = parallel
     summary['seconds'] = round(time.time() - tic, 1)
     summary['machine'] = machine()
-    with open(os.path.join(out, 'summary.json'), 'w', encoding='utf-8') as f:
+    with open(summary_path + '.tmp', 'w', encoding='utf-8') as f:
         json.dump(summary, f, indent=2)
+    os.replace(summary_path + '.tmp', summary_path)
 
     log()
-    log(f"{'model':<6}{'shift':>7}{'top-1':>8}{'top-5':>8}{'train s':>9}")
+    log(f"{'model':<6}{'shift':>7}{'top-1':>8}{'top-5':>8}{'train s':>9}   (held-out videos: "
+        f"{summary['tsm']['num_videos']})")
     for key, _ in MODELS:
         s = summary[key]
         log(f"{key.upper():<6}{s['shift_ratio']:>7.3f}{s['top1']:>8.3f}{s['top5']:>8.3f}"
             f"{s['train_seconds']:>9.0f}")
     log(f"prediction: {os.path.basename(video)} -> {top_name} (p={top_prob:.2f})")
-    log(f"total {summary['seconds']:.0f} s on {summary['machine']['available_cpus']} CPU(s); "
-        f"summary and pictures in {out}")
+    log(f"total {summary['seconds']:.0f} s on {cpus} CPU(s); {summary_path} and the pictures "
+        f"in {out}")
     return summary
 
 
@@ -271,6 +348,9 @@ def main(argv=None):
     except StepError as e:
         print(f"error: {e}", file=sys.stderr)
         sys.exit(1)
+    except ConfigError as e:
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(2)
     except KeyboardInterrupt:
         print("error: interrupted", file=sys.stderr)
         sys.exit(130)

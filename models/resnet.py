@@ -6,7 +6,7 @@ Layers carry the fluid names of the model zoo (`res2a_branch2a`, `bn2a_branch2a`
 import paddle
 import paddle.nn as nn
 
-from .temporal_shift import DIRECTIONS, TemporalShift
+from .temporal_shift import DIRECTIONS, FORMULATIONS, TemporalShift
 
 # depth -> (block type, blocks per stage)
 NET_CONFIG = {
@@ -108,6 +108,7 @@ class ResNetTSM(nn.Layer):
                 in_ch = width * block_cls.expansion
         self.blocks = nn.LayerList(blocks)
         self.out_channels = in_ch
+        self.shift_formulation, self.shift_batch = 'fused', None
         self.set_shift(shift_ratio, shift_direction, shift_place, shift_every)
 
     def set_shift(self, shift_ratio, shift_direction, shift_place, shift_every=1):
@@ -127,8 +128,20 @@ class ResNetTSM(nn.Layer):
         self.shift_place, self.shift_every = shift_place, int(shift_every)
         for block in self.blocks:
             shifted = shift_ratio > 0 and block.index_in_stage % self.shift_every == 0
-            block.shift = (TemporalShift(self.seg_num, shift_ratio, shift_direction)
+            block.shift = (TemporalShift(self.seg_num, shift_ratio, shift_direction,
+                                         self.shift_formulation, self.shift_batch)
                            if shifted else None)
+
+    def set_formulation(self, formulation, batch=None):
+        """How the shifts are computed, not what (models/temporal_shift.py): 'fused' or
+        'slice'; `batch`: clips per call when it is fixed (exported models)."""
+        if formulation not in FORMULATIONS:
+            raise ValueError(f"shift formulation must be one of {FORMULATIONS}, "
+                             f"got {formulation!r}")
+        self.shift_formulation, self.shift_batch = formulation, batch
+        for block in self.blocks:
+            if block.shift is not None:
+                block.shift.formulation, block.shift.batch = formulation, batch
 
     def forward(self, x):
         x = self.pool(self.stem(x))

@@ -7,11 +7,20 @@ fold from t+1, the second from t-1.  Weights trained under one convention are
 silently wrong under the other, so the direction is an option.  "backward" is the
 uni-directional shift of online TSM: the first fold from t-1 (as "paddle"), the other
 channels stay, nothing comes from the future (models/online.py runs it frame by frame).
+
+Formulations (the same numbers, bit for bit; tests/test_temporal_shift.py):
+  fused  Paddle's op (the "paddle" direction only; the others always use `slice`).
+  slice  split the channel folds, move each fold one frame (`shift_frames`), concat.
+         Pure data movement in ops that oneDNN runs in its own layout; with `batch`
+         (clips per call, known when exporting) the frames move by static slices along
+         the batch axis, with no 5-D reshape.
+models/shift_conv.py folds the shift into the convolution that follows it (export).
 """
 import paddle
 import paddle.nn.functional as F
 
 DIRECTIONS = ('paddle', 'mit', 'backward')
+FORMULATIONS = ('fused', 'slice')
 
 
 def fold_sizes(channels, shift_ratio):
@@ -19,42 +28,87 @@ def fold_sizes(channels, shift_ratio):
     return int(channels * shift_ratio), int(channels * 2 * shift_ratio)
 
 
-def temporal_shift(x, seg_num, shift_ratio=0.125, direction='paddle'):
+def fold_steps(direction):
+    """[(fold, step)] of each shifted fold: fold 0 is channels [0, c1), fold 1 [c1, c2);
+    step +1 means frame t takes frame t-1 (the past), -1 frame t+1."""
+    if direction == 'paddle':
+        return [(0, +1), (1, -1)]
+    if direction == 'mit':
+        return [(0, -1), (1, +1)]
+    if direction == 'backward':
+        return [(0, +1)]
+    raise ValueError(f"shift direction must be one of {DIRECTIONS}, got {direction!r}")
+
+
+def fold_bounds(channels, shift_ratio, direction):
+    """[(start, stop, step)] of the shifted folds that hold channels, and the first
+    unshifted channel."""
+    c1, c2 = fold_sizes(channels, shift_ratio)
+    edges = [(0, c1), (c1, c2)]
+    steps = fold_steps(direction)
+    rest = edges[steps[-1][0]][1]
+    return [(*edges[i], step) for i, step in steps if edges[i][1] > edges[i][0]], rest
+
+
+def shift_frames(x, seg_num, step, batch=None):
+    """x [N*T, c, H, W] -> frame t of each clip takes frame t-step (step +1 or -1) of the
+    same clip; the frame with no source is zero.  batch=None: N from the tensor (a 5-D
+    view); batch=N: static slices along the frame axis."""
+    nt, c, h, w = x.shape
+    if seg_num == 1:
+        return paddle.zeros_like(x)
+    if batch is None:
+        v = x.reshape([-1, seg_num, c, h, w])  # [N*T, c, H, W] -> [N, T, c, H, W]
+        zero = paddle.zeros_like(v[:, :1])
+        v = paddle.concat([zero, v[:, :-1]] if step > 0 else [v[:, 1:], zero], axis=1)
+        return v.reshape([-1, c, h, w])  # [N, T, c, H, W] -> [N*T, c, H, W]
+    zero = paddle.zeros_like(x[:1])
+    pieces = []
+    for n in range(batch):  # frames n*T .. n*T+T-1 are clip n
+        first = n * seg_num
+        pieces += ([zero, x[first:first + seg_num - 1]] if step > 0
+                   else [x[first + 1:first + seg_num], zero])
+    return paddle.concat(pieces, axis=0)
+
+
+def temporal_shift(x, seg_num, shift_ratio=0.125, direction='paddle', formulation='fused',
+                   batch=None):
     """x: [N*T, C, H, W] -> same shape, channel folds shifted one step along T."""
+    if formulation not in FORMULATIONS:
+        raise ValueError(f"shift formulation must be one of {FORMULATIONS}, got {formulation!r}")
     if shift_ratio == 0:
         return x
-    if direction == 'paddle':
+    if direction == 'paddle' and formulation == 'fused':
         return F.temporal_shift(x, seg_num=seg_num, shift_ratio=shift_ratio)
-    if direction == 'backward':
-        nt, c, h, w = x.shape
-        c1 = fold_sizes(c, shift_ratio)[0]
-        x = x.reshape([-1, seg_num, c, h, w])  # [N*T, C, H, W] -> [N, T, C, H, W]
-        past = paddle.concat([paddle.zeros_like(x[:, :1, :c1]), x[:, :-1, :c1]], axis=1)
-        return paddle.concat([past, x[:, :, c1:]], axis=2).reshape([-1, c, h, w])
-    if direction != 'mit':
-        raise ValueError(f"shift direction must be one of {DIRECTIONS}, got {direction!r}")
-    nt, c, h, w = x.shape
-    c1, c2 = fold_sizes(c, shift_ratio)
-    x = x.reshape([-1, seg_num, c, h, w])  # [N*T, C, H, W] -> [N, T, C, H, W]
-    zeros = paddle.zeros_like(x[:, :1])
-    # first fold from t+1, second fold from t-1, zero-filled at the ends
-    from_next = paddle.concat([x[:, 1:, :c1], zeros[:, :, :c1]], axis=1)
-    from_prev = paddle.concat([zeros[:, :, c1:c2], x[:, :-1, c1:c2]], axis=1)
-    out = paddle.concat([from_next, from_prev, x[:, :, c2:]], axis=2)
-    return out.reshape([-1, c, h, w])  # [N, T, C, H, W] -> [N*T, C, H, W]
+    folds, rest = fold_bounds(x.shape[1], shift_ratio, direction)
+    if not folds:
+        return x
+    sizes = [stop - start for start, stop, _ in folds]
+    if rest < x.shape[1]:
+        sizes.append(x.shape[1] - rest)
+    parts = paddle.split(x, sizes, axis=1) if len(sizes) > 1 else [x]
+    moved = [shift_frames(p, seg_num, step, batch) for p, (_, _, step) in zip(parts, folds)]
+    return paddle.concat(moved + parts[len(folds):], axis=1) if len(parts) > 1 else moved[0]
 
 
 class TemporalShift(paddle.nn.Layer):
     """Layer wrapper so the shift shows up in model summaries."""
 
-    def __init__(self, seg_num, shift_ratio=0.125, direction='paddle'):
+    def __init__(self, seg_num, shift_ratio=0.125, direction='paddle', formulation='fused',
+                 batch=None):
         super().__init__()
         if direction not in DIRECTIONS:
             raise ValueError(f"shift direction must be one of {DIRECTIONS}, got {direction!r}")
+        if formulation not in FORMULATIONS:
+            raise ValueError(f"shift formulation must be one of {FORMULATIONS}, "
+                             f"got {formulation!r}")
         self.seg_num, self.shift_ratio, self.direction = seg_num, shift_ratio, direction
+        self.formulation, self.batch = formulation, batch
 
     def forward(self, x):
-        return temporal_shift(x, self.seg_num, self.shift_ratio, self.direction)
+        return temporal_shift(x, self.seg_num, self.shift_ratio, self.direction,
+                              self.formulation, self.batch)
 
     def extra_repr(self):
-        return f"seg_num={self.seg_num}, shift_ratio={self.shift_ratio}, direction={self.direction}"
+        return (f"seg_num={self.seg_num}, shift_ratio={self.shift_ratio}, "
+                f"direction={self.direction}, formulation={self.formulation}")

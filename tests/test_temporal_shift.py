@@ -62,3 +62,47 @@ def test_gradient_flows_through_both_formulations():
 def test_bad_direction_is_an_error():
     with pytest.raises(ValueError, match='direction'):
         TemporalShift(8, 0.125, 'sideways')
+
+
+def numpy_backward_shift(x, seg_num, ratio):
+    """backward: fold A at t takes t-1 (zero at t=0); everything else stays."""
+    nt, c = x.shape[:2]
+    v = x.reshape(nt // seg_num, seg_num, c, *x.shape[2:])
+    out = v.copy()
+    a = int(c * ratio)
+    out[:, 0, :a] = 0
+    out[:, 1:, :a] = v[:, :-1, :a]
+    return out.reshape(x.shape)
+
+
+@pytest.mark.parametrize('direction', ['paddle', 'mit', 'backward'])
+@pytest.mark.parametrize('seg_num,channels,ratio', [(8, 16, 0.125), (3, 10, 0.25), (4, 64, 1 / 16),
+                                                    (1, 16, 0.125), (4, 4, 0.125), (2, 8, 0.375)])
+@pytest.mark.parametrize('formulation,batch', [('fused', None), ('slice', None), ('slice', 3)])
+def test_formulations_agree_exactly(direction, seg_num, channels, ratio, formulation, batch):
+    """Every formulation (the fused op, split+concat with a 5-D view, split+concat with
+    static per-clip slices) gives the oracle's numbers bit for bit."""
+    x = np.random.default_rng(2).standard_normal((3 * seg_num, channels, 2, 3)).astype('float32')
+    want = (numpy_backward_shift(x, seg_num, ratio) if direction == 'backward'
+            else numpy_shift(x, seg_num, ratio, direction))
+    got = temporal_shift(paddle.to_tensor(x), seg_num, ratio, direction, formulation, batch)
+    np.testing.assert_array_equal(got.numpy(), want)
+    layer = TemporalShift(seg_num, ratio, direction, formulation, batch)
+    np.testing.assert_array_equal(layer(paddle.to_tensor(x)).numpy(), want)
+
+
+def test_slice_formulation_gradient_equals_the_fused_op():
+    x = np.random.default_rng(3).standard_normal((8, 16, 2, 2)).astype('float32')
+    grads = []
+    for formulation, batch in (('fused', None), ('slice', None), ('slice', 2)):
+        t = paddle.to_tensor(x, stop_gradient=False)
+        (temporal_shift(t, 4, 0.125, 'paddle', formulation, batch) * paddle.arange(
+            16, dtype='float32').reshape([1, 16, 1, 1])).sum().backward()
+        grads.append(t.grad.numpy())
+    np.testing.assert_array_equal(grads[0], grads[1])
+    np.testing.assert_array_equal(grads[0], grads[2])
+
+
+def test_bad_formulation_is_an_error():
+    with pytest.raises(ValueError, match='formulation'):
+        TemporalShift(8, 0.125, 'paddle', 'scatter')

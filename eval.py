@@ -1,13 +1,14 @@
 """Evaluate a model: prints TOP1_ACC / TOP5_ACC and writes eval_results.json."""
 import logging
 
-from utils.cli import base_parser, fail, load_config
+from utils.cli import add_inference_flags, base_parser, fail, load_config
 
 
 def parse_args(argv=None):
     p = base_parser('Evaluate TSM', save_dir='data/evaluate_results')
     p.add_argument('--weights', default=None,
                    help='weights file or URL; absent: the released model is downloaded')
+    add_inference_flags(p)
     return p.parse_args(argv)
 
 

@@ -1,5 +1,7 @@
 """Export a static inference model (paddle.jit.save): input [None, seg_num, 3*seglen, H, W]
-float32, output class probabilities.  Load it with paddle.jit.load or Paddle Inference."""
+float32, output class probabilities.  Load it with paddle.jit.load or Paddle Inference
+(utils/inference.py create_predictor).  The shifts are folded into the convolutions after
+them (--formulation conv), the fast form for oneDNN."""
 import logging
 import os
 
@@ -10,6 +12,10 @@ def parse_args(argv=None):
     p = base_parser('Export TSM for inference', save_dir='inference_model')
     p.add_argument('--weights', default=None,
                    help='weights file or URL; absent: the released model is downloaded')
+    p.add_argument('--formulation', choices=('conv', 'slice', 'fused'), default='conv',
+                   help='how the exported program computes the shift (models/shift_conv.py): '
+                        'conv (fastest on oneDNN, equal to eager within float rounding), slice '
+                        '(bit for bit the eager shift), fused (Paddle\'s op)')
     return p.parse_args(argv)
 
 

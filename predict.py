@@ -3,13 +3,14 @@ or a list (--filelist); along long videos in windows (--window_seconds); or onli
 frame by frame, over a video or a camera (--online)."""
 import logging
 
-from utils.cli import base_parser, fail, load_config
+from utils.cli import add_inference_flags, base_parser, fail, load_config
 
 
 def parse_args(argv=None):
     p = base_parser('Predict with TSM', save_dir='data/predict_results')
     p.add_argument('--weights', default=None,
                    help='weights file or URL; absent: the released model is downloaded')
+    add_inference_flags(p)
     p.add_argument('--filelist', default=None, help='list of videos; absent: INFER.filelist')
     p.add_argument('--video_path', default='',
                    help='predict this one video, or every video under this folder (recursively: '

@@ -88,6 +88,18 @@ def tiny_dataset(tmp_path):
             'lines': lines}
 
 
+@pytest.fixture(autouse=True, scope='session')
+def _inference_cache(tmp_path_factory):
+    """eval.py / predict.py export to a cache of this test session, not ~/.cache."""
+    old = os.environ.get('TSM_PADDLE_CACHE')
+    os.environ['TSM_PADDLE_CACHE'] = str(tmp_path_factory.mktemp('inference_cache'))
+    yield
+    if old is None:
+        os.environ.pop('TSM_PADDLE_CACHE', None)
+    else:
+        os.environ['TSM_PADDLE_CACHE'] = old
+
+
 def run_cli(*args, env=None, timeout=300):
     """Run `python <script> args...` from the repo root; -> CompletedProcess (text)."""
     full_env = dict(os.environ, PYTHONWARNINGS='ignore', **(env or {}))

@@ -34,6 +34,16 @@ def base_parser(description, save_dir):
     return p
 
 
+def add_inference_flags(p):
+    """eval.py / predict.py: which engine runs the model."""
+    p.add_argument('--use_inference', type=str2bool, default=None,
+                   help='True: run the model through Paddle Inference with oneDNN, exported on '
+                        'first use and cached ($TSM_PADDLE_CACHE, default ~/.cache/tsm_paddle); '
+                        'False: the eager model; default: True on the CPU')
+    p.add_argument('--precision', choices=('fp32', 'bf16'), default='fp32',
+                   help='Paddle Inference precision: bf16 needs AVX512-BF16 or AMX (else fp32)')
+
+
 def load_config(args, section, flags):
     """Config file, then the flags of `section` (None: not given), then -o overrides."""
     cfg = parse_config(args.config)

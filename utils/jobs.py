@@ -13,7 +13,7 @@ from metrics import AccuracyMeter
 from models import WeightsError, get_model, load_pretrain, load_weights
 from metrics.report import plot_confusion, write_per_class_csv
 from reader import ListFileError, get_reader, parse_list
-from utils import checkpoint, env, predict_modes
+from utils import checkpoint, env, inference, predict_modes
 from utils.config_utils import ConfigError, print_configs, to_plain
 from utils.download import DownloadError, download, released_weights, weights_dir
 from utils.engine import (Amp, TrainingError, build_loader, build_optimizer, evaluate, predict,
@@ -313,7 +313,9 @@ def eval_job(args, cfg):
     print_configs(cfg, 'Test', logger)
     logger.info("[TEST] protocol: %s", predict_modes.protocol_text(cfg.TEST, cfg.MODEL.seg_num))
     model = get_model(args.model_name, cfg, 'test')
-    load_weights(model, resolve_weights(args.weights))
+    weights = resolve_weights(args.weights)
+    load_weights(model, weights)
+    model = for_inference(model, args, cfg, 'TEST', weights)
     loader = build_loader(get_reader(args.model_name, 'test', cfg),
                           per_device_batch(cfg.TEST.batch_size, world),
                           cfg.TEST.num_reader_threads, rank, world)
@@ -345,10 +347,12 @@ def eval_job(args, cfg):
 def predict_job(args, cfg):
     setup_runtime(cfg, args)
     model = get_model(args.model_name, cfg, 'infer')
-    load_weights(model, resolve_weights(args.weights))
+    weights = resolve_weights(args.weights)
+    load_weights(model, weights)
     names = read_labels(cfg.INFER.kinetics_labels, cfg.MODEL.num_classes)
     if getattr(args, 'online', False):
         return predict_modes.online_job(args, cfg, model, names)
+    model = for_inference(model, args, cfg, 'INFER', weights)
     fmt, video_path = cfg.MODEL.format, args.video_path or cfg.INFER.video_path
     if video_path:  # one video, or every video under a folder
         items = predict_modes.video_items(video_path, fmt)
@@ -377,26 +381,31 @@ def predict_job(args, cfg):
     return records
 
 
-class WithSoftmax(paddle.nn.Layer):
-    """What an exported model returns: probabilities, not logits."""
-
-    def __init__(self, model):
-        super().__init__()
-        self.model = model
-
-    def forward(self, x):
-        return paddle.nn.functional.softmax(self.model(x), axis=-1)
+def for_inference(model, args, cfg, section, weights):
+    """--use_inference (default: on the CPU): `model` exported once (cached) and run by
+    Paddle Inference with oneDNN, behind the model's call signature (utils/inference.py)."""
+    on_cpu = paddle.get_device().startswith('cpu')
+    use = getattr(args, 'use_inference', None)
+    if use is None:
+        use = on_cpu
+    if not use:
+        return model
+    if not on_cpu:
+        logger.warning("--use_inference runs on the CPU only: using the eager model on %s",
+                       paddle.get_device())
+        return model
+    threads = int(os.environ.get('OMP_NUM_THREADS') or env.available_cpus())
+    return inference.inference_model(model, weights, cfg, section, threads,
+                                     getattr(args, 'precision', 'fp32'))
 
 
 def export_job(args, cfg):
-    """Save `<save_dir>/<model_name>` as a static inference model; -> the path prefix."""
+    """Save `<save_dir>/<model_name>` as a static inference model (probabilities out,
+    any batch size); -> the path prefix."""
     setup_runtime(cfg, args)
     model = get_model(args.model_name, cfg, 'infer')
     load_weights(model, resolve_weights(args.weights))
     m, size = cfg.MODEL, cfg.INFER.target_size
-    spec = paddle.static.InputSpec([None, m.seg_num, 3 * m.seglen, size, size], 'float32', 'image')
     path = os.path.join(args.save_dir, args.model_name.upper())
-    net = WithSoftmax(model)
-    net.eval()
-    paddle.jit.save(net, path, input_spec=[spec])
-    return path
+    return inference.export(model, path, [m.seg_num, 3 * m.seglen, size, size],
+                            getattr(args, 'formulation', 'conv'), None, probabilities=True)

@@ -1,0 +1,123 @@
+"""Shared by the bench scripts: machine info, interleaved timing, the models they time."""
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+if ROOT not in sys.path:
+    sys.path.insert(0, ROOT)
+SHARED = os.path.join(os.path.dirname(ROOT), 'shared')  # ../shared, when present
+REALCLIPS = os.path.join(SHARED, 'realclips')
+
+
+def machine_info():
+    info = {'python': platform.python_version(), 'platform': platform.platform(),
+            'cpus_available': len(os.sched_getaffinity(0)), 'cpu_count': os.cpu_count()}
+    try:
+        with open('/proc/cpuinfo', encoding='utf-8') as f:
+            text = f.read()
+        info['cpu_model'] = next(ln.split(':', 1)[1].strip() for ln in text.splitlines()
+                                 if ln.startswith('model name'))
+        flags = next(ln for ln in text.splitlines() if ln.startswith('flags')).split()
+        info['cpu_flags'] = sorted(f for f in flags if f.startswith(('avx512', 'amx', 'avx2')))
+        with open('/proc/meminfo', encoding='utf-8') as f:
+            info['mem_gb'] = round(int(f.readline().split()[1]) / 2 ** 20, 1)
+        info['load_avg_at_start'] = os.getloadavg()
+    except (OSError, StopIteration):
+        pass
+    try:
+        import paddle
+        info['paddle'] = paddle.__version__
+    except ImportError:
+        pass
+    return info
+
+
+def interleaved(fns, reps, warmup=1, clock=time.perf_counter):
+    """Run every fn of {name: fn} `warmup` times, then `reps` rounds of all of them in turn
+    (so load from other processes hits all alike); -> {name: median seconds}, {name: list}."""
+    for _ in range(warmup):
+        for fn in fns.values():
+            fn()
+    times = {k: [] for k in fns}
+    for _ in range(reps):
+        for k, fn in fns.items():
+            t = clock()
+            fn()
+            times[k].append(clock() - t)
+    return {k: statistics.median(v) for k, v in times.items()}, times
+
+
+def calibrate_bn(model, x):
+    """Random weights make activations grow block after block; set every BN's running
+    statistics to those of its input on `x` (one eval-mode forward), so that features and
+    logits have a trained network's scale.  Deterministic for a given x."""
+    import paddle
+    hooks = []
+
+    def pre(layer, inputs):
+        v = inputs[0]
+        layer._mean.set_value(v.mean(axis=[0, 2, 3]))
+        layer._variance.set_value(v.var(axis=[0, 2, 3], unbiased=False))
+
+    for layer in model.sublayers():
+        if isinstance(layer, paddle.nn.BatchNorm2D):
+            hooks.append(layer.register_forward_pre_hook(pre))
+    model.eval()
+    with paddle.no_grad():
+        model(x)
+    for h in hooks:
+        h.remove()
+    return model
+
+
+def build_tsm(depth, num_classes, seg_num, size, shift_ratio=0.125, seed=0):
+    """A TSM (shift_ratio 0: TSN) with random weights, BN calibrated on a random clip."""
+    import paddle
+    from models.tsm import TSM
+    paddle.seed(seed)
+    model = TSM(num_classes=num_classes, seg_num=seg_num, num_layers=depth,
+                shift_ratio=shift_ratio)
+    calibrate_bn(model, paddle.randn([1, seg_num, 3, size, size]))
+    return model
+
+
+def set_threads(n):
+    """Threads for eager Paddle (OpenMP, MKL, oneDNN); Paddle Inference takes its own."""
+    os.environ['OMP_NUM_THREADS'] = str(n)
+    import paddle
+    core = getattr(getattr(paddle, 'base', None), 'core', None)
+    if core is not None and hasattr(core, 'set_num_threads'):
+        core.set_num_threads(n)
+
+
+def run_script(name, args, timeout):
+    """Run bench/<name>.py in a fresh process; -> its JSON output (a dict)."""
+    out = os.path.join(os.environ.get('TMPDIR', '/tmp'), f'tsm_bench_{os.getpid()}_{name}.json')
+    cmd = [sys.executable, os.path.join(ROOT, 'bench', name + '.py'), *args, '--out', out]
+    res = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=timeout)
+    if res.returncode != 0:
+        raise RuntimeError(f"bench/{name}.py failed ({res.returncode}):\n{res.stderr[-3000:]}")
+    with open(out, encoding='utf-8') as f:
+        data = json.load(f)
+    os.remove(out)
+    return data
+
+
+def write_json(path, data):
+    with open(path, 'w', encoding='utf-8') as f:
+        json.dump(data, f, indent=1, sort_keys=True)
+        f.write('\n')
+
+
+def base_args(description):
+    import argparse
+    p = argparse.ArgumentParser(description=description)
+    p.add_argument('--quick', action='store_true', help='tiny sizes: a smoke run')
+    p.add_argument('--out', required=True, help='JSON file to write')
+    p.add_argument('--threads', type=int, default=0, help='CPU threads (0: all available)')
+    return p

@@ -1,0 +1,170 @@
+"""The export formulations and Paddle Inference: same numbers as the eager model.
+
+Exact where it is data movement (the shift formulations, tests/test_temporal_shift.py);
+within float32 rounding where the shift is folded into the convolution (BN folded too).
+"""
+import json
+import os
+
+import numpy as np
+import paddle
+import pytest
+
+from bench.common import calibrate_bn
+from models.shift_conv import inference_copy
+from models.tsm import TSM
+from tests.conftest import run_cli
+from utils.inference import InferenceModel, cache_key, export, program_files
+
+
+def softmax(z):
+    e = np.exp(z - z.max(-1, keepdims=True))
+    return e / e.sum(-1, keepdims=True)
+
+
+def tiny_tsm(depth=18, seg=4, size=32, classes=7, seed=0, **kw):
+    paddle.seed(seed)
+    model = TSM(num_classes=classes, seg_num=seg, num_layers=depth, **kw)
+    return calibrate_bn(model, paddle.randn([2, seg, 3, size, size]))
+
+
+def rel(a, b):
+    return float(np.abs(a - b).max() / np.abs(b).max())
+
+
+@pytest.mark.parametrize('depth', [18, 50])
+@pytest.mark.parametrize('direction,place', [('paddle', 'blockres'), ('mit', 'blockres'),
+                                             ('backward', 'blockres'), ('paddle', 'block')])
+def test_conv_formulation_equals_eager(depth, direction, place):
+    model = tiny_tsm(depth, shift_direction=direction, shift_place=place)
+    x = paddle.randn([3, 4, 3, 32, 32])
+    with paddle.no_grad():
+        want = model(x).numpy()
+        for formulation, batch in (('conv', None), ('conv', 3), ('slice', None), ('slice', 3)):
+            got = inference_copy(model, formulation, batch)(x).numpy()
+            if formulation == 'slice':  # pure data movement: the same numbers
+                np.testing.assert_array_equal(got, want)
+            else:  # folding BN and splitting the sum: float32 rounding, which the
+                # calibrated BN of a 50-layer net amplifies (Paddle Inference's own export
+                # of the unshifted network differs from eager by ~6e-5 there)
+                assert rel(got, want) < (1e-5 if depth == 18 else 1e-4), (formulation, batch)
+        np.testing.assert_array_equal(model(x).numpy(), want)  # the copy left it alone
+    assert model.backbone.blocks[1].shift.formulation == 'fused'
+
+
+def test_conv_formulation_removes_every_blockres_shift():
+    net = inference_copy(tiny_tsm(50, shift_every=2), 'conv', 1)
+    shifted = [b for b in net.backbone.blocks if b.shift is not None]
+    folded = [b for b in net.backbone.blocks if type(b.branch[0]).__name__ == 'ShiftedConvBN']
+    assert not shifted and len(folded) == 9  # stages of 3, 4, 6, 3 blocks: every other one
+
+
+@pytest.mark.parametrize('formulation,batch', [('conv', 1), ('conv', None), ('slice', None),
+                                               ('fused', None)])
+def test_paddle_inference_equals_eager(tmp_path, formulation, batch):
+    model = tiny_tsm(18, seg=4, size=32)
+    x = np.random.default_rng(0).standard_normal((3, 4, 3, 32, 32)).astype('float32')
+    with paddle.no_grad():
+        want = model(paddle.to_tensor(x)).numpy()
+    prefix = export(model, str(tmp_path / 'm' / 'model'), [4, 3, 32, 32], formulation, batch)
+    runner = InferenceModel(prefix, batch, threads=1)
+    got = runner(paddle.to_tensor(x))  # batch 1: fed clip by clip
+    assert isinstance(got, paddle.Tensor) and got.shape == [3, 7]
+    assert np.abs(softmax(got.numpy()) - softmax(want)).max() < 1e-5
+    assert rel(got.numpy(), want) < 1e-5
+    prob_prefix = export(model, str(tmp_path / 'p' / 'model'), [4, 3, 32, 32], formulation,
+                         batch, probabilities=True)
+    probs = InferenceModel(prob_prefix, batch).run(x)
+    assert np.abs(probs - softmax(want)).max() < 1e-5
+
+
+def test_onnx_export_equals_eager(tmp_path):
+    paddle2onnx = pytest.importorskip('paddle2onnx')
+    ort = pytest.importorskip('onnxruntime')
+    model = tiny_tsm(18)
+    x = np.random.default_rng(1).standard_normal((2, 4, 3, 32, 32)).astype('float32')
+    with paddle.no_grad():
+        want = softmax(model(paddle.to_tensor(x)).numpy())
+    prefix = export(model, str(tmp_path / 'model'), [4, 3, 32, 32], 'conv', None,
+                    probabilities=True)
+    program, params = program_files(prefix)
+    paddle2onnx.export(program, params, str(tmp_path / 'model.onnx'), opset_version=13,
+                       optimize_tool='onnxoptimizer')
+    if not (tmp_path / 'model.onnx').is_file():
+        pytest.skip(f'paddle2onnx {paddle2onnx.__version__} could not convert this program')
+    sess = ort.InferenceSession(str(tmp_path / 'model.onnx'), providers=['CPUExecutionProvider'])
+    got = sess.run(None, {sess.get_inputs()[0].name: x})[0]
+    np.testing.assert_array_equal(np.argsort(-got, 1)[:, :5], np.argsort(-want, 1)[:, :5])
+    assert np.abs(got - want).max() < 1e-4
+
+
+def test_cache_key_follows_weights_options_and_size(tmp_path):
+    model = tiny_tsm(18)
+    w = tmp_path / 'w.pdparams'
+    paddle.save(model.state_dict(), str(w))
+    cfg = {'seg_num': 4, 'num_layers': 18}
+    key = lambda **kw: cache_key(str(w), model, dict(cfg, **kw.get('cfg', {})),  # noqa: E731
+                                 kw.get('shape', [4, 3, 32, 32]), 'conv', 1)[0]
+    base = key()
+    assert key() == base and key(shape=[4, 3, 64, 64]) != base and key(cfg={'x': 1}) != base
+    model.set_options(shift_direction='mit')
+    assert key() != base
+    model.set_options(shift_direction='paddle')
+    w.write_bytes(w.read_bytes() + b'\0')
+    assert key() != base
+
+
+@pytest.fixture(scope='module')
+def weights_and_data(tmp_path_factory):
+    """A tiny dataset (conftest.tiny_dataset's recipe) and random weights saved as a file."""
+    import tests.conftest as c
+    d = tmp_path_factory.mktemp('infer_cli')
+    rng = np.random.default_rng(0)
+    lines = []
+    for i in range(5):
+        clip = rng.integers(0, 256, (12, 40, 48, 3), dtype=np.uint8)
+        lines.append(f"{c.write_video(d / f'v{i}.avi', clip)} {i % 3}")
+    (d / 'val.list').write_text('\n'.join(lines) + '\n')
+    (d / 'labels.txt').write_text('0 red\n1 green\n2 blue\n')
+    sections = {k: dict(v) for k, v in c.TINY.items()}
+    sections['TEST'].update(filelist=str(d / 'val.list'), batch_size=3)
+    sections['INFER'].update(filelist=str(d / 'val.list'), kinetics_labels=str(d / 'labels.txt'),
+                             batch_size=2)
+    model = tiny_tsm(18, seg=4, size=32, classes=3, seed=1)
+    paddle.save(model.state_dict(), str(d / 'w.pdparams'))
+    return d, c.write_config(d / 'tiny.yaml', sections)
+
+
+def test_eval_and_predict_through_paddle_inference_match_eager(weights_and_data, tmp_path):
+    d, cfg = weights_and_data
+    common = ['--config', cfg, '--weights', str(d / 'w.pdparams'), '--cpu_threads', '1']
+    cache = tmp_path / 'cache'
+    env = {'TSM_PADDLE_CACHE': str(cache)}
+    results = {}
+    for use in ('False', 'True'):  # two views per video: the 6-D batches too
+        out = tmp_path / f'ev{use}'
+        r = run_cli('eval.py', *common, '--save_dir', str(out), '--use_inference', use,
+                    '-o', 'TEST.num_clips=2', env=env)
+        assert r.returncode == 0, r.stderr[-3000:]
+        results[use] = json.loads((out / 'eval_results.json').read_text())
+    eager, infer = results['False'], results['True']
+    assert eager['num_videos'] == infer['num_videos'] == 5
+    for k in ('top1', 'top5', 'mean_class_acc'):
+        assert eager[k] == infer[k], k
+    assert abs(eager['loss'] - infer['loss']) < 1e-5
+    assert len(os.listdir(cache)) == 1  # one exported model, cached
+
+    preds = {}
+    for use in ('False', 'True', None):  # None: the default on the CPU, from the cache
+        out = tmp_path / f'pr{use}'
+        flags = ['--use_inference', use] if use else []
+        r = run_cli('predict.py', *common, '--save_dir', str(out), '--infer_topk', '3', *flags,
+                    env=env)
+        assert r.returncode == 0, r.stderr[-3000:]
+        preds[use] = json.loads((out / 'predict_results.json').read_text())
+        if use is None:
+            assert 'from the cache' in r.stdout + r.stderr
+    for a, b, c in zip(preds['False'], preds['True'], preds[None]):
+        assert a['top_names'] == b['top_names'] == c['top_names']
+        np.testing.assert_allclose(a['top_probs'], b['top_probs'], atol=1e-5)
+        np.testing.assert_allclose(b['top_probs'], c['top_probs'], atol=0)

@@ -7,6 +7,12 @@ import subprocess
 import sys
 import time
 
+# Idle OpenMP threads spin (Intel's runtime: 200 ms after each parallel region) and would
+# steal the CPU from whatever runs next in an interleaved loop (PyTorch, the other engine):
+# let them sleep.  Set before Paddle or PyTorch is imported.
+os.environ.setdefault('KMP_BLOCKTIME', '0')
+os.environ.setdefault('OMP_WAIT_POLICY', 'PASSIVE')
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if ROOT not in sys.path:
     sys.path.insert(0, ROOT)
@@ -37,18 +43,24 @@ def machine_info():
     return info
 
 
-def interleaved(fns, reps, warmup=1, clock=time.perf_counter):
+def interleaved(fns, reps, warmup=1, cpu=None):
     """Run every fn of {name: fn} `warmup` times, then `reps` rounds of all of them in turn
-    (so load from other processes hits all alike); -> {name: median seconds}, {name: list}."""
+    (so load from other processes hits all alike); -> {name: median wall seconds},
+    {name: list}.  Pass a dict as `cpu` to get {name: median CPU seconds of this process}
+    too (with one thread, CPU time is what other processes' load disturbs least)."""
     for _ in range(warmup):
         for fn in fns.values():
             fn()
     times = {k: [] for k in fns}
+    cpus = {k: [] for k in fns}
     for _ in range(reps):
         for k, fn in fns.items():
-            t = clock()
+            c, t = time.process_time(), time.perf_counter()
             fn()
-            times[k].append(clock() - t)
+            times[k].append(time.perf_counter() - t)
+            cpus[k].append(time.process_time() - c)
+    if cpu is not None:
+        cpu.update({k: statistics.median(v) for k, v in cpus.items()})
     return {k: statistics.median(v) for k, v in times.items()}, times
 
 

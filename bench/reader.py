@@ -1,0 +1,188 @@
+"""Reading clips: the mp4 reader per worker against ffmpeg alone and against decoding
+every frame with OpenCV; 1 vs 2 DataLoader workers; pkl and frame folders vs mp4.
+
+    python bench/reader.py [--quick] --out reader.json
+
+Clips: ../shared/realclips (MANIFEST.tsv) when present, else generated ones.  Costs are
+CPU seconds (user+sys) per clip, which other processes' load hardly changes; the worker
+scaling is wall time (it is about parallelism).  The reader is the test-mode item of
+KineticsReader: open, sample 8 frames, decode them, scale, centre crop, normalise.
+"""
+import os
+import resource
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import common  # noqa: E402
+
+import numpy as np  # noqa: E402
+
+
+def clip_paths(quick, tmp):
+    manifest = os.path.join(common.REALCLIPS, 'MANIFEST.tsv')
+    if os.path.isfile(manifest) and not quick:
+        with open(manifest, encoding='utf-8') as f:
+            names = [ln.split('\t')[0] for ln in f.read().splitlines()[1:] if ln.strip()]
+        # edgecases/ are the decoder-robustness files (corrupted, 3-frame, rotated)
+        return [os.path.join(common.REALCLIPS, n) for n in names
+                if not n.startswith('edgecases/')], 'realclips'
+    sys.path.insert(0, os.path.join(common.ROOT, 'tests'))
+    from conftest import write_mp4
+    rng = np.random.default_rng(0)
+    paths = []
+    for i in range(3 if quick else 8):
+        frames = rng.integers(0, 256, (40 if quick else 250, 96, 128, 3), dtype=np.uint8)
+        paths.append(write_mp4(os.path.join(tmp, f'gen{i}.mp4'), frames, extra=()))
+    return paths, 'generated'
+
+
+def child_cpu():
+    r = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return r.ru_utime + r.ru_stime
+
+
+def own_cpu():
+    r = resource.getrusage(resource.RUSAGE_SELF)
+    return r.ru_utime + r.ru_stime
+
+
+def ffmpeg_cpu(path):
+    """CPU seconds of the ffmpeg binary alone decoding every frame, one thread."""
+    import imageio_ffmpeg
+    cmd = [imageio_ffmpeg.get_ffmpeg_exe(), '-nostdin', '-loglevel', 'error', '-threads', '1',
+           '-i', path, '-map', '0:v:0', '-f', 'null', '-']
+    before = child_cpu()
+    subprocess.run(cmd, check=True, capture_output=True)
+    return child_cpu() - before
+
+
+def opencv_all_cpu(path, dataset):
+    """Decode every frame with OpenCV (read = decode + BGR->RGB), keep the 8 the reader
+    samples, same transforms: the naive reader."""
+    import cv2
+    from reader.sampling import eval_clip_indices
+    from reader.transforms import eval_transform, normalize
+    t = own_cpu()
+    cap = cv2.VideoCapture(path)
+    frames = []
+    while True:
+        ok, f = cap.read()
+        if not ok:
+            break
+        frames.append(cv2.cvtColor(f, cv2.COLOR_BGR2RGB))
+    cap.release()
+    idx = eval_clip_indices(len(frames), dataset.seg_num, 1)[0]
+    clip = eval_transform(np.stack([frames[i] for i in idx]), dataset.short_size,
+                          dataset.target_size)
+    normalize(clip, dataset.mean, dataset.std, dataset.seg_num, 1)
+    return own_cpu() - t
+
+
+def item_cpu(dataset, i):
+    t = own_cpu()
+    item = dataset[i]
+    assert item is not None, dataset.items[i][0]
+    return own_cpu() - t
+
+
+def make_dataset(fmt, items, size):
+    from reader.kinetics_reader import KineticsReader
+    from utils.config_utils import DEFAULTS, AttrDict
+    cfg = AttrDict({k: AttrDict(v) for k, v in DEFAULTS.items()})
+    cfg.MODEL.format = fmt
+    cfg.TEST.short_size, cfg.TEST.target_size = size * 256 // 224, size
+    return KineticsReader('test', cfg, items=items)
+
+
+def loader_wall(dataset, workers, rounds):
+    from utils.engine import build_loader
+    loader = build_loader(dataset, 1, workers)
+    for _ in loader:  # warm-up: workers started, files in the page cache
+        break
+    t = time.perf_counter()
+    n = 0
+    for _ in range(rounds):
+        for batch in loader:
+            n += len(batch['paths'])
+    return time.perf_counter() - t, n
+
+
+def main():
+    args = common.base_args(__doc__).parse_args()
+    common.set_threads(1)  # decoding is per worker: one thread each
+    import paddle
+    paddle.set_device('cpu')
+    tmp = tempfile.mkdtemp(prefix='tsm_reader_bench_')
+    paths, source = clip_paths(args.quick, tmp)
+    size = 64 if args.quick else 224
+    mp4 = make_dataset('mp4', [(p, 0, None) for p in paths], size)
+    reps = 1 if args.quick else 3
+    res = {'clips': len(paths), 'source': source, 'reps': reps}
+
+    # per clip CPU seconds, medians over reps, clips interleaved
+    ff, ours, cv = [], [], []
+    for i, p in enumerate(paths):
+        ffmpeg_cpu(p)  # page cache
+        f_t, o_t, c_t = [], [], []
+        for _ in range(reps):
+            f_t.append(ffmpeg_cpu(p))
+            o_t.append(item_cpu(mp4, i))
+            c_t.append(opencv_all_cpu(p, mp4))
+        ff.append(np.median(f_t))
+        ours.append(np.median(o_t))
+        cv.append(np.median(c_t))
+    res['ffmpeg_cpu_s_total'] = float(np.sum(ff))
+    res['reader_cpu_s_total'] = float(np.sum(ours))
+    res['opencv_all_frames_cpu_s_total'] = float(np.sum(cv))
+    res['reader_floor_ratio'] = float(np.sum(ours) / np.sum(ff))
+    res['reader_speedup_test'] = float(np.sum(cv) / np.sum(ours))
+    res['per_clip'] = [{'clip': os.path.relpath(p, common.REALCLIPS) if source == 'realclips'
+                        else os.path.basename(p), 'ffmpeg': round(a, 4), 'reader': round(b, 4),
+                        'opencv_all': round(c, 4)} for p, a, b, c in zip(paths, ff, ours, cv)]
+
+    # 1 vs 2 DataLoader workers (wall): the same clips, twice over
+    workers = min(2, len(os.sched_getaffinity(0)))
+    rounds = 1 if args.quick else 2
+    w1, n1 = loader_wall(mp4, 1, rounds)
+    w2, n2 = loader_wall(mp4, workers, rounds)
+    res['reader_worker_scaling'] = float((n2 / w2) / (n1 / w1))
+    res['load_avg'] = os.getloadavg()
+
+    # pkl (data/video2pkl.py defaults: every frame as JPEG q90, full size, pickle protocol
+    # 4; protocol 2, the original's, timed too) and frame folders
+    from data.video2pkl import video_to_jpegs
+    import pickle
+    pkl_items, frame_items = [], []
+    for p in paths:
+        jpegs = video_to_jpegs(p)
+        base = os.path.join(tmp, os.path.splitext(os.path.basename(p))[0])
+        for proto, suffix in ((4, '.pkl'), (2, '.p2.pkl')):
+            with open(base + suffix, 'wb') as f:
+                pickle.dump((os.path.basename(p), 0, jpegs), f, protocol=proto)
+        os.makedirs(base + '_frames', exist_ok=True)
+        for k, j in enumerate(jpegs):
+            with open(os.path.join(base + '_frames', f'img_{k + 1:05d}.jpg'), 'wb') as f:
+                f.write(j)
+        pkl_items.append((base + '.pkl', 0, None))
+        frame_items.append((base + '_frames', 0, len(jpegs)))
+    pkl = make_dataset('pkl', pkl_items, size)
+    pkl2 = make_dataset('pkl', [(p[:-4] + '.p2.pkl', 0, None) for p, _, _ in pkl_items], size)
+    frames = make_dataset('frames', frame_items, size)
+    t_pkl = [np.median([item_cpu(pkl, i) for _ in range(reps)]) for i in range(len(paths))]
+    t_fr = [np.median([item_cpu(frames, i) for _ in range(reps)]) for i in range(len(paths))]
+    t_p2 = [np.median([item_cpu(pkl2, i) for _ in range(reps)]) for i in range(len(paths))]
+    res['pkl_protocol2_speedup'] = float(np.sum(ours) / np.sum(t_p2))
+    res['pkl_cpu_s_total'] = float(np.sum(t_pkl))
+    res['frames_cpu_s_total'] = float(np.sum(t_fr))
+    res['pkl_speedup'] = float(np.sum(ours) / np.sum(t_pkl))
+    res['frames_speedup'] = float(np.sum(ours) / np.sum(t_fr))
+    shutil.rmtree(tmp, ignore_errors=True)
+    common.write_json(args.out, res)
+
+
+if __name__ == '__main__':
+    main()

@@ -1,0 +1,51 @@
+"""Run every bench script and write one JSON with the headline numbers.
+
+    python bench/run.py [--quick] --out bench.json [--only inference,reader,train]
+
+--quick: tiny sizes, to check that the scripts run (well under a minute of work); the
+numbers mean nothing then.  Each script runs in a fresh process; see its docstring for
+what it measures.  Timings are medians of interleaved repetitions after a warm-up.
+"""
+import argparse
+import os
+import sys
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import common  # noqa: E402
+
+SCRIPTS = ('inference', 'reader', 'train')
+HEADLINE = {
+    'inference': ('shift_overhead_exported', 'shift_overhead_eager', 'vs_pytorch',
+                  'inference_speedup', 'matmul_peak_fraction', 'export_max_abs_diff'),
+    'reader': ('reader_floor_ratio', 'reader_speedup_test', 'reader_worker_scaling',
+               'pkl_speedup'),
+    'train': ('train_step_clips_per_s', 'train_peak_mem_mb'),
+}
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument('--quick', action='store_true')
+    p.add_argument('--out', required=True)
+    p.add_argument('--only', default=','.join(SCRIPTS), help='comma-separated scripts')
+    p.add_argument('--threads', type=int, default=0, help='CPU threads (0: all available)')
+    args = p.parse_args(argv)
+    result = {'machine': common.machine_info(), 'quick': args.quick,
+              'command': ' '.join(['python', 'bench/run.py'] + (argv or sys.argv[1:]))}
+    extra = (['--quick'] if args.quick else []) + ['--threads', str(args.threads)]
+    for name in args.only.split(','):
+        t = time.perf_counter()
+        data = common.run_script(name, extra, timeout=600 if args.quick else 3600)
+        data['wall_s'] = round(time.perf_counter() - t, 1)
+        result[name] = data
+        for key in HEADLINE[name]:
+            result[key] = data.get(key)
+        print(f"{name}: {', '.join(f'{k}={data.get(k)}' for k in HEADLINE[name])}", flush=True)
+    result['machine']['load_avg_at_end'] = os.getloadavg()
+    common.write_json(args.out, result)
+
+
+if __name__ == '__main__':
+    main()

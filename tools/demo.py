@@ -20,6 +20,7 @@ import concurrent.futures
 import json
 import os
 import platform
+import re
 import subprocess
 import sys
 import threading
@@ -72,11 +73,12 @@ class Runner:
 
     def __init__(self, logs):
         self.logs, self.procs, self.failed = logs, set(), threading.Event()
+        self.stopped = set()  # processes terminated because another step failed
         self.lock = threading.Lock()
 
-    def run(self, name, cmd, log_name, echo=(), prefix=''):
-        """Run cmd in the repo root, its output to logs/<log_name>.log; lines containing
-        any of `echo` are shown.  -> seconds; a non-zero exit raises StepError naming the
+    def run(self, name, cmd, log_name, echo=None):
+        """Run cmd in the repo root, its output to logs/<log_name>.log; echo(line) -> a
+        string to show, or None.  -> seconds; a non-zero exit raises StepError naming the
         step, with the last line the step printed (the scripts end with one error line)."""
         if self.failed.is_set():
             raise StepError(f"step '{name}' not run: another step failed")
@@ -96,14 +98,15 @@ class Runner:
                     f.write(line)
                     if line.strip():
                         last = line.strip()
-                    if any(e in line for e in echo):
-                        log(f"    {prefix}{line.rstrip().split('] ', 2)[-1]}")
+                    shown = echo(line) if echo else None
+                    if shown:
+                        log('    ' + shown)
                 rc = proc.wait()
             finally:
                 with self.lock:
                     self.procs.discard(proc)
         if rc != 0:
-            if self.failed.is_set():  # stopped because another step failed
+            if proc in self.stopped:
                 raise StepError(f"step '{name}' stopped: another step failed")
             self.fail()
             raise StepError(f"step '{name}' failed (exit code {rc}): {last[:300]} "
@@ -114,7 +117,33 @@ class Runner:
         self.failed.set()
         with self.lock:
             for proc in self.procs:
+                self.stopped.add(proc)
                 proc.terminate()
+
+
+class EpochLines:
+    """Turns train.py's '[TRAIN] Epoch e done: loss ..' and '[VALID] Epoch e: loss ..' log
+    lines into one line per epoch: 'TSM epoch 3/10  train loss 1.39 top1 0.53 | valid ..'."""
+    TRAIN = re.compile(r"\[TRAIN\] Epoch (\d+) done: loss ([\d.naif]+), top1 ([\d.]+)")
+    VALID = re.compile(r"\[VALID\] Epoch (\d+): loss ([\d.naif]+), top1 ([\d.]+)")
+
+    def __init__(self, name, epochs):
+        self.name, self.epochs, self.train = name, epochs, None
+
+    def __call__(self, line):
+        m = self.TRAIN.search(line)
+        if m:
+            self.train = m.groups()
+            return None
+        m = self.VALID.search(line)
+        if m and self.train and self.train[0] == m.group(1):
+            e, loss, top1 = self.train
+            return (f"{self.name} epoch {int(e) + 1:>2}/{self.epochs}  train loss "
+                    f"{float(loss):.3f} top1 {float(top1):.3f} | valid loss "
+                    f"{float(m.group(2)):.3f} top1 {float(m.group(3)):.3f}")
+        if 'error' in line:
+            return f"{self.name} {line.strip()}"
+        return None
 
 
 def model_overrides(data_dir, quick, size):
@@ -222,7 +251,7 @@ def train_and_eval(runner, key, config, cfg, out, overrides, threads, args):
         py, 'train.py', '--model_name', 'TSM', '--config', config, '--pretrain', 'none',
         '--save_dir', save, '--fix_random_seed', 'True', '--log_interval', '0',
         '--cpu_threads', str(threads)] + flags(overrides), f"train_{key}",
-        echo=('Epoch',), prefix=f"{name} ")
+        echo=EpochLines(name, cfg.TRAIN.epoch))
     if not args.keep_checkpoints:
         prune_checkpoints(save)
     eval_dir = os.path.join(save, 'eval')
@@ -230,7 +259,7 @@ def train_and_eval(runner, key, config, cfg, out, overrides, threads, args):
         py, 'eval.py', '--model_name', 'TSM', '--config', config,
         '--weights', os.path.join(save, 'TSM.pdparams'), '--save_dir', eval_dir,
         '--cpu_threads', str(threads)] + flags(overrides), f"eval_{key}",
-        echo=('TOP1_ACC',), prefix=f"{name} held-out ")
+        echo=lambda line: f"{name} held-out {line.strip()}" if 'TOP1_ACC' in line else None)
     with open(os.path.join(eval_dir, 'eval_results.json'), encoding='utf-8') as f:
         res = json.load(f)
     m, t = cfg.MODEL, cfg.TRAIN
@@ -273,7 +302,8 @@ def run(args):
     c = cfgs['tsm']
     log(f"[2/4] train and evaluate TSM and TSN {'side by side' if parallel else 'in turn'}: "
         f"ResNet-{c.MODEL.num_layers}, {c.MODEL.seg_num} segments, "
-        f"{c.TRAIN.target_size} px, {c.TRAIN.epoch} epochs from scratch; shift_ratio "
+        f"{c.TRAIN.target_size} px, {c.TRAIN.epoch} epoch{'s' * (c.TRAIN.epoch != 1)} from "
+        f"scratch; shift_ratio "
         f"{c.MODEL.shift_ratio} vs {cfgs['tsn'].MODEL.shift_ratio}")
     runner = Runner(logs)
     summary = {'quick': bool(args.quick), 'data': dict(data_spec, dir=data_dir)}
@@ -298,7 +328,7 @@ def run(args):
         sys.executable, 'predict.py', '--model_name', 'TSM', '--config', MODELS[0][1],
         '--weights', os.path.join(out, 'tsm', 'TSM.pdparams'), '--video_path', video,
         '--infer_topk', '3', '--save_dir', pred_dir] + flags(overrides), 'predict',
-        echo=(':    ',))
+        echo=lambda line: line.rstrip() if line.startswith('    ') else None)
     with open(os.path.join(pred_dir, 'predict_results.json'), encoding='utf-8') as f:
         rec = json.load(f)[0]
     top_name, top_prob = rec['top_names'][0], rec['top_probs'][0]
@@ -310,12 +340,13 @@ def run(args):
     from tools import plots
     pictures = {'curves': plots.plot_curves(
         {key.upper(): plots.load_history(os.path.join(out, key, 'history.json'))
-         for key, _ in MODELS}, os.path.join(out, 'curves.png'))}
+         for key, _ in MODELS}, os.path.join(out, 'curves.png'), chance=1 / len(class_names),
+        ceilings=[(0.5, 'frame-order-blind limit')])}
     for key, _ in MODELS:
         cm = np.load(os.path.join(out, key, 'eval', 'confusion.npy'))
         pictures[f'confusion_{key}'] = plots.plot_confusion(
             cm, class_names, os.path.join(out, f'confusion_{key}.png'),
-            title=f"{key.upper()}, held-out videos")
+            title=f"{key.upper()}, held-out videos", group=2)
     frames, indices = sampled_frames(video, cfgs['tsm'])
     pictures['predict_frames'] = plots.plot_contact_sheet(
         frames, indices, os.path.join(out, 'predict_frames.png'),

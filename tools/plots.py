@@ -28,8 +28,9 @@ def _series(history, split, key):
     return [p[0] for p in pts], [p[1] for p in pts]
 
 
-def plot_curves(histories, path, dpi=80):
-    """Loss and top-1 per epoch, train (solid) and valid (dashed), one colour per model."""
+def plot_curves(histories, path, chance=None, ceilings=(), dpi=80):
+    """Loss and top-1 per epoch, train (solid) and valid (dashed), one colour per model;
+    optional dotted chance level and labelled reference lines [(y, text)] on the top-1 plot."""
     fig, axes = plt.subplots(1, 2, figsize=(9, 3.4))
     for color, (name, history) in zip(COLORS, histories.items()):
         for split, style in (('train', '-'), ('valid', '--')):
@@ -38,25 +39,38 @@ def plot_curves(histories, path, dpi=80):
                 if x:
                     ax.plot(x, y, style, color=color, marker='o', markersize=3,
                             label=f"{name} {split}")
-    axes[0].set_title('loss')
+    if chance:
+        axes[1].axhline(chance, color='gray', lw=0.8, ls=':')
+        axes[1].text(0.98, chance, 'chance', color='gray', fontsize=7, va='bottom', ha='right',
+                     transform=axes[1].get_yaxis_transform())
+    for y, text in ceilings:
+        axes[1].axhline(y, color='gray', lw=0.8, ls='-.')
+        axes[1].text(0.98, y, text, color='gray', fontsize=7, va='bottom', ha='right',
+                     transform=axes[1].get_yaxis_transform())
+    axes[0].set_yscale('log')
+    axes[0].set_title('loss (log scale)')
     axes[1].set_title('top-1 accuracy')
     axes[1].set_ylim(0, 1.02)
     for ax in axes:
         ax.set_xlabel('epoch')
         ax.grid(alpha=0.3)
-    axes[1].legend(fontsize=8, loc='lower right')
+    axes[1].legend(fontsize=8, loc='upper left', bbox_to_anchor=(0, 0.93))
     fig.tight_layout()
     fig.savefig(path, dpi=dpi)
     plt.close(fig)
     return path
 
 
-def plot_confusion(confusion, class_names, path, title='', dpi=80):
-    """Counts with rows = true class, columns = predicted class (eval.py's confusion.npy)."""
+def plot_confusion(confusion, class_names, path, title='', group=0, dpi=80):
+    """Counts with rows = true class, columns = predicted class (eval.py's confusion.npy);
+    group=k draws lines around blocks of k classes (the demo's time-reversed pairs)."""
     cm = np.asarray(confusion)
     n = cm.shape[0]
     fig, ax = plt.subplots(figsize=(5.2, 4.6))
     ax.imshow(cm, cmap='Blues', vmin=0, vmax=max(int(cm.max()), 1))
+    for b in range(group, n, group) if group else ():
+        ax.axhline(b - 0.5, color='gray', lw=0.6)
+        ax.axvline(b - 0.5, color='gray', lw=0.6)
     ax.set_xticks(range(n))
     ax.set_yticks(range(n))
     ax.set_xticklabels(class_names, rotation=45, ha='right', fontsize=8)

@@ -237,8 +237,15 @@ def machine():
         load = [round(x, 2) for x in os.getloadavg()]
     except OSError:
         load = None
+    cpu_model = platform.processor()
+    try:
+        with open('/proc/cpuinfo', encoding='utf-8') as f:
+            cpu_model = next((ln.split(':', 1)[1].strip() for ln in f
+                              if ln.startswith('model name')), cpu_model)
+    except OSError:
+        pass
     return {'cpu_count': os.cpu_count(), 'available_cpus': available_cpus(),
-            'platform': platform.platform(), 'processor': platform.processor(),
+            'platform': platform.platform(), 'processor': cpu_model,
             'python': platform.python_version(), 'paddle': paddle_version,
             'load_average': load}
 

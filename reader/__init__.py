@@ -4,7 +4,7 @@ from utils.config_utils import mode_section
 from .kinetics_reader import KineticsReader, ListFileError, collate, parse_list  # noqa: F401
 from .video_backends import VideoDecodeError, open_video  # noqa: F401
 
-_READERS = {'TSM': KineticsReader, 'TSN': KineticsReader}
+_READERS = {'TSM': KineticsReader}
 
 
 def get_reader(name, mode, cfg, filelist=None, items=None):

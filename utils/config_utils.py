@@ -201,8 +201,8 @@ def check_consistency(cfg, source):
             raise ConfigError(f"{source}: 'MODEL.{key}' must be a list of 3 numbers")
     if any(v == 0 for v in model['image_std']):
         raise ConfigError(f"{source}: 'MODEL.image_std' must not contain 0")
-    if not 0 <= model['shift_ratio'] <= 0.5:
-        raise ConfigError(f"{source}: 'MODEL.shift_ratio' must be in [0, 0.5]")
+    if not 0 <= model['shift_ratio'] < 0.5:  # Paddle's op needs 2 * ratio < 1
+        raise ConfigError(f"{source}: 'MODEL.shift_ratio' must be in [0, 0.5)")
     if not 0 <= model['dropout'] < 1:
         raise ConfigError(f"{source}: 'MODEL.dropout' must be in [0, 1)")
     for section in SECTIONS[1:]:

@@ -22,6 +22,7 @@ import numpy as np
 import paddle
 
 from models.shift_conv import inference_copy
+from utils.download import sha256sum
 
 logger = logging.getLogger(__name__)
 
@@ -128,17 +129,9 @@ def cache_root():
         os.path.expanduser('~'), '.cache', 'tsm_paddle')
 
 
-def file_sha256(path):
-    h = hashlib.sha256()
-    with open(path, 'rb') as f:
-        for block in iter(lambda: f.read(1 << 20), b''):
-            h.update(block)
-    return h.hexdigest()
-
-
 def cache_key(weights_path, model, model_cfg, input_shape, formulation, batch):
     """Hex key of everything the exported program depends on."""
-    desc = {'weights': file_sha256(weights_path), 'options': model.options(),
+    desc = {'weights': sha256sum(weights_path), 'options': model.options(),
             'model': {k: model_cfg[k] for k in sorted(model_cfg)}, 'input': list(input_shape),
             'formulation': formulation, 'batch': batch, 'output': 'logits',
             'paddle': paddle.__version__, 'version': EXPORT_VERSION}

@@ -64,6 +64,22 @@ def interleaved(fns, reps, warmup=1, cpu=None):
     return {k: statistics.median(v) for k, v in times.items()}, times
 
 
+def paired_ratio(fa, fb, pairs):
+    """Median over `pairs` of time(fa) / time(fb), the two run back to back in
+    alternating order (ab, ba, ...): a ratio of two calls a fraction of a second apart,
+    which the machine's slow drifts in speed (other tenants, clock) touch least.
+    -> (median, [ratios])."""
+    ratios = []
+    for i in range(pairs):
+        times = {}
+        for key, fn in ((('a', fa), ('b', fb)) if i % 2 == 0 else (('b', fb), ('a', fa))):
+            t = time.perf_counter()
+            fn()
+            times[key] = time.perf_counter() - t
+        ratios.append(times['a'] / times['b'])
+    return statistics.median(ratios), ratios
+
+
 def calibrate_bn(model, x):
     """Random weights make activations grow block after block; set every BN's running
     statistics to those of its input on `x` (one eval-mode forward), so that features and

@@ -1,5 +1,8 @@
 """CPU inference: the cost of the shift, Paddle Inference vs eager vs PyTorch vs ONNX
-Runtime, float32 vs bfloat16.  One clip per call, timings interleaved, medians.
+Runtime, float32 vs bfloat16.  One clip per call.  Every program runs once per round
+(ratios: the median over rounds of the ratio within a round); the headline ratios
+(shift_overhead_exported, vs_pytorch) are measured again from back-to-back pairs
+(common.paired_ratio), which this machine's drifts in speed disturb least.
 
     python bench/inference.py [--quick] --out inference.json
 """
@@ -82,7 +85,7 @@ def main():
     if args.quick:
         depth, classes, seg, size, reps = 18, 10, 4, 32, 2
     else:
-        depth, classes, seg, size, reps = 50, 400, 8, 224, 9
+        depth, classes, seg, size, reps = 50, 400, 8, 224, 15
     tsm = common.build_tsm(depth, classes, seg, size, 0.125)
     tsn = common.build_tsm(depth, classes, seg, size, 0.0)
     x = np.random.default_rng(0).standard_normal((1, seg, 3, size, size)).astype('float32')
@@ -91,12 +94,15 @@ def main():
         eager_logits = tsm(xt).numpy()
     tmp = tempfile.mkdtemp(prefix='tsm_bench_')
     shape = [seg, 3, size, size]
-    variants = {  # name: (model, formulation, batch)
-        'tsn': (tsn, 'conv', 1), 'tsm_conv': (tsm, 'conv', 1),
-        'tsm_conv_dynamic_batch': (tsm, 'conv', None), 'tsm_slice': (tsm, 'slice', None),
-        'tsm_fused': (tsm, 'fused', None)}
+    # name: (model, formulation, batch); tsm_split is what eval.py runs; with no shift
+    # 'slice' is the plain network (Paddle Inference folds its BN itself)
+    variants = {
+        'tsn': (tsn, 'slice', 1), 'tsm_split': (tsm, 'split', 1),
+        'tsm_split_dynamic_batch': (tsm, 'split', None), 'tsm_conv': (tsm, 'conv', 1),
+        'tsm_slice': (tsm, 'slice', None), 'tsm_fused': (tsm, 'fused', None)}
     if args.quick:  # the code paths, not the table
-        del variants['tsm_conv_dynamic_batch'], variants['tsm_slice'], variants['tsm_fused']
+        for name in ('tsm_split_dynamic_batch', 'tsm_conv', 'tsm_slice', 'tsm_fused'):
+            del variants[name]
     runners, result = {}, {'threads': threads, 'depth': depth, 'seg_num': seg, 'size': size,
                            'num_classes': classes}
     diffs = {}
@@ -110,8 +116,8 @@ def main():
             diffs[name] = {'logits_max_abs': float(np.abs(out - eager_logits).max()),
                            'probs_max_abs': float(np.abs(softmax(out) - softmax(eager_logits)).max())}
     result['export_diffs'] = diffs
-    result['export_max_abs_diff'] = diffs['tsm_conv']['probs_max_abs']
-    result['export_max_rel_diff_logits'] = (diffs['tsm_conv']['logits_max_abs']
+    result['export_max_abs_diff'] = diffs['tsm_split']['probs_max_abs']
+    result['export_max_rel_diff_logits'] = (diffs['tsm_split']['logits_max_abs']
                                             / float(np.abs(eager_logits).max()))
     result['eager_logit_scale'] = float(np.abs(eager_logits).max())
 
@@ -138,7 +144,7 @@ def main():
         if args.quick:
             raise ImportError('skipped with --quick (tests/test_inference.py checks ONNX)')
         import onnxruntime as ort
-        onnx_file = to_onnx(os.path.join(tmp, 'tsm_conv_dynamic_batch', 'model'))
+        onnx_file = to_onnx(os.path.join(tmp, 'tsm_split_dynamic_batch', 'model'))
         opts = ort.SessionOptions()
         opts.intra_op_num_threads, opts.inter_op_num_threads = threads, 1
         sess = ort.InferenceSession(onnx_file, opts, providers=['CPUExecutionProvider'])
@@ -154,10 +160,10 @@ def main():
 
     bf16 = cpu_has_bf16()
     if bf16:
-        runners['tsm_conv_bf16'] = InferenceModel(os.path.join(tmp, 'tsm_conv', 'model'), 1,
-                                                  threads, 'bf16')
+        runners['tsm_split_bf16'] = InferenceModel(os.path.join(tmp, 'tsm_split', 'model'), 1,
+                                                   threads, 'bf16')
         runners['tsn_bf16'] = InferenceModel(os.path.join(tmp, 'tsn', 'model'), 1, threads, 'bf16')
-        fns['tsm_conv_bf16'] = lambda: runners['tsm_conv_bf16'].run(x)
+        fns['tsm_split_bf16'] = lambda: runners['tsm_split_bf16'].run(x)
         fns['tsn_bf16'] = lambda: runners['tsn_bf16'].run(x)
 
     # every variant in every round; a ratio is the median over rounds of the ratio within
@@ -173,29 +179,36 @@ def main():
     result['times_s'] = {k: round(v, 5) for k, v in med.items()}
     result['times_raw_s'] = {k: [round(t, 5) for t in v] for k, v in raw.items()}
     result['cpu_times_s'] = {k: round(v, 5) for k, v in cpu.items()}
-    result['shift_overhead_exported'] = ratio('tsm_conv', 'tsn') - 1
+    # the headline ratios once more, each pair of programs in tight alternation
+    pairs = 4 if args.quick else 25
+    result['paired_rounds'] = pairs
+    result['shift_overhead_exported'] = common.paired_ratio(fns['tsm_split'], fns['tsn'],
+                                                            pairs)[0] - 1
+    result['shift_overhead_exported_interleaved'] = ratio('tsm_split', 'tsn') - 1
     result['shift_overhead_exported_by_formulation'] = {
         k[4:]: ratio(k, 'tsn') - 1 for k in med if k.startswith('tsm_') and 'bf16' not in k}
     result['shift_overhead_exported_cpu_time'] = {
         k[4:]: cpu[k] / cpu['tsn'] - 1 for k in cpu if k.startswith('tsm_') and 'bf16' not in k}
     result['shift_overhead_eager'] = ratio('eager_tsm', 'eager_tsn') - 1
-    result['inference_speedup'] = ratio('eager_tsm', 'tsm_conv')
-    result['vs_pytorch'] = ratio('torch_tsm', 'tsm_conv') if 'torch_tsm' in med else None
+    result['inference_speedup'] = ratio('eager_tsm', 'tsm_split')
+    result['vs_pytorch'] = (common.paired_ratio(fns['torch_tsm'], fns['tsm_split'], pairs)[0]
+                            if 'torch_tsm' in med else None)
+    result['vs_pytorch_interleaved'] = ratio('torch_tsm', 'tsm_split') if 'torch_tsm' in med else None
     result['vs_pytorch_tsn'] = ratio('torch_tsn', 'tsn') if 'torch_tsn' in med else None
     if 'onnx_tsm' in med:
         result['onnx']['time_s'] = med['onnx_tsm']
-        result['onnx']['time_vs_paddle_inference'] = ratio('onnx_tsm', 'tsm_conv')
+        result['onnx']['time_vs_paddle_inference'] = ratio('onnx_tsm', 'tsm_split')
     if bf16:
-        result['bf16_speedup'] = {'tsm': ratio('tsm_conv', 'tsm_conv_bf16'),
+        result['bf16_speedup'] = {'tsm': ratio('tsm_split', 'tsm_split_bf16'),
                                   'tsn': ratio('tsn', 'tsn_bf16')}
-        result['shift_overhead_exported_bf16'] = ratio('tsm_conv_bf16', 'tsn_bf16') - 1
+        result['shift_overhead_exported_bf16'] = ratio('tsm_split_bf16', 'tsn_bf16') - 1
         if 'torch_tsm' in med:
-            result['vs_pytorch_bf16'] = ratio('torch_tsm', 'tsm_conv_bf16')
+            result['vs_pytorch_bf16'] = ratio('torch_tsm', 'tsm_split_bf16')
     flops = conv_flops(tsm, xt)
     mm = matmul_gflops(256 if args.quick else 2048, reps)
     result['model_gflops_per_clip'] = flops / 1e9
     result['matmul_gflops'] = mm
-    result['inference_gflops'] = flops / med['tsm_conv'] / 1e9
+    result['inference_gflops'] = flops / med['tsm_split'] / 1e9
     result['matmul_peak_fraction'] = result['inference_gflops'] / mm
 
     # eager threads, 1 vs all, alternating (tests/test_threads.py: the threads do work)
@@ -228,8 +241,8 @@ def bf16_report(runners, med, seg, size, quick):
         return rep
     fp, bf = [], []
     for c in clips:
-        fp.append(runners['tsm_conv'].run(c[None])[0])
-        bf.append(runners['tsm_conv_bf16'].run(c[None])[0])
+        fp.append(runners['tsm_split'].run(c[None])[0])
+        bf.append(runners['tsm_split_bf16'].run(c[None])[0])
     fp, bf = np.stack(fp), np.stack(bf)
     rep['clips'] = len(clips)
     rep['top1_agreement'] = float((fp.argmax(1) == bf.argmax(1)).mean())

@@ -1,31 +1,38 @@
 """Export formulations of a TSM: the same function, arranged for Paddle Inference + oneDNN.
 
-    net = inference_copy(model, 'conv', batch=1)   # a copy; `model` is left as it is
+    net = inference_copy(model, 'split', batch=1)   # a copy; `model` is left as it is
+
+oneDNN keeps activations channels-last (NHWC) for its convolutions, while Paddle's
+slice and concat kernels write plain NCHW: every tensor that goes through them is
+converted out and back.  The formulations differ in how much goes through them.
 
   fused  the shifts as Paddle's fused op (what the eager model runs).  oneDNN has no
-         kernel for it: every shift converts the activations out of oneDNN's layout and
-         back (measured 2x the time of the same network without shifts).
+         kernel for it: every shift converts all activations (measured ~2.5x the time
+         of the same network without shifts).
   slice  the shifts as split + frame moves + concat (models/temporal_shift.py), bit for
-         bit the fused op.  oneDNN keeps activations channels-last, where a channel
-         concat copies small chunks per pixel: still ~1.3x.
-  conv   each shift folded into the convolution after it (default for export).  A
-         convolution acts on every frame alone and is linear in its input channels, so
+         bit the fused op.  The whole block input is copied and converted (~1.4x).
+  conv   each shift folded into the convolution after it.  A convolution acts on every
+         frame alone and is linear in its input channels, so
 
              conv(shift(x)) = conv(x, W with the shifted folds' input channels zeroed)
                             + conv(concat(shift_frames(x_f) for folds f), W[:, folds])
 
-         The shifted tensor is never built: only the folds (1/4 of the channels) move,
-         by whole frames (contiguous copies in any layout), and their convolution's sum
-         lands in the main one's output (oneDNN's fused residual sum).  The extra work is
-         a quarter more multiply-adds on one 1x1 convolution per block, all of it in
-         oneDNN's fast kernels.  BN is folded into the
-         weights, as Paddle Inference does for the other convolutions.  The result equals
-         the eager model up to float32 rounding (summation order), ~1e-6 relative.
+         Only the folds (1/4 of the channels) move, by whole frames; the price is the
+         zeroed quarter of the first convolution's multiply-adds (~1.15x).
+  split  (default for export) every tensor between blocks travels as two channel parts,
+         the shifted folds and the rest (channel_parts): each convolution that makes
+         one is split by output channels, each that reads one is the sum of one
+         convolution per part (oneDNN's fused residual sum).  The folds move by whole
+         frames with no channel slice of the block input and no wasted multiply-adds:
+         the multiply-adds are exactly those of the unshifted network (~1.06x).
+
+conv and split fold BN into the weights, as Paddle Inference does for the unshifted
+network; they equal the eager model up to float32 rounding (summation order).
 
 `batch` (clips per call) fixes the batch size of the exported program: the frame moves
 are then static slices; None keeps the batch dynamic (a 5-D view per fold, a little
-slower).  shift_place 'block' shifts the block input for the shortcut too, so there the
-shift cannot be folded away and 'conv' falls back to 'slice'.
+slower).  shift_place 'block' shifts the block input for the shortcut too: 'split'
+handles it (the shortcut reads the moved parts); 'conv' falls back to 'slice' there.
 """
 import copy
 
@@ -36,7 +43,7 @@ import paddle.nn.functional as F
 
 from .temporal_shift import fold_bounds, shift_frames
 
-EXPORT_FORMULATIONS = ('fused', 'slice', 'conv')
+EXPORT_FORMULATIONS = ('fused', 'slice', 'conv', 'split')
 
 
 def fold_bn(conv_bn):
@@ -78,13 +85,116 @@ class ShiftedConvBN(nn.Layer):
 
     def forward(self, x):  # [N*T, C, H, W] -> [N*T, C_out, H', W']
         y = F.conv2d(x, self.weight_main, self.bias, stride=self.stride, padding=self.padding)
-        folds = x[:, :self.folds[-1][1]]  # one copy of the shifted channels
-        moved = [shift_frames(folds[:, start:stop] if len(self.folds) > 1 else folds,
-                              self.seg_num, step, self.batch)
+        moved = [shift_frames(x, self.seg_num, step, self.batch, (start, stop))
                  for start, stop, step in self.folds]
         moved = paddle.concat(moved, axis=1) if len(moved) > 1 else moved[0]
         y = F.conv2d(moved, self.weight_folds, stride=self.stride, padding=self.padding) + y
         return F.relu(y) if self.relu else y
+
+
+def channel_parts(channels, shift_ratio, direction):
+    """The split formulation's partition of a C-channel tensor: [(start, stop)], the
+    shifted folds side by side, then the unshifted rest."""
+    folds, rest = fold_bounds(channels, shift_ratio, direction) if shift_ratio else ([], 0)
+    if not folds or rest >= channels:
+        return [(0, channels)]
+    return [(0, rest), (rest, channels)]
+
+
+class PartsConv(nn.Layer):
+    """A ConvBN (BN folded) whose input and output are lists of channel parts:
+    out_k = act(sum_j conv(x_j, W[out_k, in_j]) + b[out_k] + residual_k).  Each sum is a
+    chain of convolutions that oneDNN fuses with the add (its residual sum)."""
+
+    def __init__(self, conv_bn, in_parts, out_parts, relu=None):
+        super().__init__()
+        weight, bias = fold_bn(conv_bn)
+        self.relu = conv_bn.act is not None if relu is None else relu
+        conv = conv_bn.conv
+        self.stride, self.padding = conv._stride, conv._padding
+        self.weights, self.biases = [], []
+        for k, (o0, o1) in enumerate(out_parts):
+            self.biases.append(_param(self, f'b{k}', bias[o0:o1]))
+            self.weights.append([_param(self, f'w{k}_{j}',
+                                        np.ascontiguousarray(weight[o0:o1, i0:i1]))
+                                 for j, (i0, i1) in enumerate(in_parts)])
+
+    def forward(self, xs, residuals=None):
+        outs = []
+        for k, (ws, b) in enumerate(zip(self.weights, self.biases)):
+            # the largest part first: it carries the bias, the others add onto it
+            order = sorted(range(len(xs)), key=lambda j: -ws[j].shape[1])
+            y = F.conv2d(xs[order[0]], ws[order[0]], b, self.stride, self.padding)
+            for j in order[1:]:
+                y = F.conv2d(xs[j], ws[j], None, self.stride, self.padding) + y
+            if residuals is not None:
+                y = y + residuals[k]
+            outs.append(F.relu(y) if self.relu else y)
+        return outs
+
+
+class PartsBlock(nn.Layer):
+    """A residual block on channel parts (channel_parts): the shifted folds, all in part
+    0, move by whole frames (shift_frames); nothing else is copied."""
+
+    def __init__(self, block, in_parts, out_parts, shift_place, seg_num, batch):
+        super().__init__()
+        layers = list(block.branch.children())
+        mid = lambda cb: [(0, cb.conv.weight.shape[0])]  # noqa: E731
+        self.convs = nn.LayerList()
+        parts = in_parts
+        for cb in layers[:-1]:
+            self.convs.append(PartsConv(cb, parts, mid(cb)))
+            parts = mid(cb)
+        self.last = PartsConv(layers[-1], parts, out_parts, relu=True)
+        self.shortcut = (PartsConv(block.shortcut, in_parts, out_parts, relu=False)
+                         if block.shortcut is not None else None)
+        self.folds = []
+        if block.shift is not None:
+            s = block.shift
+            self.folds = fold_bounds(in_parts[-1][1], s.shift_ratio, s.direction)[0]
+        self.shift_place, self.seg_num, self.batch = shift_place, seg_num, batch
+
+    def forward(self, xs):
+        moved = xs
+        if self.folds:
+            f = [shift_frames(xs[0], self.seg_num, step, self.batch, (start, stop))
+                 for start, stop, step in self.folds]
+            moved = [paddle.concat(f, axis=1) if len(f) > 1 else f[0]] + xs[1:]
+        short = moved if self.shift_place == 'block' else xs
+        if self.shortcut is not None:
+            short = self.shortcut(short)
+        h = moved
+        for conv in self.convs:
+            h = conv(h)
+        return self.last(h, residuals=short)
+
+
+class PartsBackbone(nn.Layer):
+    """ResNetTSM in the split formulation: [N*T, C, H, W] -> [N*T, F, h, w]."""
+
+    def __init__(self, backbone, batch=None):
+        super().__init__()
+        r, d = backbone.shift_ratio, backbone.shift_direction
+        stem_out = backbone.stem.conv.weight.shape[0]
+        self.stem = PartsConv(backbone.stem, [(0, backbone.stem.conv.weight.shape[1])],
+                              [(0, stem_out)])
+        self.pool = backbone.pool
+        self.parts = channel_parts(stem_out, r, d)
+        blocks, in_parts = [], self.parts
+        for block in backbone.blocks:
+            out_parts = channel_parts(block.branch[-1].conv.weight.shape[0], r, d)
+            blocks.append(PartsBlock(block, in_parts, out_parts, backbone.shift_place,
+                                     backbone.seg_num, batch))
+            in_parts = out_parts
+        self.blocks = nn.LayerList(blocks)
+
+    def forward(self, x):
+        x = self.pool(self.stem([x])[0])
+        xs = [x[:, a:b] for a, b in self.parts] if len(self.parts) > 1 else [x]
+        for block in self.blocks:
+            xs = block(xs)
+        return paddle.concat(xs, axis=1) if len(xs) > 1 else xs[0]
 
 
 def inference_copy(model, formulation='conv', batch=None):
@@ -95,6 +205,10 @@ def inference_copy(model, formulation='conv', batch=None):
                          f"got {formulation!r}")
     net = copy.deepcopy(model)
     net.eval()
+    if formulation == 'split':
+        net.backbone = PartsBackbone(net.backbone, batch)
+        net.eval()
+        return net
     backbone = net.backbone
     backbone.set_formulation('fused' if formulation == 'fused' else 'slice', batch)
     if formulation == 'conv' and backbone.shift_place == 'blockres':

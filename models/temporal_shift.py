@@ -50,24 +50,31 @@ def fold_bounds(channels, shift_ratio, direction):
     return [(*edges[i], step) for i, step in steps if edges[i][1] > edges[i][0]], rest
 
 
-def shift_frames(x, seg_num, step, batch=None):
+def shift_frames(x, seg_num, step, batch=None, channels=None):
     """x [N*T, c, H, W] -> frame t of each clip takes frame t-step (step +1 or -1) of the
-    same clip; the frame with no source is zero.  batch=None: N from the tensor (a 5-D
-    view); batch=N: static slices along the frame axis."""
+    same clip; the frame with no source is zero.  channels=(start, stop): of those
+    channels only (one slice picks frames and channels).  batch=None: N from the tensor
+    (a 5-D view); batch=N: static slices along the frame axis."""
+    if channels is not None and batch is None:
+        x, channels = x[:, channels[0]:channels[1]], None
+    start, stop = channels or (0, x.shape[1])
     nt, c, h, w = x.shape
+    c = stop - start
     if seg_num == 1:
-        return paddle.zeros_like(x)
+        return paddle.zeros_like(x[:, start:stop])
     if batch is None:
         v = x.reshape([-1, seg_num, c, h, w])  # [N*T, c, H, W] -> [N, T, c, H, W]
         zero = paddle.zeros_like(v[:, :1])
         v = paddle.concat([zero, v[:, :-1]] if step > 0 else [v[:, 1:], zero], axis=1)
         return v.reshape([-1, c, h, w])  # [N, T, c, H, W] -> [N*T, c, H, W]
-    zero = paddle.zeros_like(x[:1])
+    # static sizes when exporting for a fixed input: the zero frame is a constant
+    zero = (paddle.zeros([1, c, h, w], x.dtype) if min(h, w) > 0
+            else paddle.zeros_like(x[:1, start:stop]))
     pieces = []
     for n in range(batch):  # frames n*T .. n*T+T-1 are clip n
         first = n * seg_num
-        pieces += ([zero, x[first:first + seg_num - 1]] if step > 0
-                   else [x[first + 1:first + seg_num], zero])
+        pieces += ([zero, x[first:first + seg_num - 1, start:stop]] if step > 0
+                   else [x[first + 1:first + seg_num, start:stop], zero])
     return paddle.concat(pieces, axis=0)
 
 

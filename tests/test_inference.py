@@ -35,12 +35,13 @@ def rel(a, b):
 @pytest.mark.parametrize('depth', [18, 50])
 @pytest.mark.parametrize('direction,place', [('paddle', 'blockres'), ('mit', 'blockres'),
                                              ('backward', 'blockres'), ('paddle', 'block')])
-def test_conv_formulation_equals_eager(depth, direction, place):
+def test_export_formulations_equal_eager(depth, direction, place):
     model = tiny_tsm(depth, shift_direction=direction, shift_place=place)
     x = paddle.randn([3, 4, 3, 32, 32])
     with paddle.no_grad():
         want = model(x).numpy()
-        for formulation, batch in (('conv', None), ('conv', 3), ('slice', None), ('slice', 3)):
+        for formulation, batch in (('split', None), ('split', 3), ('conv', None), ('conv', 3),
+                                   ('slice', None), ('slice', 3)):
             got = inference_copy(model, formulation, batch)(x).numpy()
             if formulation == 'slice':  # pure data movement: the same numbers
                 np.testing.assert_array_equal(got, want)
@@ -59,8 +60,49 @@ def test_conv_formulation_removes_every_blockres_shift():
     assert not shifted and len(folded) == 9  # stages of 3, 4, 6, 3 blocks: every other one
 
 
-@pytest.mark.parametrize('formulation,batch', [('conv', 1), ('conv', None), ('slice', None),
-                                               ('fused', None)])
+def multiply_adds(net, x):
+    """Multiply-adds of every convolution in a forward pass, from weight and output shapes:
+    nn.Conv2D layers by hooks, the formulations' F.conv2d calls by a wrapper."""
+    import paddle.nn.functional as F
+    total, conv2d = [0], F.conv2d
+
+    def count(weight, out):
+        total[0] += int(np.prod(out.shape)) * int(np.prod(weight.shape[1:]))
+
+    def counting(inp, weight, *args, **kwargs):
+        out = conv2d(inp, weight, *args, **kwargs)
+        count(weight, out)
+        return out
+
+    hooks = [m.register_forward_post_hook(lambda layer, i, out: count(layer.weight, out))
+             for m in net.sublayers() if isinstance(m, paddle.nn.Conv2D)]
+    F.conv2d = counting
+    try:
+        with paddle.no_grad():
+            net(x)
+    finally:
+        F.conv2d = conv2d
+        for h in hooks:
+            h.remove()
+    return total[0]
+
+
+@pytest.mark.parametrize('depth', [18, 50])
+def test_split_formulation_costs_what_the_unshifted_network_costs(depth):
+    """The split form moves the folds but adds no multiply-adds (conv adds a quarter of
+    each first convolution); the eager TSN is the reference."""
+    model = tiny_tsm(depth)
+    x = paddle.randn([1, 4, 3, 32, 32])
+    tsn = tiny_tsm(depth)
+    tsn.backbone.set_shift(0, 'paddle', 'blockres')
+    want = multiply_adds(tsn, x)
+    assert want > 0
+    assert multiply_adds(inference_copy(model, 'split', 1), x) == want
+    assert multiply_adds(inference_copy(model, 'conv', 1), x) > want
+
+
+@pytest.mark.parametrize('formulation,batch', [('split', 1), ('split', None), ('conv', 1),
+                                               ('slice', None), ('fused', None)])
 def test_paddle_inference_equals_eager(tmp_path, formulation, batch):
     model = tiny_tsm(18, seg=4, size=32)
     x = np.random.default_rng(0).standard_normal((3, 4, 3, 32, 32)).astype('float32')
@@ -85,7 +127,7 @@ def test_onnx_export_equals_eager(tmp_path):
     x = np.random.default_rng(1).standard_normal((2, 4, 3, 32, 32)).astype('float32')
     with paddle.no_grad():
         want = softmax(model(paddle.to_tensor(x)).numpy())
-    prefix = export(model, str(tmp_path / 'model'), [4, 3, 32, 32], 'conv', None,
+    prefix = export(model, str(tmp_path / 'model'), [4, 3, 32, 32], 'split', None,
                     probabilities=True)
     program, params = program_files(prefix)
     paddle2onnx.export(program, params, str(tmp_path / 'model.onnx'), opset_version=13,

@@ -3,7 +3,7 @@
     net = inference_model(model, weights_path, cfg, 'TEST', threads=2)   # exports or reuses
     logits = net(imgs)       # like model(imgs): [B, T, 3L, S, S] tensor -> logits tensor
 
-The exported program is the model in the 'conv' formulation (models/shift_conv.py), one
+The exported program is the model in the 'split' formulation (models/shift_conv.py), one
 clip per call (a fixed batch of 1 lets the shifts move frames by static slices), logits
 out: evaluate() and predict() apply their own softmax.  It is cached under
 $TSM_PADDLE_CACHE (default ~/.cache/tsm_paddle), keyed by a hash of the weights file, the
@@ -26,7 +26,7 @@ from utils.download import sha256sum
 
 logger = logging.getLogger(__name__)
 
-EXPORT_VERSION = 1  # bump when the exported program changes for the same inputs
+EXPORT_VERSION = 2  # bump when the exported program changes for the same inputs
 PRECISIONS = ('fp32', 'bf16')
 
 
@@ -41,7 +41,7 @@ class Softmax(paddle.nn.Layer):
         return paddle.nn.functional.softmax(self.model(x), axis=-1)
 
 
-def export(model, prefix, input_shape, formulation='conv', batch=None, probabilities=False):
+def export(model, prefix, input_shape, formulation='split', batch=None, probabilities=False):
     """paddle.jit.save a copy of `model` in `formulation` with input [batch or None,
     *input_shape] float32 named 'image'; -> prefix."""
     net = inference_copy(model, formulation, batch)
@@ -139,7 +139,7 @@ def cache_key(weights_path, model, model_cfg, input_shape, formulation, batch):
     return hashlib.sha256(text.encode()).hexdigest()[:24], desc
 
 
-def cached_export(model, weights_path, cfg, section, formulation='conv', batch=1):
+def cached_export(model, weights_path, cfg, section, formulation='split', batch=1):
     """The prefix of `model` exported for cfg[section]'s input size, exported now unless
     the cache holds it already."""
     m = cfg.MODEL
@@ -174,7 +174,7 @@ def cached_export(model, weights_path, cfg, section, formulation='conv', batch=1
 
 
 def inference_model(model, weights_path, cfg, section, threads=1, precision='fp32',
-                    formulation='conv'):
+                    formulation='split'):
     """`model` (weights loaded) as an InferenceModel: exported (or found in the cache)
     for one clip per call."""
     if precision == 'bf16' and not cpu_has_bf16():

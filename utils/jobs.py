@@ -408,4 +408,4 @@ def export_job(args, cfg):
     m, size = cfg.MODEL, cfg.INFER.target_size
     path = os.path.join(args.save_dir, args.model_name.upper())
     return inference.export(model, path, [m.seg_num, 3 * m.seglen, size, size],
-                            getattr(args, 'formulation', 'conv'), None, probabilities=True)
+                            getattr(args, 'formulation', 'split'), None, probabilities=True)

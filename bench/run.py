@@ -14,10 +14,11 @@ import time
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import common  # noqa: E402
 
-SCRIPTS = ('inference', 'reader', 'train')
+SCRIPTS = ('inference', 'primitives', 'reader', 'train')
 HEADLINE = {
     'inference': ('shift_overhead_exported', 'shift_overhead_eager', 'vs_pytorch',
                   'inference_speedup', 'matmul_peak_fraction', 'export_max_abs_diff'),
+    'primitives': ('shift_overhead_primitives',),
     'reader': ('reader_floor_ratio', 'reader_speedup_test', 'reader_worker_scaling',
                'pkl_speedup'),
     'train': ('train_step_clips_per_s', 'train_peak_mem_mb'),

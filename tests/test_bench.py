@@ -7,7 +7,7 @@ from tests.conftest import run_cli
 KEYS = ('shift_overhead_exported', 'shift_overhead_eager', 'vs_pytorch', 'inference_speedup',
         'matmul_peak_fraction', 'export_max_abs_diff', 'reader_floor_ratio',
         'reader_speedup_test', 'reader_worker_scaling', 'pkl_speedup', 'train_step_clips_per_s',
-        'train_peak_mem_mb', 'machine')
+        'train_peak_mem_mb', 'machine', 'shift_overhead_primitives')
 
 
 def test_bench_quick_runs_every_script(tmp_path):
@@ -25,3 +25,7 @@ def test_bench_quick_runs_every_script(tmp_path):
         assert set(data[k]) == {'tsm', 'tsn'} and min(data[k].values()) > 0
     assert data['inference']['export_max_abs_diff'] < 1e-4
     assert data['machine']['cpus_available'] >= 1
+    prim = data['primitives']['programs']  # every program's oneDNN primitives were seen
+    assert set(prim) == {'tsn', 'tsm_split', 'tsm_conv'} and min(
+        p['total_ms'] for p in prim.values()) > 0
+    assert set(data['shift_overhead_primitives']) == {'split', 'conv'}

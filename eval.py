@@ -1,7 +1,6 @@
 """Evaluate a model: prints TOP1_ACC / TOP5_ACC and writes eval_results.json."""
-import logging
 
-from utils.cli import add_inference_flags, base_parser, fail, load_config
+from utils.cli import add_inference_flags, base_parser, run_job
 
 
 def parse_args(argv=None):
@@ -14,15 +13,8 @@ def parse_args(argv=None):
 
 def main(argv=None):
     args = parse_args(argv)
-    from utils.logger import setup_logging
-    setup_logging()
-    from utils.jobs import USER_ERRORS, eval_job
-    try:
-        cfg = load_config(args, 'TEST', {'batch_size': args.batch_size})
-        eval_job(args, cfg)
-    except USER_ERRORS as e:
-        logging.getLogger('eval').debug('failed', exc_info=True)
-        fail(e.args[0] if e.args else e)
+    from utils.jobs import eval_job
+    run_job('eval', args, 'TEST', {'batch_size': args.batch_size}, eval_job)
 
 
 if __name__ == '__main__':

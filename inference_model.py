@@ -2,11 +2,10 @@
 float32, output class probabilities.  Load it with paddle.jit.load or Paddle Inference
 (utils/inference.py create_predictor).  By default the activations travel as two channel
 parts, the shifted folds and the rest (--formulation split), the fast form for oneDNN."""
-import logging
 import os
 
 from models.shift_conv import EXPORT_FORMULATIONS
-from utils.cli import base_parser, fail, load_config
+from utils.cli import base_parser, run_job
 
 
 def parse_args(argv=None):
@@ -22,16 +21,14 @@ def parse_args(argv=None):
 
 def main(argv=None):
     args = parse_args(argv)
-    from utils.logger import setup_logging
-    setup_logging()
-    from utils.jobs import USER_ERRORS, export_job
-    try:
-        cfg = load_config(args, 'INFER', {'batch_size': args.batch_size})
+
+    def export(args, cfg):
+        from utils.jobs import export_job
         path = export_job(args, cfg)
         print(f"saved inference model to {path}.* ({os.path.basename(path)}.pdiparams + program)")
-    except USER_ERRORS as e:
-        logging.getLogger('export').debug('failed', exc_info=True)
-        fail(e.args[0] if e.args else e)
+        return path
+
+    run_job('export', args, 'INFER', {'batch_size': args.batch_size}, export)
 
 
 if __name__ == '__main__':

@@ -1,9 +1,8 @@
 """Predict class probabilities for one video or every video under a folder (--video_path),
 or a list (--filelist); along long videos in windows (--window_seconds); or online,
 frame by frame, over a video or a camera (--online)."""
-import logging
 
-from utils.cli import add_inference_flags, base_parser, fail, load_config
+from utils.cli import add_inference_flags, base_parser, run_job
 
 
 def parse_args(argv=None):
@@ -46,15 +45,8 @@ def parse_args(argv=None):
 
 def main(argv=None):
     args = parse_args(argv)
-    from utils.logger import setup_logging
-    setup_logging()
-    from utils.jobs import USER_ERRORS, predict_job
-    try:
-        cfg = load_config(args, 'INFER', {'batch_size': args.batch_size})
-        predict_job(args, cfg)
-    except USER_ERRORS as e:
-        logging.getLogger('predict').debug('failed', exc_info=True)
-        fail(e.args[0] if e.args else e)
+    from utils.jobs import predict_job
+    run_job('predict', args, 'INFER', {'batch_size': args.batch_size}, predict_job)
 
 
 if __name__ == '__main__':

@@ -1,7 +1,6 @@
 """Train a video classifier: python train.py --model_name=TSM --config=./configs/tsm.yaml"""
-import logging
 
-from utils.cli import base_parser, fail, load_config, str2bool
+from utils.cli import base_parser, run_job, str2bool
 
 
 def parse_args(argv=None):
@@ -26,21 +25,10 @@ def parse_args(argv=None):
 
 def main(argv=None):
     args = parse_args(argv)
-    from utils.logger import setup_logging
-    setup_logging()
-    from utils.jobs import USER_ERRORS, Interrupted, train_job
-    try:
-        cfg = load_config(args, 'TRAIN', {'batch_size': args.batch_size,
-                                          'learning_rate': args.learning_rate,
-                                          'epoch': args.epoch})
-        train_job(args, cfg)
-    except USER_ERRORS as e:
-        logging.getLogger('train').debug('failed', exc_info=True)
-        fail(e.args[0] if e.args else e)
-    except Interrupted as e:
-        fail(e.args[0], 130)
-    except KeyboardInterrupt:
-        fail('interrupted before a checkpoint could be saved', 130)
+    from utils.jobs import train_job
+    run_job('train', args, 'TRAIN', {'batch_size': args.batch_size,
+                                     'learning_rate': args.learning_rate, 'epoch': args.epoch},
+            train_job)
 
 
 if __name__ == '__main__':

@@ -1,15 +1,14 @@
-"""The shift's cost in oneDNN primitive time: a figure this machine's noise hardly moves.
+"""Where the shift's cost goes, in oneDNN primitive time.
 
     python bench/primitives.py [--quick] --out primitives.json
 
-Wall-clock ratios on a shared machine drift by +-10% from minute to minute (other
-tenants, clock), more than the overhead being measured.  Here the exported TSN and TSM
-programs run interleaved in one child process with ONEDNN_VERBOSE=1, which logs the
-execution time of every oneDNN primitive (convolution, reorder, concat, ...); the cost
-of a program is the sum over its primitives of each one's minimum over the rounds.
-That leaves out Paddle's per-op dispatch (in the wall-clock figures of
-bench/inference.py), so it is a floor, not the whole cost: the split formulation runs
-more, smaller ops than TSN.
+The exported TSN and TSM programs (split and conv formulations) run interleaved in one
+child process with ONEDNN_VERBOSE=1, which logs the execution time of every oneDNN
+primitive (convolution, reorder, concat, ...); the cost of a program is the sum over its
+primitives of each one's minimum over the rounds, broken down by kind.  This leaves out
+Paddle's per-op dispatch (in the wall-clock figures of bench/inference.py).  It is a
+breakdown, not a steadier figure: on this shared machine even the minima of identical
+convolutions move by ~5% from run to run, and memory-bound reorders more.
 """
 import argparse
 import collections

@@ -11,7 +11,6 @@ alphabetical order, data/hmdb51_label_list.txt.  Writes hmdb51_train_split_N.lis
 hmdb51_val_split_N.list; videos the split names but the disk lacks are counted and the
 first few named.
 """
-import argparse
 import os
 import re
 import sys
@@ -19,7 +18,8 @@ import sys
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.dirname(HERE))
 
-from data.build_kinetics_lists import normalize, read_label_list, write_list  # noqa: E402
+from data.build_kinetics_lists import (normalize, read_label_list,  # noqa: E402
+                                      split_lists_main, write_list)
 
 SPLIT_FILE = re.compile(r'^(?P<cls>.+)_test_split(?P<n>\d)\.txt$')
 
@@ -67,24 +67,9 @@ def build(root, splits, split, out_dir, labels_path=os.path.join(HERE, 'hmdb51_l
 
 
 def main(argv=None):
-    p = argparse.ArgumentParser(description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument('--root', required=True, help='folder of class folders of .avi')
-    p.add_argument('--splits', required=True, help='folder of <class>_test_split<N>.txt')
-    p.add_argument('--split', type=int, default=1, choices=(1, 2, 3))
-    p.add_argument('--out_dir', default='data/dataset/hmdb51')
-    p.add_argument('--labels', default=os.path.join(HERE, 'hmdb51_label_list.txt'))
-    args = p.parse_args(argv)
-    try:
-        r = build(args.root, args.splits, args.split, args.out_dir, args.labels)
-    except (OSError, ValueError) as e:
-        sys.exit(f"error: {e}")
-    print(f"split {args.split}: {r['train']} train and {r['val']} test videos listed in "
-          f"{args.out_dir}")
-    if r['missing']:
-        print(f"{r['missing']} videos of the split files are not under {args.root}, e.g. "
-              f"{', '.join(r['missing_examples'])}")
-    return r
+    return split_lists_main(argv, __doc__, build, 'folder of class folders of .avi',
+                            'folder of <class>_test_split<N>.txt', 'data/dataset/hmdb51',
+                            os.path.join(HERE, 'hmdb51_label_list.txt'))
 
 
 if __name__ == '__main__':

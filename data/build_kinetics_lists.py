@@ -86,6 +86,29 @@ def write_list(items, out):
             f.write(f"{path} {idx}\n")
 
 
+def split_lists_main(argv, doc, build, root_help, splits_help, out_dir, labels):
+    """The command line of the official-split list builders (UCF101, HMDB51): build(root,
+    splits, split, out_dir, labels) -> {'train', 'val', 'missing', 'missing_examples'}."""
+    p = argparse.ArgumentParser(description=doc,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument('--root', required=True, help=root_help)
+    p.add_argument('--splits', required=True, help=splits_help)
+    p.add_argument('--split', type=int, default=1, choices=(1, 2, 3))
+    p.add_argument('--out_dir', default=out_dir)
+    p.add_argument('--labels', default=labels)
+    args = p.parse_args(argv)
+    try:
+        r = build(args.root, args.splits, args.split, args.out_dir, args.labels)
+    except (OSError, ValueError) as e:
+        sys.exit(f"error: {e}")
+    print(f"split {args.split}: {r['train']} train and {r['val']} test videos listed in "
+          f"{args.out_dir}")
+    if r['missing']:
+        print(f"{r['missing']} videos of the split files are not under {args.root}, e.g. "
+              f"{', '.join(r['missing_examples'])}")
+    return r
+
+
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument('--root', required=True, help='dataset folder holding the split folders')

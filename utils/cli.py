@@ -1,6 +1,8 @@
-"""Command-line flags of the entry scripts (the original's names) and config loading."""
+"""Command-line flags of the entry scripts (the original's names), config loading, and
+the body every entry script shares (run_job)."""
 import argparse
 import ast
+import logging
 import sys
 
 from utils.config_utils import ConfigError, apply_overrides, merge_configs, parse_config
@@ -59,3 +61,23 @@ def fail(message, code=2):
 
 
 USER_ERRORS = (ConfigError, FileNotFoundError)
+
+
+def run_job(name, args, section, flags, job):
+    """What train.py, eval.py, predict.py and inference_model.py do once their flags are
+    parsed: logging, the config (file, then `flags` into `section`, then -o), then
+    job(args, cfg), whose result is returned.  A user's mistake ends in one line and exit
+    2; an interrupted training (it saved a checkpoint) or Ctrl-C in exit 130."""
+    from utils.logger import setup_logging
+    setup_logging()
+    from utils.jobs import USER_ERRORS, Interrupted
+    try:
+        return job(args, load_config(args, section, flags))
+    except USER_ERRORS as e:
+        logging.getLogger(name).debug('failed', exc_info=True)
+        fail(e.args[0] if e.args else e)
+    except Interrupted as e:
+        fail(e.args[0], 130)
+    except KeyboardInterrupt:
+        fail('interrupted' + (' before a checkpoint could be saved' if name == 'train' else ''),
+             130)

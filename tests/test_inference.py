@@ -53,6 +53,15 @@ def test_export_formulations_equal_eager(depth, direction, place):
     assert model.backbone.blocks[1].shift.formulation == 'fused'
 
 
+def test_split_formulation_with_a_shift_every_other_block_equals_eager():
+    model = tiny_tsm(50, shift_every=2)  # MIT's ResNet-101/152 convention
+    x = paddle.randn([2, 4, 3, 32, 32])
+    with paddle.no_grad():
+        want = model(x).numpy()
+        got = inference_copy(model, 'split', 2)(x).numpy()
+    assert rel(got, want) < 1e-4
+
+
 def test_conv_formulation_removes_every_blockres_shift():
     net = inference_copy(tiny_tsm(50, shift_every=2), 'conv', 1)
     shifted = [b for b in net.backbone.blocks if b.shift is not None]

@@ -219,3 +219,30 @@ def test_eval_and_predict_through_paddle_inference_match_eager(weights_and_data,
         assert a['top_names'] == b['top_names'] == c['top_names']
         np.testing.assert_allclose(a['top_probs'], b['top_probs'], atol=1e-5)
         np.testing.assert_allclose(b['top_probs'], c['top_probs'], atol=0)
+
+
+@pytest.mark.parametrize('formulation', ['split', 'conv'])
+def test_bf16_runs_every_export_formulation(tmp_path, formulation):
+    """--precision bf16 on an exported program: oneDNN's bf16 passes accept every op the
+    formulation uses (paddle.split did not) and the answer stays that of fp32; a CPU
+    without bf16 runs fp32 instead."""
+    from utils.inference import cpu_has_bf16, effective_precision
+    if not cpu_has_bf16():
+        assert effective_precision('bf16') == 'fp32'
+        return
+    assert effective_precision('bf16') == 'bf16'
+    model = tiny_tsm(18, seg=4, size=32)
+    x = np.random.default_rng(2).standard_normal((2, 4, 3, 32, 32)).astype('float32')
+    prefix = export(model, str(tmp_path / 'model'), [4, 3, 32, 32], formulation, 1)
+    fp32 = InferenceModel(prefix, 1).run(x)
+    bf16 = InferenceModel(prefix, 1, precision='bf16').run(x)
+    assert bf16.shape == fp32.shape and np.isfinite(bf16).all()
+    assert rel(bf16, fp32) < 0.1  # bf16 keeps 8 bits of mantissa
+    np.testing.assert_array_equal(bf16.argmax(1), fp32.argmax(1))
+
+
+def test_bf16_falls_back_to_fp32_where_the_cpu_lacks_it(monkeypatch):
+    import utils.inference as inf
+    monkeypatch.setattr(inf, 'cpu_has_bf16', lambda: False)
+    assert inf.effective_precision('bf16') == 'fp32'
+    assert inf.effective_precision('fp32') == 'fp32'

@@ -71,6 +71,14 @@ def cpu_has_bf16():
     return 'avx512_bf16' in flags or 'amx_bf16' in flags
 
 
+def effective_precision(precision):
+    """bf16 where the CPU runs it natively, else fp32 (with a warning)."""
+    if precision == 'bf16' and not cpu_has_bf16():
+        logger.warning("this CPU has no native bfloat16 (AVX512-BF16/AMX): running float32")
+        return 'fp32'
+    return precision
+
+
 def create_predictor(prefix, threads=1, precision='fp32'):
     """A Paddle Inference CPU predictor with oneDNN, `threads` math threads."""
     if precision not in PRECISIONS:
@@ -177,8 +185,6 @@ def inference_model(model, weights_path, cfg, section, threads=1, precision='fp3
                     formulation='split'):
     """`model` (weights loaded) as an InferenceModel: exported (or found in the cache)
     for one clip per call."""
-    if precision == 'bf16' and not cpu_has_bf16():
-        logger.warning("this CPU has no native bfloat16 (AVX512-BF16/AMX): running float32")
-        precision = 'fp32'
+    precision = effective_precision(precision)
     prefix = cached_export(model, weights_path, cfg, section, formulation, batch=1)
     return InferenceModel(prefix, batch=1, threads=threads, precision=precision)

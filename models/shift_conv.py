@@ -7,10 +7,10 @@ slice and concat kernels write plain NCHW: every tensor that goes through them i
 converted out and back.  The formulations differ in how much goes through them.
 
   fused  the shifts as Paddle's fused op (what the eager model runs).  oneDNN has no
-         kernel for it: every shift converts all activations (measured ~2.5x the time
-         of the same network without shifts).
+         kernel for it: every shift converts all activations (measured 2.4-2.7x the
+         time of the same network without shifts).
   slice  the shifts as split + frame moves + concat (models/temporal_shift.py), bit for
-         bit the fused op.  The whole block input is copied and converted (~1.4x).
+         bit the fused op.  The whole block input is copied and converted (1.4-1.5x).
   conv   each shift folded into the convolution after it.  A convolution acts on every
          frame alone and is linear in its input channels, so
 
@@ -18,13 +18,14 @@ converted out and back.  The formulations differ in how much goes through them.
                             + conv(concat(shift_frames(x_f) for folds f), W[:, folds])
 
          Only the folds (1/4 of the channels) move, by whole frames; the price is the
-         zeroed quarter of the first convolution's multiply-adds (~1.15x).
+         zeroed quarter of the first convolution's multiply-adds (1.12-1.32x).
   split  (default for export) every tensor between blocks travels as two channel parts,
          the shifted folds and the rest (channel_parts): each convolution that makes
          one is split by output channels, each that reads one is the sum of one
          convolution per part (oneDNN's fused residual sum).  The folds move by whole
          frames with no channel slice of the block input and no wasted multiply-adds:
-         the multiply-adds are exactly those of the unshifted network (~1.06x).
+         the multiply-adds are exactly those of the unshifted network (1.06-1.19x;
+         what remains is the frame moves' conversions and one more residual sum).
 
 conv and split fold BN into the weights, as Paddle Inference does for the unshifted
 network; they equal the eager model up to float32 rounding (summation order).
@@ -197,7 +198,7 @@ class PartsBackbone(nn.Layer):
         return paddle.concat(xs, axis=1) if len(xs) > 1 else xs[0]
 
 
-def inference_copy(model, formulation='conv', batch=None):
+def inference_copy(model, formulation='split', batch=None):
     """A copy of a TSM in eval mode whose shifts use `formulation` (EXPORT_FORMULATIONS);
     `batch`: the clips per call the copy will be exported for (None: any)."""
     if formulation not in EXPORT_FORMULATIONS:

@@ -3,6 +3,8 @@ Runtime, float32 vs bfloat16.  One clip per call.  Every program runs once per r
 (ratios: the median over rounds of the ratio within a round); the headline ratios
 (shift_overhead_exported, vs_pytorch) are measured again from back-to-back pairs
 (common.paired_ratio), which this machine's drifts in speed disturb least.
+--pair_only: just the TSN and TSM (split) programs, paired, in a process holding nothing
+else (no PyTorch, no ONNX Runtime, no other predictors).
 
     python bench/inference.py [--quick] --out inference.json
 """
@@ -76,7 +78,10 @@ def softmax(z):
 
 
 def main():
-    args = common.base_args(__doc__).parse_args()
+    p = common.base_args(__doc__)
+    p.add_argument('--pair_only', action='store_true',
+                   help='only shift_overhead_exported, from TSN and TSM alone in this process')
+    args = p.parse_args()
     threads = args.threads or len(os.sched_getaffinity(0))
     common.set_threads(threads)
     import paddle
@@ -94,6 +99,8 @@ def main():
         eager_logits = tsm(xt).numpy()
     tmp = tempfile.mkdtemp(prefix='tsm_bench_')
     shape = [seg, 3, size, size]
+    if args.pair_only:
+        return pair_only(tsm, tsn, x, shape, tmp, threads, 4 if args.quick else 25, args.out)
     # name: (model, formulation, batch); tsm_split is what eval.py runs; with no shift
     # 'slice' is the plain network (Paddle Inference folds its BN itself)
     variants = {
@@ -228,6 +235,19 @@ def main():
     else:
         result['bf16'] = {'skipped': 'this CPU has no AVX512-BF16/AMX'}
     common.write_json(args.out, result)
+
+
+def pair_only(tsm, tsn, x, shape, tmp, threads, pairs, out):
+    from utils.inference import InferenceModel, export
+    run = {}
+    for name, model, form in (('tsn', tsn, 'slice'), ('tsm_split', tsm, 'split')):
+        runner = InferenceModel(export(model, os.path.join(tmp, name, 'model'), shape, form, 1),
+                                1, threads)
+        runner.run(x)  # warm-up
+        run[name] = lambda r=runner: r.run(x)
+    med, ratios = common.paired_ratio(run['tsm_split'], run['tsn'], pairs)
+    common.write_json(out, {'threads': threads, 'pairs': pairs, 'shift_overhead_exported': med - 1,
+                            'ratios': [round(r, 4) for r in ratios]})
 
 
 def bf16_report(runners, med, seg, size, quick):

@@ -29,3 +29,16 @@ def test_bench_quick_runs_every_script(tmp_path):
     assert set(prim) == {'tsn', 'tsm_split', 'tsm_conv'} and min(
         p['total_ms'] for p in prim.values()) > 0
     assert set(data['shift_overhead_primitives']) == {'split', 'conv'}
+    # the headline shift overhead comes from the process holding TSN and TSM alone
+    assert data['shift_overhead_exported'] == data['pair']['shift_overhead_exported']
+    assert data['shift_overhead_exported_crowded'] == data['inference']['shift_overhead_exported']
+
+
+def test_inference_bench_pair_only(tmp_path):
+    out = tmp_path / 'pair.json'
+    res = run_cli(os.path.join('bench', 'inference.py'), '--quick', '--pair_only', '--out',
+                  str(out), timeout=300)
+    assert res.returncode == 0, res.stderr[-3000:]
+    data = json.loads(out.read_text())
+    assert len(data['ratios']) == data['pairs'] == 4 and min(data['ratios']) > 0
+    assert data['shift_overhead_exported'] > -1

@@ -4,7 +4,7 @@ Runtime, float32 vs bfloat16.  One clip per call.  Every program runs once per r
 (shift_overhead_exported, vs_pytorch) are measured again from back-to-back pairs
 (common.paired_ratio), which this machine's drifts in speed disturb least.
 --pair_only: just the TSN and TSM (split) programs, paired, in a process holding nothing
-else (no PyTorch, no ONNX Runtime, no other predictors).
+else (no ONNX Runtime, no other predictors); then PyTorch's TSM against the same program.
 
     python bench/inference.py [--quick] --out inference.json
 """
@@ -246,8 +246,20 @@ def pair_only(tsm, tsn, x, shape, tmp, threads, pairs, out):
         runner.run(x)  # warm-up
         run[name] = lambda r=runner: r.run(x)
     med, ratios = common.paired_ratio(run['tsm_split'], run['tsn'], pairs)
-    common.write_json(out, {'threads': threads, 'pairs': pairs, 'shift_overhead_exported': med - 1,
-                            'ratios': [round(r, 4) for r in ratios]})
+    result = {'threads': threads, 'pairs': pairs, 'shift_overhead_exported': med - 1,
+              'ratios': [round(r, 4) for r in ratios], 'vs_pytorch': None}
+    try:  # then PyTorch eager, same weights, against the same TSM program
+        import torch
+        import torch_tsm
+        torch.set_num_threads(threads)
+        net = torch_tsm.TorchTSM(tsm)
+        torch_tsm.outputs(net, x)  # warm-up
+        med, ratios = common.paired_ratio(lambda: torch_tsm.outputs(net, x), run['tsm_split'],
+                                          pairs)
+        result.update(vs_pytorch=med, vs_pytorch_ratios=[round(r, 4) for r in ratios])
+    except ImportError:
+        pass
+    common.write_json(out, result)
 
 
 def bf16_report(runners, med, seg, size, quick):

@@ -6,10 +6,11 @@
 numbers mean nothing then.  Each script runs in a fresh process; see its docstring for
 what it measures.  Timings are medians of interleaved repetitions after a warm-up.
 
-shift_overhead_exported is taken from 'pair' (bench/inference.py --pair_only): TSN and
-TSM alone in their process, as a deployment runs one model; the figure of the
-'inference' run, whose process also holds PyTorch, ONNX Runtime and eight other
-predictors, is kept as shift_overhead_exported_crowded.
+shift_overhead_exported and vs_pytorch are taken from 'pair' (bench/inference.py
+--pair_only): TSN and TSM alone in their process (then PyTorch's TSM), as a deployment
+runs one model; the figures of the 'inference' run, whose process also holds ONNX
+Runtime and eight other predictors, are kept as shift_overhead_exported_crowded and
+vs_pytorch_crowded.
 """
 import argparse
 import os
@@ -24,7 +25,7 @@ RUNS = {'pair': ('inference', ['--pair_only'])}  # name: (bench script, its extr
 HEADLINE = {
     'inference': ('shift_overhead_exported', 'shift_overhead_eager', 'vs_pytorch',
                   'inference_speedup', 'matmul_peak_fraction', 'export_max_abs_diff'),
-    'pair': ('shift_overhead_exported',),
+    'pair': ('shift_overhead_exported', 'vs_pytorch'),
     'primitives': ('shift_overhead_primitives',),
     'reader': ('reader_floor_ratio', 'reader_speedup_test', 'reader_worker_scaling',
                'pkl_speedup'),
@@ -52,10 +53,11 @@ def main(argv=None):
         for key in HEADLINE[name]:
             result[key] = data.get(key)
         print(f"{name}: {', '.join(f'{k}={data.get(k)}' for k in HEADLINE[name])}", flush=True)
-    if 'pair' in result:  # the headline from the uncrowded process, whatever the order
-        result['shift_overhead_exported'] = result['pair']['shift_overhead_exported']
-        if 'inference' in result:
-            result['shift_overhead_exported_crowded'] = result['inference']['shift_overhead_exported']
+    if 'pair' in result:  # the headlines from the uncrowded process, whatever the order
+        for key in ('shift_overhead_exported', 'vs_pytorch'):
+            result[key] = result['pair'][key]
+            if 'inference' in result:
+                result[key + '_crowded'] = result['inference'][key]
     result['machine']['load_avg_at_end'] = os.getloadavg()
     common.write_json(args.out, result)
 

@@ -32,6 +32,7 @@ def test_bench_quick_runs_every_script(tmp_path):
     # the headline shift overhead comes from the process holding TSN and TSM alone
     assert data['shift_overhead_exported'] == data['pair']['shift_overhead_exported']
     assert data['shift_overhead_exported_crowded'] == data['inference']['shift_overhead_exported']
+    assert data['vs_pytorch'] == data['pair']['vs_pytorch']
 
 
 def test_inference_bench_pair_only(tmp_path):

@@ -64,6 +64,13 @@ def _param(layer, name, value):
     return p
 
 
+def moved_folds(x, folds, seg_num, batch):
+    """The shifted folds of x ([(start, stop, step)], fold_bounds), each moved one frame,
+    side by side: [N*T, C, H, W] -> [N*T, folds' channels, H, W]."""
+    moved = [shift_frames(x, seg_num, step, batch, (start, stop)) for start, stop, step in folds]
+    return paddle.concat(moved, axis=1) if len(moved) > 1 else moved[0]
+
+
 class ShiftedConvBN(nn.Layer):
     """act(bn(conv(temporal_shift(x)))) of a shifted ConvBN, without building the shifted
     tensor (see the module docstring)."""
@@ -86,9 +93,7 @@ class ShiftedConvBN(nn.Layer):
 
     def forward(self, x):  # [N*T, C, H, W] -> [N*T, C_out, H', W']
         y = F.conv2d(x, self.weight_main, self.bias, stride=self.stride, padding=self.padding)
-        moved = [shift_frames(x, self.seg_num, step, self.batch, (start, stop))
-                 for start, stop, step in self.folds]
-        moved = paddle.concat(moved, axis=1) if len(moved) > 1 else moved[0]
+        moved = moved_folds(x, self.folds, self.seg_num, self.batch)
         y = F.conv2d(moved, self.weight_folds, stride=self.stride, padding=self.padding) + y
         return F.relu(y) if self.relu else y
 
@@ -119,14 +124,15 @@ class PartsConv(nn.Layer):
             self.weights.append([_param(self, f'w{k}_{j}',
                                         np.ascontiguousarray(weight[o0:o1, i0:i1]))
                                  for j, (i0, i1) in enumerate(in_parts)])
+        # the largest input part first: it carries the bias, the others add onto it
+        self.order = sorted(range(len(in_parts)), key=lambda j: in_parts[j][0] - in_parts[j][1])
 
     def forward(self, xs, residuals=None):
         outs = []
+        first, rest = self.order[0], self.order[1:]
         for k, (ws, b) in enumerate(zip(self.weights, self.biases)):
-            # the largest part first: it carries the bias, the others add onto it
-            order = sorted(range(len(xs)), key=lambda j: -ws[j].shape[1])
-            y = F.conv2d(xs[order[0]], ws[order[0]], b, self.stride, self.padding)
-            for j in order[1:]:
+            y = F.conv2d(xs[first], ws[first], b, self.stride, self.padding)
+            for j in rest:
                 y = F.conv2d(xs[j], ws[j], None, self.stride, self.padding) + y
             if residuals is not None:
                 y = y + residuals[k]
@@ -159,9 +165,7 @@ class PartsBlock(nn.Layer):
     def forward(self, xs):
         moved = xs
         if self.folds:
-            f = [shift_frames(xs[0], self.seg_num, step, self.batch, (start, stop))
-                 for start, stop, step in self.folds]
-            moved = [paddle.concat(f, axis=1) if len(f) > 1 else f[0]] + xs[1:]
+            moved = [moved_folds(xs[0], self.folds, self.seg_num, self.batch)] + xs[1:]
         short = moved if self.shift_place == 'block' else xs
         if self.shortcut is not None:
             short = self.shortcut(short)

@@ -28,7 +28,7 @@ HEADLINE = {
     'pair': ('shift_overhead_exported', 'vs_pytorch'),
     'primitives': ('shift_overhead_primitives',),
     'reader': ('reader_floor_ratio', 'reader_speedup_test', 'reader_worker_scaling',
-               'pkl_speedup'),
+               'decode_process_scaling', 'pkl_speedup'),
     'train': ('train_step_clips_per_s', 'train_peak_mem_mb'),
 }
 

@@ -96,6 +96,7 @@ class KineticsReader(paddle.io.Dataset):
         self.keep_ratio = section.get('keep_ratio', False) and mode != 'train'
         self.average = section.get('average', 'prob')  # how the loops merge the views
         self.video_timeout = section.video_timeout
+        self.buf_size = section.get('buf_size', 0)  # clips the loader may read ahead
         self.seed, self.epoch = None, 0
         if items is None:
             filelist = filelist or section.filelist

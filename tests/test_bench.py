@@ -25,6 +25,8 @@ def test_bench_quick_runs_every_script(tmp_path):
         assert set(data[k]) == {'tsm', 'tsn'} and min(data[k].values()) > 0
     assert data['inference']['export_max_abs_diff'] < 1e-4
     assert data['machine']['cpus_available'] >= 1
+    # the reader's 2-worker scaling comes with the machine's own (plain processes)
+    assert data['decode_process_scaling'] > 0 and data['reader_worker_scaling'] > 0
     prim = data['primitives']['programs']  # every program's oneDNN primitives were seen
     assert set(prim) == {'tsn', 'tsm_split', 'tsm_conv'} and min(
         p['total_ms'] for p in prim.values()) > 0

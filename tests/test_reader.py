@@ -250,3 +250,31 @@ def test_failed_videos_are_counted_through_dataloader_workers(tmp_path, lossless
     assert sum(len(b['labels']) for b in batches if b['paths']) == 2
     assert [p for b in batches for p in b['paths']] == [good, good]
     assert any(not b['paths'] for b in batches)  # a batch where every video failed
+
+
+# ---- read-ahead: the config's buf_size, shared out among workers ----
+
+@pytest.mark.parametrize('buf, batch, workers, views, expected', [
+    (1024, 1, 2, 1, 8),     # 512 batches each: capped at 8
+    (1024, 16, 12, 1, 5),   # 1024 // 192
+    (1024, 16, 12, 30, 2),  # 30 views per item: at least Paddle's default
+    (0, 1, 2, 1, 2), (1024, 1, 0, 1, 2)])
+def test_prefetch_batches(buf, batch, workers, views, expected):
+    from utils.engine import prefetch_batches
+    assert prefetch_batches(buf, batch, workers, views) == expected
+
+
+def test_loader_reads_ahead_from_buf_size_in_order(tmp_path, lossless):
+    from utils.engine import build_loader
+    _, good = lossless
+    lines = [f"{good} {i % 3}" for i in range(7)]
+    (tmp_path / 'v.list').write_text('\n'.join(lines))
+    from utils.env import available_cpus
+    sections = {k: dict(v) for k, v in TINY.items()}
+    sections['VALID']['buf_size'] = 12
+    cfg = parse_config(write_config(tmp_path / 'c.yaml', sections))
+    ds = get_reader('TSM', 'valid', cfg, filelist=str(tmp_path / 'v.list'))
+    loader = build_loader(ds, 1, 2)
+    workers = min(2, available_cpus())
+    assert loader.prefetch_factor == max(2, 12 // workers)  # 6 batches each with 2 workers
+    assert [int(b['indices'][0]) for b in loader] == list(range(7))

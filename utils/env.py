@@ -1,4 +1,5 @@
-"""Devices, threads, seeds and distributed ranks."""
+"""Devices, threads, seeds, distributed ranks and the C allocator."""
+import ctypes
 import os
 import random
 
@@ -44,6 +45,24 @@ def set_cpu_threads(threads=None, world_size=1):
     if core is not None and hasattr(core, 'set_num_threads'):
         core.set_num_threads(n)
     return n
+
+
+def keep_freed_memory(mmap_threshold=32 << 20, trim_threshold=1 << 30):
+    """Have glibc keep the memory a run frees for the next run.  Paddle Inference frees
+    its activations after every run; by default glibc hands the large ones back to the
+    kernel (mmap, heap trim) and faults them in again, zeroed, on the next run (measured:
+    ~31k page faults and 0.07 s of system time per ResNet-50 TSN clip).  Blocks up to
+    `mmap_threshold` (glibc's maximum: 32 MB) come from the heap, which is trimmed only
+    past `trim_threshold` free at its top.  Process-wide; -> False where there is no
+    glibc (then nothing changes)."""
+    try:
+        libc = ctypes.CDLL('libc.so.6')
+        mallopt = libc.mallopt
+    except (OSError, AttributeError):
+        return False
+    m_trim_threshold, m_mmap_threshold = -1, -3  # <malloc.h>
+    return bool(mallopt(m_mmap_threshold, int(mmap_threshold))
+                and mallopt(m_trim_threshold, int(trim_threshold)))
 
 
 def seed_everything(seed):

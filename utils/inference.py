@@ -23,6 +23,7 @@ import paddle
 
 from models.shift_conv import inference_copy
 from utils.download import sha256sum
+from utils.env import keep_freed_memory
 
 logger = logging.getLogger(__name__)
 
@@ -84,6 +85,7 @@ def create_predictor(prefix, threads=1, precision='fp32'):
     if precision not in PRECISIONS:
         raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
     program, params = program_files(prefix)
+    keep_freed_memory()  # no page faults on every run for the activations
     config = paddle.inference.Config(program, params)
     config.disable_gpu()
     config.enable_mkldnn()

@@ -5,6 +5,11 @@ Runtime, float32 vs bfloat16.  One clip per call.  Every program runs once per r
 (common.paired_ratio), which this machine's drifts in speed disturb least.
 --pair_only: just the TSN and TSM (split) programs, paired, in a process holding nothing
 else (no ONNX Runtime, no other predictors); then PyTorch's TSM against the same program.
+Predictors come from utils.inference.create_predictor, which has glibc keep the memory a
+run frees (utils.env.keep_freed_memory): process-wide, so every program here, PyTorch's
+too, runs without faulting its activations in again on every run.  (Without it TSN and
+PyTorch took more page faults per run than the split program, which flattered the
+ratios: 0.09 and 1.63 at the median then, against 0.12-0.16 and 1.35-1.45 with it.)
 
     python bench/inference.py [--quick] --out inference.json
 """
@@ -247,7 +252,8 @@ def pair_only(tsm, tsn, x, shape, tmp, threads, pairs, out):
         run[name] = lambda r=runner: r.run(x)
     med, ratios = common.paired_ratio(run['tsm_split'], run['tsn'], pairs)
     result = {'threads': threads, 'pairs': pairs, 'shift_overhead_exported': med - 1,
-              'ratios': [round(r, 4) for r in ratios], 'vs_pytorch': None}
+              'ratios': [round(r, 4) for r in ratios], 'vs_pytorch': None,
+              'times_s': common.interleaved(run, 5, warmup=0)[0]}
     try:  # then PyTorch eager, same weights, against the same TSM program
         import torch
         import torch_tsm
@@ -257,6 +263,8 @@ def pair_only(tsm, tsn, x, shape, tmp, threads, pairs, out):
         med, ratios = common.paired_ratio(lambda: torch_tsm.outputs(net, x), run['tsm_split'],
                                           pairs)
         result.update(vs_pytorch=med, vs_pytorch_ratios=[round(r, 4) for r in ratios])
+        result['times_s']['torch_tsm'] = common.interleaved(
+            {'t': lambda: torch_tsm.outputs(net, x)}, 5, warmup=0)[0]['t']
     except ImportError:
         pass
     common.write_json(out, result)

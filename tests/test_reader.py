@@ -278,3 +278,5 @@ def test_loader_reads_ahead_from_buf_size_in_order(tmp_path, lossless):
     workers = min(2, available_cpus())
     assert loader.prefetch_factor == max(2, 12 // workers)  # 6 batches each with 2 workers
     assert [int(b['indices'][0]) for b in loader] == list(range(7))
+    # 8 ranks share the buffer: 12 // 8 clips each is less than Paddle's default
+    assert build_loader(ds, 1, 2, rank=0, world=8).prefetch_factor == 2

@@ -66,7 +66,7 @@ def prefetch_batches(buf_size, batch_size, workers, views=1, most=8):
 def build_loader(dataset, batch_size, num_workers, rank=0, world=1, shuffle=False):
     """Training (shuffle=True): a DistributedBatchSampler, each rank its own shard.
     Evaluation: each rank a disjoint shard, the last partial batch kept.  Workers read
-    ahead as the dataset's buf_size allows (prefetch_batches)."""
+    ahead as the dataset's buf_size, shared among the ranks, allows (prefetch_batches)."""
     workers = max(0, min(num_workers, available_cpus()))
     if shuffle:
         sampler = paddle.io.DistributedBatchSampler(dataset, batch_size=batch_size,
@@ -75,8 +75,9 @@ def build_loader(dataset, batch_size, num_workers, rank=0, world=1, shuffle=Fals
     else:
         sampler = paddle.io.BatchSampler(sampler=ShardSampler(len(dataset), rank, world),
                                          batch_size=batch_size, drop_last=False)
-    prefetch = prefetch_batches(getattr(dataset, 'buf_size', None), batch_size, workers,
-                                getattr(dataset, 'num_views', 1))
+    # the original's buffer fed every device of the machine: one share per rank
+    prefetch = prefetch_batches((getattr(dataset, 'buf_size', 0) or 0) // max(1, world),
+                                batch_size, workers, getattr(dataset, 'num_views', 1))
     return paddle.io.DataLoader(dataset, batch_sampler=ResumableBatches(sampler),
                                 num_workers=workers, collate_fn=collate,
                                 use_shared_memory=workers > 0, prefetch_factor=prefetch)

@@ -149,3 +149,19 @@ def base_args(description):
     p.add_argument('--out', required=True, help='JSON file to write')
     p.add_argument('--threads', type=int, default=0, help='CPU threads (0: all available)')
     return p
+
+
+def export_split_without_moves(model, prefix, input_shape):
+    """The split export of `model` (one clip per call) with every frame move left out:
+    the shifted folds reach the next convolution unmoved.  Wrong outputs, for timing only:
+    against TSN it measures what the split layout itself costs (more convolutions, the
+    residual-sum copies, the ops' dispatch); against the real split program, what the
+    moves cost."""
+    import models.shift_conv as shift_conv
+    from utils.inference import export
+    real = shift_conv.moved_folds
+    shift_conv.moved_folds = lambda x, folds, seg_num, batch: x  # noqa: E731
+    try:  # jit.save traces forward now, so the stand-in is what gets exported
+        return export(model, prefix, input_shape, 'split', 1)
+    finally:
+        shift_conv.moved_folds = real

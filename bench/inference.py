@@ -5,6 +5,9 @@ Runtime, float32 vs bfloat16.  One clip per call.  Every program runs once per r
 (common.paired_ratio), which this machine's drifts in speed disturb least.
 --pair_only: just the TSN and TSM (split) programs, paired, in a process holding nothing
 else (no ONNX Runtime, no other predictors); then PyTorch's TSM against the same program.
+It also splits the overhead (overhead_breakdown): 'layout', the split program with its
+frame moves left out against TSN (more convolutions, residual-sum copies, more ops to
+dispatch), and 'moves', the real split program against that one.
 Predictors come from utils.inference.create_predictor, which has glibc keep the memory a
 run frees (utils.env.keep_freed_memory): process-wide, so every program here, PyTorch's
 too, runs without faulting its activations in again on every run.  (Without it TSN and
@@ -254,6 +257,14 @@ def pair_only(tsm, tsn, x, shape, tmp, threads, pairs, out):
     result = {'threads': threads, 'pairs': pairs, 'shift_overhead_exported': med - 1,
               'ratios': [round(r, 4) for r in ratios], 'vs_pytorch': None,
               'times_s': common.interleaved(run, 5, warmup=0)[0]}
+    # where the overhead goes: the split layout with the frame moves left out (timing only)
+    layout = InferenceModel(common.export_split_without_moves(
+        tsm, os.path.join(tmp, 'tsm_split_without_moves', 'model'), shape), 1, threads)
+    layout.run(x)  # warm-up
+    med_layout, _ = common.paired_ratio(lambda: layout.run(x), run['tsn'], pairs)
+    med_moves, _ = common.paired_ratio(run['tsm_split'], lambda: layout.run(x), pairs)
+    result['overhead_breakdown'] = {'layout': med_layout - 1, 'moves': med_moves - 1}
+    del layout
     try:  # then PyTorch eager, same weights, against the same TSM program
         import torch
         import torch_tsm

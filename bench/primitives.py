@@ -5,7 +5,9 @@
 The exported TSN and TSM programs (split and conv formulations) run interleaved in one
 child process with ONEDNN_VERBOSE=1, which logs the execution time of every oneDNN
 primitive (convolution, reorder, concat, ...); the cost of a program is the sum over its
-primitives of each one's minimum over the rounds, broken down by kind.  This leaves out
+primitives of each one's minimum over the rounds, broken down by kind.  A fourth program,
+split_without_moves, is the split one with its frame moves left out (wrong outputs, timing
+only): it separates what the split layout costs from what the moves cost.  This leaves out
 Paddle's per-op dispatch (in the wall-clock figures of bench/inference.py).  It is a
 breakdown, not a steadier figure: on this shared machine even the minima of identical
 convolutions move by ~5% from run to run, and memory-bound reorders more.
@@ -81,6 +83,10 @@ def main():
     for name, (ratio, form) in programs.items():
         model = common.build_tsm(depth, 400, seg, size, ratio)
         pairs += [name, export(model, os.path.join(tmp, name, 'model'), shape, form, 1)]
+    # the split layout without its frame moves (timing only): what the layout itself costs
+    name = 'tsm_split_without_moves'
+    pairs += [name, common.export_split_without_moves(model, os.path.join(tmp, name, 'model'),
+                                                      shape)]
     env = dict(os.environ, ONEDNN_VERBOSE='1', GLOG_minloglevel='3')
     cmd = [sys.executable, os.path.abspath(__file__), '--out', os.devnull, '--threads',
            str(threads), '--child', *pairs] + (['--quick'] if args.quick else [])

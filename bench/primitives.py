@@ -83,7 +83,8 @@ def main():
     for name, (ratio, form) in programs.items():
         model = common.build_tsm(depth, 400, seg, size, ratio)
         pairs += [name, export(model, os.path.join(tmp, name, 'model'), shape, form, 1)]
-    # the split layout without its frame moves (timing only): what the layout itself costs
+    # the split layout without its frame moves (timing only): what the layout itself costs;
+    # `model` is the last one built above, a TSM
     name = 'tsm_split_without_moves'
     pairs += [name, common.export_split_without_moves(model, os.path.join(tmp, name, 'model'),
                                                       shape)]

@@ -5,7 +5,7 @@ import ast
 import logging
 import sys
 
-from utils.config_utils import ConfigError, apply_overrides, merge_configs, parse_config
+from utils.config_utils import apply_overrides, merge_configs, parse_config
 
 
 def str2bool(text):
@@ -58,9 +58,6 @@ def fail(message, code=2):
     """One line on stderr and a non-zero exit: the way bad input ends a run."""
     print(f"error: {message}", file=sys.stderr)
     sys.exit(code)
-
-
-USER_ERRORS = (ConfigError, FileNotFoundError)
 
 
 def run_job(name, args, section, flags, job):

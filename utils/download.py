@@ -144,6 +144,16 @@ def safe_extract(archive, target):
                             f"try again") from None
 
 
+def fetch_url(url):
+    """A URL given as --weights or --pretrain: downloaded once into
+    ~/.paddle/weights/url/<first 16 hex digits of sha256(url)>/<its file name>, so two URLs
+    ending in the same name never share a file."""
+    name = os.path.basename(urllib.parse.urlparse(url).path) or 'download'
+    key = hashlib.sha256(url.encode('utf-8')).hexdigest()[:16]
+    dest = os.path.join(weights_dir(), 'url', key, name)
+    return dest if os.path.isfile(dest) else download(url, dest)
+
+
 def released_weights(name='TSM'):
     """Path of the released model-zoo file `name`, downloading it when missing."""
     filename, sha = RELEASED[name]

@@ -15,7 +15,7 @@ from metrics.report import plot_confusion, write_per_class_csv
 from reader import ListFileError, get_reader, parse_list
 from utils import checkpoint, env, inference, predict_modes
 from utils.config_utils import ConfigError, print_configs, to_plain
-from utils.download import DownloadError, download, released_weights, weights_dir
+from utils.download import DownloadError, fetch_url, released_weights
 from utils.engine import (Amp, TrainingError, build_loader, build_optimizer, evaluate, predict,
                           set_loader_epoch, train_one_epoch)
 
@@ -44,11 +44,8 @@ def setup_runtime(cfg, args):
 
 
 def fetch_if_url(path):
-    """`--weights https://...` downloads into ~/.paddle/weights (once)."""
-    if path and path.startswith(('http://', 'https://')):
-        dest = os.path.join(weights_dir(), os.path.basename(path.split('?')[0]))
-        return dest if os.path.isfile(dest) else download(path, dest)
-    return path
+    """`--weights https://...` downloads once, cached by URL (utils.download.fetch_url)."""
+    return fetch_url(path) if path and path.startswith(('http://', 'https://')) else path
 
 
 def resolve_weights(path):

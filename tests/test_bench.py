@@ -1,6 +1,13 @@
-"""Every bench script runs (bench/run.py --quick) and writes the headline keys."""
+"""Every bench script runs (bench/run.py --quick) and writes the headline keys, with values
+that are finite, positive where they must be, and consistent with the times written beside
+them (each ratio recomputed here from them, within their rounding); the FLOP count against
+ResNet-18's by hand."""
 import json
+import math
 import os
+import statistics
+
+import pytest
 
 from tests.conftest import run_cli
 
@@ -8,6 +15,152 @@ KEYS = ('shift_overhead_exported', 'shift_overhead_eager', 'vs_pytorch', 'infere
         'matmul_peak_fraction', 'export_max_abs_diff', 'reader_floor_ratio',
         'reader_speedup_test', 'reader_worker_scaling', 'pkl_speedup', 'train_step_clips_per_s',
         'train_peak_mem_mb', 'machine', 'shift_overhead_primitives')
+
+
+def finite(x):
+    return isinstance(x, float) and math.isfinite(x)
+
+
+def positive(x):
+    return finite(x) and x > 0
+
+
+def rounded(*values, digits):
+    """Relative error bound of a product or quotient of `values`, each rounded to
+    `digits` decimals."""
+    return sum(0.5 * 10 ** -digits / v for v in values)
+
+
+def median_ratio(a, b):
+    return statistics.median(x / y for x, y in zip(a, b))
+
+
+def resnet18_flops(size, seg_num, num_classes):
+    """2 x multiply-adds of ResNet-18's convolutions on seg_num frames of size x size, plus
+    the FC once per clip (the feature_mean head averages the features first); by hand from
+    the architecture: stem 7x7/2, max-pool /2, 4 stages of 2 basic blocks."""
+    def conv(h, cin, cout, k, s, p):
+        out = (h + 2 * p - k) // s + 1
+        return out, 2 * out * out * cout * cin * k * k
+
+    h, total = conv(size, 3, 64, 7, 2, 3)
+    h, cin = (h + 2 - 3) // 2 + 1, 64
+    for cout, stride in ((64, 1), (128, 2), (256, 2), (512, 2)):
+        for block in range(2):
+            s = stride if block == 0 else 1
+            out, first = conv(h, cin, cout, 3, s, 1)
+            total += first + conv(out, cout, cout, 3, 1, 1)[1]
+            if s != 1 or cin != cout:  # the 1x1 projection of the shortcut
+                total += conv(h, cin, cout, 1, s, 0)[1]
+            h, cin = out, cout
+    return seg_num * total + 2 * 512 * num_classes
+
+
+def check_inference(d):
+    raw, times = d['times_raw_s'], d['times_s']
+    for name, runs in raw.items():
+        assert len(runs) == d['rounds'] and min(runs) > 0, name
+        assert times[name] == pytest.approx(statistics.median(runs), abs=1e-5), name
+        assert d['cpu_times_s'][name] > 0, name
+
+    def ratio_from_times(a, b):  # the median over rounds of the ratio within a round
+        return pytest.approx(median_ratio(raw[a], raw[b]),
+                             rel=rounded(*raw[a], *raw[b], digits=5))
+
+    assert 1 + d['shift_overhead_exported_interleaved'] == ratio_from_times('tsm_split', 'tsn')
+    assert d['shift_overhead_exported_by_formulation']['split'] == pytest.approx(
+        d['shift_overhead_exported_interleaved'])
+    assert 1 + d['shift_overhead_eager'] == ratio_from_times('eager_tsm', 'eager_tsn')
+    assert d['inference_speedup'] == ratio_from_times('eager_tsm', 'tsm_split')
+    cpu = d['cpu_times_s']
+    assert 1 + d['shift_overhead_exported_cpu_time']['split'] == pytest.approx(
+        cpu['tsm_split'] / cpu['tsn'], rel=rounded(cpu['tsm_split'], cpu['tsn'], digits=5))
+    if 'tsn_bf16' in raw:
+        assert d['bf16_speedup']['tsm'] == ratio_from_times('tsm_split', 'tsm_split_bf16')
+        assert d['bf16_speedup']['tsn'] == ratio_from_times('tsn', 'tsn_bf16')
+        assert 1 + d['shift_overhead_exported_bf16'] == ratio_from_times('tsm_split_bf16',
+                                                                         'tsn_bf16')
+        if d['bf16']['clips']:
+            assert 0 <= d['bf16']['top1_agreement'] <= 1
+            assert 0 <= d['bf16']['top5_overlap'] <= 1
+    assert finite(d['shift_overhead_exported']) and d['shift_overhead_exported'] > -1
+    assert d['paired_rounds'] == 4
+    # FLOPs: ResNet-18, 4 frames of 32 px, 10 classes (--quick); GFLOP/s from the median time
+    assert (d['depth'], d['seg_num'], d['size'], d['num_classes']) == (18, 4, 32, 10)
+    assert d['model_gflops_per_clip'] * 1e9 == pytest.approx(resnet18_flops(32, 4, 10))
+    assert d['inference_gflops'] == pytest.approx(
+        d['model_gflops_per_clip'] / times['tsm_split'],
+        rel=rounded(times['tsm_split'], digits=5))
+    assert positive(d['matmul_gflops'])
+    assert d['matmul_peak_fraction'] == pytest.approx(d['inference_gflops'] / d['matmul_gflops'])
+    # the exported program computes what the eager model does
+    diff = d['export_diffs']['tsm_split']
+    assert d['export_max_abs_diff'] == diff['probs_max_abs'] < 1e-4
+    assert positive(d['eager_logit_scale'])
+    assert d['export_max_rel_diff_logits'] == pytest.approx(
+        diff['logits_max_abs'] / d['eager_logit_scale'])
+
+
+def check_pair(d):
+    assert len(d['ratios']) == d['pairs'] == 4 and min(d['ratios']) > 0
+    # the headline is the median of the pair ratios written beside it (4 decimals)
+    assert 1 + d['shift_overhead_exported'] == pytest.approx(statistics.median(d['ratios']),
+                                                             abs=1e-4)
+    assert min(d['times_s'].values()) > 0 and set(d['times_s']) >= {'tsn', 'tsm_split'}
+    assert set(d['overhead_breakdown']) == {'layout', 'moves'}
+    assert all(finite(v) and v > -1 for v in d['overhead_breakdown'].values())
+    if d['vs_pytorch'] is not None:  # PyTorch is optional
+        assert 'torch_tsm' in d['times_s']
+        assert d['vs_pytorch'] == pytest.approx(statistics.median(d['vs_pytorch_ratios']),
+                                                abs=1e-4)
+
+
+def check_primitives(d):
+    prim = d['programs']  # every program's oneDNN primitives were seen
+    assert set(prim) == {'tsn', 'tsm_split', 'tsm_conv', 'tsm_split_without_moves'}
+    for name, p in prim.items():
+        assert p['rounds'] == d['rounds'] == 3 and p['primitives'] > 0, name
+        assert p['total_ms'] > 0 and min(p['by_kind'].values()) >= 0, name
+        assert p['total_ms'] == pytest.approx(sum(p['by_kind'].values()),
+                                              abs=5e-4 * (len(p['by_kind']) + 1)), name
+        assert p['by_kind'].get('convolution', 0) > 0, name
+    # TSN has no shift, hence no concat; the split program's moves are concats
+    assert 'concat' not in prim['tsn']['by_kind'] and prim['tsm_split']['by_kind']['concat'] > 0
+    base = prim['tsn']['total_ms']
+    assert set(d['shift_overhead_primitives']) == {'split', 'conv', 'split_without_moves'}
+    for form, overhead in d['shift_overhead_primitives'].items():
+        total = prim['tsm_' + form]['total_ms']
+        assert 1 + overhead == pytest.approx(total / base, rel=rounded(total, base, digits=3))
+
+
+def check_reader(d):
+    totals = ('ffmpeg_cpu_s_total', 'reader_cpu_s_total', 'opencv_all_frames_cpu_s_total',
+              'pkl_cpu_s_total', 'frames_cpu_s_total')
+    assert all(positive(d[k]) for k in totals), {k: d[k] for k in totals}
+    assert d['clips'] == len(d['per_clip']) == 3 and d['source'] == 'generated'
+    for column, total in (('reader', 'reader_cpu_s_total'), ('ffmpeg', 'ffmpeg_cpu_s_total'),
+                          ('opencv_all', 'opencv_all_frames_cpu_s_total')):
+        assert sum(c[column] for c in d['per_clip']) == pytest.approx(
+            d[total], abs=5e-5 * d['clips']), column
+    reader = d['reader_cpu_s_total']
+    assert d['reader_floor_ratio'] == pytest.approx(reader / d['ffmpeg_cpu_s_total'])
+    assert d['reader_speedup_test'] == pytest.approx(d['opencv_all_frames_cpu_s_total'] / reader)
+    assert d['pkl_speedup'] == pytest.approx(reader / d['pkl_cpu_s_total'])
+    assert d['frames_speedup'] == pytest.approx(reader / d['frames_cpu_s_total'])
+    assert positive(d['pkl_protocol2_speedup'])
+    for key in ('reader_worker_scaling', 'decode_process_scaling'):
+        rounds = d[key + '_rounds']
+        assert positive(d[key]) and min(rounds) > 0, key
+        assert d[key] == pytest.approx(statistics.median(rounds), abs=5e-4), key
+
+
+def check_train(d):
+    for kind in ('tsm', 'tsn'):
+        r = d[kind]
+        assert positive(r['step_s']) and r['clips_per_s'] == pytest.approx(r['batch'] / r['step_s'])
+        assert r['peak_rss_mb'] >= r['rss_before_training_mb'] > 0
+        assert d['train_step_clips_per_s'][kind] == r['clips_per_s']
+        assert d['train_peak_mem_mb'][kind] == r['peak_rss_mb']
 
 
 def test_bench_quick_runs_every_script(tmp_path):
@@ -20,21 +173,28 @@ def test_bench_quick_runs_every_script(tmp_path):
     for k in KEYS[:10]:
         if k == 'vs_pytorch' and data[k] is None:  # torch is optional
             continue
-        assert isinstance(data[k], float) and data[k] == data[k], k
-    for k in ('train_step_clips_per_s', 'train_peak_mem_mb'):
-        assert set(data[k]) == {'tsm', 'tsn'} and min(data[k].values()) > 0
-    assert data['inference']['export_max_abs_diff'] < 1e-4
+        assert finite(data[k]), k
+    for k in ('inference_speedup', 'matmul_peak_fraction', 'reader_floor_ratio',
+              'reader_speedup_test', 'reader_worker_scaling', 'pkl_speedup'):
+        assert data[k] > 0, k
+    for k in ('shift_overhead_exported', 'shift_overhead_eager'):
+        assert data[k] > -1, k  # a ratio of two times, minus 1
     assert data['machine']['cpus_available'] >= 1
-    # the reader's 2-worker scaling comes with the machine's own (plain processes)
-    assert data['decode_process_scaling'] > 0 and data['reader_worker_scaling'] > 0
-    prim = data['primitives']['programs']  # every program's oneDNN primitives were seen
-    assert set(prim) == {'tsn', 'tsm_split', 'tsm_conv', 'tsm_split_without_moves'} and min(
-        p['total_ms'] for p in prim.values()) > 0
-    assert set(data['shift_overhead_primitives']) == {'split', 'conv', 'split_without_moves'}
-    # the headline shift overhead comes from the process holding TSN and TSM alone
-    assert data['shift_overhead_exported'] == data['pair']['shift_overhead_exported']
+    # each headline is its script's figure; the shift overhead and vs_pytorch come from the
+    # process holding TSN and TSM alone, the crowded figures are kept beside them
+    from bench.run import HEADLINE
+    for script, keys in HEADLINE.items():
+        for k in keys:
+            if script != 'pair' and k in HEADLINE['pair']:
+                continue
+            assert data[k] == data[script][k], (script, k)
     assert data['shift_overhead_exported_crowded'] == data['inference']['shift_overhead_exported']
-    assert data['vs_pytorch'] == data['pair']['vs_pytorch']
+    assert data['vs_pytorch_crowded'] == data['inference']['vs_pytorch']
+    check_inference(data['inference'])
+    check_pair(data['pair'])
+    check_primitives(data['primitives'])
+    check_reader(data['reader'])
+    check_train(data['train'])
 
 
 def test_inference_bench_pair_only(tmp_path):
@@ -42,11 +202,7 @@ def test_inference_bench_pair_only(tmp_path):
     res = run_cli(os.path.join('bench', 'inference.py'), '--quick', '--pair_only', '--out',
                   str(out), timeout=300)
     assert res.returncode == 0, res.stderr[-3000:]
-    data = json.loads(out.read_text())
-    assert len(data['ratios']) == data['pairs'] == 4 and min(data['ratios']) > 0
-    assert data['shift_overhead_exported'] > -1
-    assert set(data['overhead_breakdown']) == {'layout', 'moves'}
-    assert min(data['overhead_breakdown'].values()) > -1
+    check_pair(json.loads(out.read_text()))
 
 
 def count_slices(prefix):

@@ -48,15 +48,32 @@ def test_directions_differ_and_zero_ratio_is_identity():
     np.testing.assert_array_equal(temporal_shift(x, 4, 0, 'paddle').numpy(), x.numpy())
 
 
-def test_gradient_flows_through_both_formulations():
-    for direction in ('paddle', 'mit'):
-        x = paddle.randn([8, 16, 2, 2])
-        x.stop_gradient = False
-        TemporalShift(4, 0.125, direction)(x).sum().backward()
-        g = x.grad.numpy().reshape(2, 4, 16, 2, 2)
-        # each shifted fold loses exactly one frame's worth of gradient (the dropped end)
-        # N=2 videos x 2 folds x 2 channels x 4 pixels lose their gradient
-        assert g[:, :, 4:].min() == 1 and g.sum() == 2 * 4 * 16 * 4 - 2 * 2 * 2 * 4
+@pytest.mark.parametrize('direction', ['paddle', 'mit'])
+@pytest.mark.parametrize('formulation,batch', [('fused', None), ('slice', None), ('slice', 2)])
+def test_gradient_flows_through_both_formulations(direction, formulation, batch, monkeypatch):
+    """The gradient of each formulation is the adjoint shift: a fold that takes frame t-1
+    sends its gradient to t-1, so d/dx of sum(shift(x) * w) is w shifted the opposite way
+    (the other direction); the fused op runs only where it is asked for."""
+    import models.temporal_shift as ts
+    calls = []
+    fused = ts.F.temporal_shift
+    monkeypatch.setattr(ts.F, 'temporal_shift', lambda *a, **k: calls.append(1) or fused(*a, **k))
+    rng = np.random.default_rng(4)
+    x = paddle.to_tensor(rng.standard_normal((8, 16, 2, 2)).astype('float32'),
+                         stop_gradient=False)
+    w = rng.standard_normal((8, 16, 2, 2)).astype('float32')
+    layer = TemporalShift(4, 0.125, direction, formulation, batch)
+    (layer(x) * paddle.to_tensor(w)).sum().backward()
+    opposite = 'mit' if direction == 'paddle' else 'paddle'
+    np.testing.assert_array_equal(x.grad.numpy(), numpy_shift(w, 4, 0.125, opposite))
+    # the fused op exists for the paddle direction only; the others always use slice
+    assert len(calls) == (1 if (formulation, direction) == ('fused', 'paddle') else 0)
+    x.clear_gradient()
+    layer(x).sum().backward()
+    g = x.grad.numpy().reshape(2, 4, 16, 2, 2)
+    # each shifted fold loses exactly one frame's worth of gradient (the dropped end):
+    # N=2 videos x 2 folds x 2 channels x 4 pixels lose their gradient
+    assert g[:, :, 4:].min() == 1 and g.sum() == 2 * 4 * 16 * 4 - 2 * 2 * 2 * 4
 
 
 def test_bad_direction_is_an_error():

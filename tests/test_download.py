@@ -91,8 +91,8 @@ def make_handler(files):
             if 'cut' in flags:
                 flags.discard('cut')
                 body = body[:len(body) // 3]
+            files.sent.append(len(body))  # before writing: the client may be done first
             self.wfile.write(body)
-            files.sent.append(len(body))
     return Handler
 
 

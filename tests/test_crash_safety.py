@@ -122,12 +122,12 @@ def _dataset(tmp_path, n, timeout):
                       filelist=str(tmp_path / 'v.list'))
 
 
-@pytest.mark.parametrize('behaviour', ['sleeps', 'stuck_in_c', 'segfaults'])
-def test_bad_decoder_is_skipped_and_the_epoch_goes_on(tmp_path, monkeypatch, behaviour):
+def _patch_decoder(monkeypatch, behaviour, bad='bad'):
+    """open_video misbehaves on paths containing `bad` (runs in the forked workers)."""
     real_open = kinetics_reader.open_video
 
-    def patched(path, *a, **k):  # runs in the DataLoader workers (forked)
-        if 'bad1' in path:
+    def patched(path, *a, **k):
+        if bad in os.path.basename(path):
             if behaviour == 'sleeps':
                 time.sleep(60)
             elif behaviour == 'stuck_in_c':  # Python's signal handler cannot run
@@ -138,15 +138,50 @@ def test_bad_decoder_is_skipped_and_the_epoch_goes_on(tmp_path, monkeypatch, beh
         return real_open(path, *a, **k)
 
     monkeypatch.setattr(kinetics_reader, 'open_video', patched)
+
+
+@pytest.mark.parametrize('behaviour', ['sleeps', 'stuck_in_c', 'segfaults'])
+def test_bad_decoder_is_skipped_and_the_epoch_goes_on(tmp_path, monkeypatch, behaviour):
+    _patch_decoder(monkeypatch, behaviour, bad='bad1')
     ds = _dataset(tmp_path, 6, timeout=1.0)
     loader = build_loader(ds, batch_size=2, num_workers=1)
     t0 = time.time()
     batches = list(resilient_batches(loader))
     assert time.time() - t0 < 40
     assert [i for i, _ in batches] == [0, 1, 2]
-    ok = sum(len(b['paths']) for _, b in batches)
-    failed = sum(int(b['failed']) for _, b in batches)
-    assert ok + failed == 6 and ok >= 4 and failed >= 1
+    # only the bad video is lost: the one its worker was reading when it died
+    assert [len(b['paths']) for _, b in batches] == [1, 2, 2]
+    assert [int(b['failed']) for _, b in batches] == [1, 0, 0]
+
+
+@pytest.fixture(scope='module')
+def twelve_clips(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp('twelve')
+    good = write_video(tmp / 'good.avi', make_clip(8))
+    return tmp, good
+
+
+@pytest.mark.parametrize('workers, bad', [(2, i) for i in range(12)] +
+                         [(w, i) for w in (1, 3) for i in (0, 5, 11)])
+def test_a_segfaulting_clip_anywhere_costs_only_itself(twelve_clips, monkeypatch, workers, bad):
+    """12 clips, batches of 2, one decoder segfault at item `bad`, while the consumer is
+    busy between batches (as a training step is): Paddle then reports the death from a
+    SIGCHLD handler wherever the main thread is.  Every batch comes, in order, with
+    every video but the bad one."""
+    tmp, good = twelve_clips
+    _patch_decoder(monkeypatch, 'segfaults')
+    lines = [f"{tmp / f'bad{i}.avi' if i == bad else good} 0" for i in range(12)]
+    (tmp / f'l{bad}.list').write_text('\n'.join(lines) + '\n')
+    sections = {k: dict(v) for k, v in TINY.items()}
+    cfg = parse_config(write_config(tmp / 'c.yaml', sections))
+    loader = build_loader(get_reader('TSM', 'valid', cfg, filelist=str(tmp / f'l{bad}.list')),
+                          batch_size=2, num_workers=workers)
+    seen = []
+    for i, batch in resilient_batches(loader):
+        time.sleep(0.05)  # a training step
+        seen.append((i, len(batch['paths']), int(batch['failed'])))
+    expected = [(i, 2 - (i == bad // 2), int(i == bad // 2)) for i in range(6)]
+    assert seen == expected
 
 
 def test_a_dead_rank_ends_the_distributed_run(tiny_dataset, tmp_path):

@@ -1,0 +1,273 @@
+"""Data loaders that survive their workers: paddle.io.DataLoader with sharding, read-ahead
+and recovery from a worker process that died (a decoder that segfaulted, or was ended by
+its hard deadline, reader/guard.py).
+
+How a dead worker is recovered: every worker writes which item it is reading into memory
+shared with the main process (TrackedDataset).  When a worker dies, Paddle reports it in
+one of several ways, from a SIGCHLD handler that raises wherever the main thread happens
+to be (`(Fatal) DataLoader process (pid N) exited is killed by signal: ...`), or from the
+loader (`Blocking queue is killed ...`).  WorkerDeaths turns the first into a record
+instead of an exception, and resilient_batches checks for deaths between batches only,
+so a death never surfaces in the middle of a training step.  The item the dead worker
+was reading is then skipped for the rest of the run (counted as failed, named in the
+log) and the workers restart at the first batch not yet delivered: no other video is lost.
+"""
+import itertools
+import logging
+import multiprocessing
+import os
+import re
+import signal
+import threading
+
+import numpy as np
+import paddle
+
+from reader import collate
+from utils.env import available_cpus
+
+logger = logging.getLogger(__name__)
+
+MAX_WORKERS = 64  # slots of TrackedDataset; more workers than this are not tracked
+
+
+class LoaderError(RuntimeError):
+    """The workers died too often; one-line message."""
+
+
+class ShardSampler(paddle.io.Sampler):
+    """Indices rank, rank+world, ...: every video exactly once over all ranks, no padding
+    (DistributedBatchSampler pads with repeats, which would bias evaluation)."""
+
+    def __init__(self, size, rank=0, world=1):
+        super().__init__()
+        self.indices = list(range(rank, size, world))
+
+    def __iter__(self):
+        return iter(self.indices)
+
+    def __len__(self):
+        return len(self.indices)
+
+
+class ResumableBatches(paddle.io.BatchSampler):
+    """Wraps a batch sampler so an epoch can start after its first `skip` batches (resume
+    in the middle of an epoch, restart after a worker died) without decoding them."""
+
+    def __init__(self, inner):  # no super().__init__: everything is delegated to `inner`
+        self.inner, self.skip = inner, 0
+
+    def __iter__(self):
+        return itertools.islice(iter(self.inner), self.skip, None)
+
+    def __len__(self):
+        return len(self.inner)
+
+    @property
+    def batch_size(self):
+        return getattr(self.inner, 'batch_size', 1)
+
+    def set_epoch(self, epoch):
+        if hasattr(self.inner, 'set_epoch'):
+            self.inner.set_epoch(epoch)
+
+
+class TrackedDataset(paddle.io.Dataset):
+    """`inner` with the item each worker is reading kept in shared memory, as (pid, item)
+    per worker id, and items known to kill their worker (`bad`) returned as failed (None,
+    which `collate` counts) without being read again.  Attributes are the inner dataset's."""
+
+    def __init__(self, inner):
+        super().__init__()
+        self.inner, self.bad = inner, set()
+        # plain shared memory, inherited by the forked workers; -1: reading nothing
+        self.slots = multiprocessing.RawArray('q', [-1] * (2 * MAX_WORKERS))
+
+    def __len__(self):
+        return len(self.inner)
+
+    def __getattr__(self, name):  # set_epoch, average, num_views, buf_size, items, ...
+        if name in ('inner', 'bad', 'slots'):
+            raise AttributeError(name)
+        return getattr(self.inner, name)
+
+    def __getitem__(self, index):
+        if index in self.bad:
+            return None
+        info = paddle.io.get_worker_info()
+        slot = 2 * info.id if info is not None and info.id < MAX_WORKERS else None
+        if slot is not None:
+            self.slots[slot], self.slots[slot + 1] = os.getpid(), index
+        try:
+            return self.inner[index]
+        finally:
+            if slot is not None:
+                self.slots[slot + 1] = -1
+
+    def reading(self):
+        """{worker pid: item it is reading} (items being read right now)."""
+        s = self.slots
+        return {s[i]: s[i + 1] for i in range(0, len(s), 2) if s[i] > 0 and s[i + 1] >= 0}
+
+    def name(self, index):
+        items = getattr(self.inner, 'items', None)
+        return str(items[index][0]) if items is not None else f"item {index}"
+
+
+def prefetch_batches(buf_size, batch_size, workers, views=1, most=8):
+    """Batches each worker may read ahead: the config's buf_size (clips buffered between
+    reader and model, as in the original) shared out, between 2 (Paddle's default) and
+    `most`.  The loader hands batches over in order, so one slow video (a long or large
+    file) stalls the others once they are this far ahead; bench/reader.py measured 2
+    workers at 1.60-1.81x one worker with 2, 1.88-2.01x with 8 (clips of 0.04-1.6 s)."""
+    if not buf_size or workers <= 0:
+        return 2
+    return max(2, min(most, int(buf_size) // (batch_size * workers * max(1, views))))
+
+
+def build_loader(dataset, batch_size, num_workers, rank=0, world=1, shuffle=False):
+    """Training (shuffle=True): a DistributedBatchSampler, each rank its own shard.
+    Evaluation: each rank a disjoint shard, the last partial batch kept.  Workers read
+    ahead as the dataset's buf_size, shared among the ranks, allows (prefetch_batches);
+    with workers, the dataset is tracked so a worker's death can be recovered from."""
+    workers = max(0, min(num_workers, available_cpus()))
+    if shuffle:
+        sampler = paddle.io.DistributedBatchSampler(dataset, batch_size=batch_size,
+                                                    num_replicas=world, rank=rank,
+                                                    shuffle=True, drop_last=False)
+    else:
+        sampler = paddle.io.BatchSampler(sampler=ShardSampler(len(dataset), rank, world),
+                                         batch_size=batch_size, drop_last=False)
+    # the original's buffer fed every device of the machine: one share per rank
+    prefetch = prefetch_batches((getattr(dataset, 'buf_size', 0) or 0) // max(1, world),
+                                batch_size, workers, getattr(dataset, 'num_views', 1))
+    if workers > 0:
+        dataset = TrackedDataset(dataset)
+    return paddle.io.DataLoader(dataset, batch_sampler=ResumableBatches(sampler),
+                                num_workers=workers, collate_fn=collate,
+                                use_shared_memory=workers > 0, prefetch_factor=prefetch)
+
+
+_DEATH = re.compile(r'killed by signal|exited unexpectedly|exit unexpectedly|'
+                    r'Blocking queue is killed')
+_PID = re.compile(r'pid\S*\s+(\d+)')
+
+
+class WorkerDeaths:
+    """While installed (main thread only), Paddle's SIGCHLD handler, which raises in
+    whatever the main thread is doing when a worker dies, has its error recorded instead:
+    `pids` and `messages` of the workers that died."""
+
+    def __init__(self):
+        self.pids, self.messages, self._previous = set(), [], None
+
+    def install(self):
+        if self._previous is not None or \
+                threading.current_thread() is not threading.main_thread():
+            return self
+        previous = signal.getsignal(signal.SIGCHLD)
+        if not callable(previous):
+            return self
+
+        def handler(signum, frame):
+            try:
+                previous(signum, frame)
+            except (SystemError, RuntimeError) as e:
+                self.record(str(e))
+        self._previous = previous
+        signal.signal(signal.SIGCHLD, handler)
+        return self
+
+    def uninstall(self):
+        if self._previous is not None:
+            signal.signal(signal.SIGCHLD, self._previous)
+            self._previous = None
+
+    def record(self, text):
+        self.messages.append(text.split(' (at ')[0].strip())
+        self.pids.update(int(p) for p in _PID.findall(text))
+
+    def clear(self):
+        self.pids.clear()
+        self.messages.clear()
+
+    def __bool__(self):
+        return bool(self.messages)
+
+
+def _dead(pid):
+    """True when process `pid` has exited (a zombie or gone)."""
+    try:
+        with open(f'/proc/{pid}/stat', encoding='ascii') as f:
+            return f.read().rsplit(')', 1)[1].split()[0] in ('Z', 'X')
+    except (OSError, IndexError):
+        return True
+
+
+def resilient_batches(loader, start=0, max_restarts=10):
+    """Yield (index, batch) from batch `start` on.  When a worker process dies, the item
+    it was reading is skipped from then on (counted as failed) and the workers restart at
+    the first batch not yet yielded.  When the item cannot be told (an untracked loader),
+    that batch is given up instead: yielded with no videos and all of them counted as
+    failed.  More than `max_restarts` restarts is a LoaderError."""
+    pos, restarts, sampler = start, 0, loader.batch_sampler
+    tracked = loader.dataset if isinstance(loader.dataset, TrackedDataset) else None
+    deaths = WorkerDeaths()
+    try:
+        while pos < len(loader):
+            sampler.skip = pos
+            it = None
+            try:
+                it = iter(loader)  # a worker may die already while this starts them
+                deaths.install()  # after iter(): Paddle installs its SIGCHLD handler there
+                while not deaths:
+                    try:
+                        batch = next(it)
+                    except StopIteration:
+                        return
+                    yield pos, batch  # a batch made is whole, even if a worker died since
+                    pos += 1
+            except (SystemError, RuntimeError) as e:  # how the loader reports a death
+                if not _DEATH.search(str(e)):
+                    raise
+                deaths.record(str(e))
+            finally:
+                sampler.skip = 0
+            culprits = _culprits(tracked, deaths)
+            del it  # ends the remaining workers
+            reason = deaths.messages[0] if deaths.messages else 'a worker died'
+            deaths.clear()
+            restarts += 1
+            if restarts > max_restarts:
+                raise LoaderError(f"data loader workers died {restarts} times; stopping "
+                                  f"(last: {reason})")
+            if culprits:
+                for item in sorted(culprits):
+                    logger.warning("skipping video: %s: its decoder killed the reader process "
+                                   "(%s); counted as failed", tracked.name(item), reason)
+                tracked.bad.update(culprits)
+                logger.warning("restarting the data loader workers at batch %d", pos)
+                continue
+            if pos < len(loader):
+                logger.warning("a data loader worker died (%s); restarting the workers after "
+                               "batch %d, whose videos are counted as failed", reason, pos)
+                yield pos, failed_batch(sampler.batch_size)
+                pos += 1
+    finally:
+        deaths.uninstall()
+
+
+def _culprits(tracked, deaths):
+    """Items the dead workers were reading: those of the pids Paddle named, else of any
+    tracked worker that has exited."""
+    if tracked is None:
+        return set()
+    reading = tracked.reading()
+    pids = [p for p in reading if p in deaths.pids] or [p for p in reading if _dead(p)]
+    return {reading[p] for p in pids}
+
+
+def failed_batch(size):
+    """A batch in which every one of `size` videos failed (as `collate` makes it)."""
+    return {'paths': [], 'failed': np.array(size, dtype=np.int64), 'labels': None,
+            'imgs': None, 'indices': None}

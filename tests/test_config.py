@@ -2,7 +2,8 @@
 import pytest
 
 from tests.conftest import run_cli, write_config
-from utils.config_utils import ConfigError, apply_overrides, merge_configs, parse_config
+from utils.config_utils import (ConfigError, apply_overrides, explicit_keys, merge_configs,
+                                parse_config, print_configs, to_plain)
 
 
 def test_original_values_and_access():
@@ -28,6 +29,26 @@ def test_flags_and_overrides():
                           'INFER.video_path=a b.mp4', 'MODEL.shift_ratio=0'])
     assert cfg.MODEL.num_classes == 101 and cfg.TRAIN.decay_epochs == [3, 5]
     assert cfg.INFER.video_path == 'a b.mp4' and cfg.MODEL.shift_ratio == 0.0
+
+
+def test_keys_given_on_the_command_line_are_recorded(caplog):
+    """Flags and -o are recorded as given explicitly (they beat what weights imply); the
+    config file's values are not; the record is no key of the config."""
+    import copy
+    import logging
+    cfg = parse_config('configs/tsm.yaml')
+    assert explicit_keys(cfg, 'MODEL') == set()
+    merge_configs(cfg, 'TRAIN', {'batch_size': 8, 'learning_rate': None})
+    apply_overrides(cfg, ['MODEL.shift_ratio=0', 'MODEL.head=logit_mean'])
+    assert explicit_keys(cfg, 'MODEL') == {'shift_ratio', 'head'}
+    assert explicit_keys(cfg, 'TRAIN') == {'batch_size'}  # a flag left unset is not given
+    assert explicit_keys(copy.deepcopy(cfg), 'MODEL') == {'shift_ratio', 'head'}
+    plain = to_plain(cfg)
+    assert set(plain) == {'MODEL', 'TRAIN', 'VALID', 'TEST', 'INFER'}
+    assert plain['MODEL']['shift_ratio'] == 0.0
+    with caplog.at_level(logging.INFO):
+        print_configs(cfg, 'Test', logging.getLogger('test_config'))
+    assert 'MODEL.shift_ratio: 0.0' in caplog.text and 'explicit' not in caplog.text
 
 
 @pytest.mark.parametrize('sections,match', [

@@ -32,7 +32,9 @@ class AttrDict(dict):
         self[key] = value
 
     def __deepcopy__(self, memo):
-        return AttrDict(copy.deepcopy(dict(self), memo))
+        out = AttrDict(copy.deepcopy(dict(self), memo))
+        out.__dict__.update(copy.deepcopy(self.__dict__, memo))  # e.g. the explicit keys
+        return out
 
 
 _READER_DEFAULTS = {
@@ -225,20 +227,38 @@ def parse_override(text):
 
 
 def merge_configs(cfg, section, overrides, source='command line'):
-    """Set cfg[section][k] = v for every v that is not None (flag values)."""
+    """Set cfg[section][k] = v for every v that is not None (flag values); each is
+    recorded as given explicitly."""
     for key, value in overrides.items():
         if value is not None:
             cfg[section][key] = check_value(section, key, value, source)
+            mark_explicit(cfg, section, key)
     return cfg
 
 
 def apply_overrides(cfg, overrides):
-    """Apply a list of `SECTION.key=value` strings (the repeatable -o flag)."""
+    """Apply a list of `SECTION.key=value` strings (the repeatable -o flag); each is
+    recorded as given explicitly."""
     for text in overrides or ():
         section, key, value = parse_override(text)
         cfg[section][key] = check_value(section, key, value, f"-o {text}")
+        mark_explicit(cfg, section, key)
     check_consistency(cfg, 'command line')
     return cfg
+
+
+def mark_explicit(cfg, section, key):
+    """Record that the user gave SECTION.key (a flag or -o), so that it beats values
+    inferred later, such as the model options that weights carry.  An attribute, not a
+    key: print_configs and to_plain never show it."""
+    cfg.__dict__.setdefault('explicit', set()).add(f"{section}.{key}")
+
+
+def explicit_keys(cfg, section):
+    """The keys of `section` the user gave explicitly (flags, -o), as a set of names."""
+    prefix = section + '.'
+    return {name[len(prefix):] for name in cfg.__dict__.get('explicit', ())
+            if name.startswith(prefix)}
 
 
 def mode_section(mode):

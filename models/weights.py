@@ -154,13 +154,31 @@ def _check_meta(model, options, path, full):
                            f"MODEL.num_classes: {classes} (or finetune with --pretrain)")
 
 
-def apply_options(model, options, path, full=True):
+def _setting(key, value):
+    return f"{key}={value:.6g}" if isinstance(value, float) else f"{key}={value}"
+
+
+def _keep_given(model, wanted, keep, path):
+    """Drop from `wanted` the options the user gave explicitly (`keep`: option names);
+    warn for each one the weights were trained otherwise."""
+    current = model.options() if hasattr(model, 'options') else {}
+    for key in sorted(set(wanted) & set(keep)):
+        trained = wanted.pop(key)
+        if key in current and current[key] != trained:
+            logger.warning("%s: keeping MODEL.%s as given on the command line; the "
+                           "weights were trained with %s", path,
+                           _setting(key, current[key]), _setting(key, trained))
+
+
+def apply_options(model, options, path, full=True, keep=()):
     """Set the model options the weights were trained under and log them.  full=False
-    (finetuning) leaves dropout, a training choice, to the config."""
+    (finetuning) leaves dropout, a training choice, to the config.  keep: option names
+    the user gave explicitly (flag or -o), left as they are."""
     from .tsm import OPTION_KEYS
     wanted = {k: options[k] for k in OPTION_KEYS if k in options}
     if not full:
         wanted.pop('dropout', None)
+    _keep_given(model, wanted, keep, path)
     if not wanted:
         return {}
     if not hasattr(model, 'set_options'):
@@ -169,8 +187,7 @@ def apply_options(model, options, path, full=True):
     changed = model.set_options(**wanted)
     logger.info("%s: %s weights; applied the options they need: %s", path,
                 options.get('source', 'converted'),
-                ', '.join(f"{k}={v:.6g}" if isinstance(v, float) else f"{k}={v}"
-                          for k, v in wanted.items()))
+                ', '.join(_setting(k, v) for k, v in wanted.items()))
     if changed:
         what = '; '.join(f"{k} {a} -> {b}" for k, (a, b) in changed.items())
         logger.warning("%s: overriding the config to match the weights: %s%s", path, what,
@@ -184,24 +201,26 @@ def apply_options(model, options, path, full=True):
     return changed
 
 
-def load_weights(model, path):
+def load_weights(model, path, keep=()):
     """Load a full checkpoint (this project's, a converted one, or another project's in
-    a format that needs no extra dependency) strictly, with the options it needs."""
+    a format that needs no extra dependency) strictly, with the options it needs, except
+    those named in `keep` (the model options the user gave explicitly: they stand)."""
     state, kind, options = read_checkpoint(path)
     state, options = _adapt(model, state, kind, options, path)
     if options:
         _check_meta(model, options, path, full=True)
     check_fit(model, state, path)
     if options:
-        apply_options(model, options, path, full=True)
+        apply_options(model, options, path, full=True, keep=keep)
     _assign(model, state)
     logger.info("loaded weights from %s (%d arrays)", path, len(state))
 
 
-def load_pretrain(model, path):
+def load_pretrain(model, path, keep=()):
     """Initialise from ImageNet or another dataset's weights: everything but a FC that
     does not fit (another class count) must fit; returns the keys left at their init.
-    Kinetics weights of another project bring the shift and head options they need."""
+    Kinetics weights of another project bring the shift and head options they need,
+    except those named in `keep` (given explicitly by the user)."""
     state, kind, options = read_checkpoint(path)
     state, options = _adapt(model, state, kind, options, path)
     if options:
@@ -211,7 +230,7 @@ def load_pretrain(model, path):
                or tuple(state[k].shape) != tuple(own[k].shape)]
     check_fit(model, state, path, ignore=skipped)
     if options:
-        apply_options(model, options, path, full=False)
+        apply_options(model, options, path, full=False, keep=keep)
     _assign(model, {k: v for k, v in state.items() if k not in skipped})
     if skipped:
         why = 'not in the file' if kind == 'dir' or 'fc.weight' not in state else (

@@ -1,6 +1,7 @@
 """Finetuning from Kinetics onto UCF101 / HMDB51: the shipped configs and label lists, the
 list builders on fake dataset trees, and --pretrain with another class count through
-train.py at tiny size."""
+train.py at tiny size.  Loading weights: a model option given with -o beats the one the
+weights carry, a config file's yields to it."""
 import pickle
 import re
 
@@ -141,3 +142,92 @@ def test_pretrain_from_kinetics_weights_through_train_py(tiny_dataset, tmp_path)
     assert final['fc.weight'].shape == (512, 101)
     for key in ('backbone.stem.conv.weight', 'backbone.blocks.7.branch.1.conv.weight'):
         np.testing.assert_array_equal(final[key], state[key])
+
+
+# ---- a model option given explicitly (-o, a flag) beats the one the weights carry ----
+
+def tiny_tsm_weights(path, shift_ratio=0.125):
+    """A random ResNet-18 TSM of 3 classes and 4 segments saved as train.py saves it (its
+    options beside the weights: shift_ratio 0.125).  -> the state dict (numpy)."""
+    import paddle
+    from models.tsm import TSM
+    from utils.checkpoint import save_weights
+    paddle.seed(3)
+    model = TSM(num_classes=3, seg_num=4, num_layers=18, shift_ratio=shift_ratio)
+    save_weights(model, str(path))
+    return {k: v.numpy() for k, v in model.state_dict().items()}
+
+
+def tiny_config(tmp_path, **model):
+    from tests.conftest import TINY, write_config
+    sections = {k: dict(v) for k, v in TINY.items()}
+    sections['MODEL'].update(model)
+    return write_config(tmp_path / 'tiny.yaml', sections)
+
+
+def loaded(config, weights, overrides):
+    """The model as eval/predict/export build it: config file, -o, then the weights."""
+    import argparse
+    from models import get_model, load_weights
+    from utils.cli import load_config
+    from utils.config_utils import explicit_keys
+    cfg = load_config(argparse.Namespace(config=config, override=overrides), 'INFER',
+                      {'batch_size': None})
+    model = get_model('TSM', cfg, 'infer')
+    load_weights(model, str(weights), keep=explicit_keys(cfg, 'MODEL'))
+    return model
+
+
+def test_shift_ratio_given_with_o_beats_the_weights(tmp_path, caplog):
+    import logging
+    weights = tmp_path / 'tsm.pdparams'
+    tiny_tsm_weights(weights)
+    with caplog.at_level(logging.WARNING):
+        model = loaded(tiny_config(tmp_path), weights, ['MODEL.shift_ratio=0'])
+    assert model.options()['shift_ratio'] == 0.0
+    assert model.backbone.shift_ratio == 0.0
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert any('keeping MODEL.shift_ratio=0 as given on the command line' in w and
+               'trained with shift_ratio=0.125' in w for w in warnings), warnings
+    assert not any('overriding the config' in w for w in warnings), warnings
+
+
+def test_shift_ratio_in_the_config_file_yields_to_the_weights(tmp_path, caplog):
+    import logging
+    weights = tmp_path / 'tsm.pdparams'
+    tiny_tsm_weights(weights)
+    with caplog.at_level(logging.WARNING):
+        model = loaded(tiny_config(tmp_path, shift_ratio=0.0), weights, [])
+    assert model.options()['shift_ratio'] == 0.125
+    assert 'shift_ratio 0.0 -> 0.125' in caplog.text and 'keeping' not in caplog.text
+    # an explicit value equal to the weights' one: nothing to warn about
+    caplog.clear()
+    with caplog.at_level(logging.WARNING):
+        model = loaded(tiny_config(tmp_path), weights, ['MODEL.shift_ratio=0.125'])
+    assert model.options()['shift_ratio'] == 0.125 and caplog.text == ''
+
+
+def test_inference_model_exports_tsn_from_tsm_weights_with_o(tmp_path):
+    """inference_model.py --weights <TSM weights> -o MODEL.shift_ratio=0: the exported
+    program computes what a TSN (no shift) with those weights computes, not the TSM."""
+    import paddle
+    from models.tsm import TSM
+    weights = tmp_path / 'tsm.pdparams'
+    state = tiny_tsm_weights(weights)
+    res = run_cli('inference_model.py', '--config', tiny_config(tmp_path), '--weights',
+                  str(weights), '--save_dir', str(tmp_path / 'inf'), '-o', 'MODEL.shift_ratio=0')
+    assert res.returncode == 0, res.stderr[-3000:]
+    assert 'keeping MODEL.shift_ratio=0' in res.stdout + res.stderr
+    exported = paddle.jit.load(str(tmp_path / 'inf' / 'TSM'))
+    exported.eval()
+    x = paddle.to_tensor(np.random.default_rng(5).standard_normal((2, 4, 3, 32, 32))
+                         .astype('float32'))
+    got = exported(x).numpy()
+    probs = {}
+    for name, ratio in (('tsn', 0.0), ('tsm', 0.125)):  # the weights set by hand
+        eager = TSM(num_classes=3, seg_num=4, num_layers=18, shift_ratio=ratio)
+        eager.set_state_dict(state)
+        eager.eval()
+        probs[name] = paddle.nn.functional.softmax(eager(x), axis=-1).numpy()
+    assert np.abs(probs['tsm'] - probs['tsn']).max() > 1e-2  # the shift matters here
+    assert np.abs(got - probs['tsn']).max() < 1e-5

@@ -14,7 +14,7 @@ from models import WeightsError, get_model, load_pretrain, load_weights
 from metrics.report import plot_confusion, write_per_class_csv
 from reader import ListFileError, get_reader, parse_list
 from utils import checkpoint, env, inference, predict_modes
-from utils.config_utils import ConfigError, print_configs, to_plain
+from utils.config_utils import ConfigError, explicit_keys, print_configs, to_plain
 from utils.download import DownloadError, fetch_url, released_weights
 from utils.engine import (Amp, TrainingError, build_loader, build_optimizer, evaluate, predict,
                           set_loader_epoch, train_one_epoch)
@@ -311,7 +311,7 @@ def eval_job(args, cfg):
     logger.info("[TEST] protocol: %s", predict_modes.protocol_text(cfg.TEST, cfg.MODEL.seg_num))
     model = get_model(args.model_name, cfg, 'test')
     weights = resolve_weights(args.weights)
-    load_weights(model, weights)
+    load_weights(model, weights, keep=explicit_keys(cfg, 'MODEL'))
     model = for_inference(model, args, cfg, 'TEST', weights)
     loader = build_loader(get_reader(args.model_name, 'test', cfg),
                           per_device_batch(cfg.TEST.batch_size, world),
@@ -345,7 +345,7 @@ def predict_job(args, cfg):
     setup_runtime(cfg, args)
     model = get_model(args.model_name, cfg, 'infer')
     weights = resolve_weights(args.weights)
-    load_weights(model, weights)
+    load_weights(model, weights, keep=explicit_keys(cfg, 'MODEL'))
     names = read_labels(cfg.INFER.kinetics_labels, cfg.MODEL.num_classes)
     if getattr(args, 'online', False):
         return predict_modes.online_job(args, cfg, model, names)
@@ -401,7 +401,7 @@ def export_job(args, cfg):
     any batch size); -> the path prefix."""
     setup_runtime(cfg, args)
     model = get_model(args.model_name, cfg, 'infer')
-    load_weights(model, resolve_weights(args.weights))
+    load_weights(model, resolve_weights(args.weights), keep=explicit_keys(cfg, 'MODEL'))
     m, size = cfg.MODEL, cfg.INFER.target_size
     path = os.path.join(args.save_dir, args.model_name.upper())
     return inference.export(model, path, [m.seg_num, 3 * m.seglen, size, size],

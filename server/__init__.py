@@ -1,0 +1,12 @@
+"""The prediction server behind serve.py: FastAPI on uvicorn over the same model path as
+predict.py (weights, labels, engine), with uploads decoded in a process pool and the clips
+of concurrent requests micro-batched into the model.
+
+    service.py   the model, labels and engine, loaded as predict.py loads them
+    uploads.py   multipart bodies streamed to a private temporary file, counted
+    decode.py    the decode worker processes (the reader's sampling and views)
+    batching.py  micro-batching of concurrent clips into one model call
+    online.py    online TSM over a WebSocket, one camera frame at a time
+    metrics.py   Prometheus counters and histograms
+    app.py       the routes, auth, errors as JSON, and the page in static/
+"""

@@ -1,0 +1,101 @@
+"""The model a server serves, loaded as predict.py loads it (utils.jobs: runtime set-up,
+weights resolution, load_weights with the explicit MODEL keys kept, the label list,
+for_inference's engine), and what /v1/model says about it."""
+import copy
+import logging
+import os
+
+import numpy as np
+import paddle
+
+from models import get_model, load_weights
+from utils import predict_modes
+from utils.config_utils import explicit_keys
+from utils.download import sha256sum
+from utils.engine import video_log_probs
+from utils.jobs import for_inference, read_labels, resolve_weights, setup_runtime
+
+logger = logging.getLogger(__name__)
+
+PROTOCOL_KEYS = ('num_clips', 'dense_sample', 'num_crops', 'keep_ratio', 'average',
+                 'short_size', 'target_size')
+
+
+def engine_info(net):
+    """{'engine', 'precision'[, 'artifact']} of what for_inference returned: the engine's
+    own describe() where it has one, else read off the Paddle Inference wrapper or the
+    eager model (an adapter until every engine describes itself)."""
+    describe = getattr(net, 'describe', None)
+    if callable(describe):
+        return dict(describe())
+    prefix = getattr(net, 'prefix', None)
+    if prefix is not None:  # utils.inference.InferenceModel
+        return {'engine': 'paddle', 'precision': getattr(net, 'precision', 'fp32'),
+                'artifact': os.path.basename(os.path.dirname(prefix))}
+    return {'engine': 'eager', 'precision': 'fp32'}
+
+
+class Service:
+    """cfg, class names, the engine (`net`) and a pristine eager copy (`eager`, the source
+    of every online session's model)."""
+
+    def __init__(self, args, cfg):
+        setup_runtime(cfg, args)
+        model = get_model(args.model_name, cfg, 'infer')
+        weights = resolve_weights(args.weights)
+        load_weights(model, weights, keep=explicit_keys(cfg, 'MODEL'))
+        self.names = read_labels(cfg.INFER.kinetics_labels, cfg.MODEL.num_classes)
+        self.cfg, self.model_name = cfg, args.model_name.upper()
+        self.eager = copy.deepcopy(model)
+        self.net = for_inference(model, args, cfg, 'INFER', weights)
+        self.engine = engine_info(self.net)
+        self.options = model.options()
+        self.weights = {'file': os.path.basename(weights), 'sha256': sha256sum(weights)}
+        self.config_file = os.path.basename(args.config)
+        logger.info("serving %s: %s, engine %s, precision %s", self.model_name,
+                    self.weights['file'], self.engine['engine'], self.engine['precision'])
+
+    @property
+    def clip_shape(self):
+        """One item of the reader: [T, 3L, S, S], or [V, T, 3L, S, S] with V views."""
+        m, sec = self.cfg.MODEL, self.cfg.INFER
+        shape = [m.seg_num, 3 * m.seglen, sec.target_size, sec.target_size]
+        views = sec.get('num_clips', 1) * sec.get('num_crops', 1)
+        return ([views] if views > 1 else []) + shape
+
+    @paddle.no_grad()
+    def probabilities(self, clips):
+        """list of clips (reader items) -> list of float64 class probabilities [K]."""
+        x = paddle.to_tensor(np.stack(clips))  # -> [B, (V,) T, 3L, S, S]
+        return list(np.exp(video_log_probs(self.net, x, self.cfg.INFER.get('average', 'prob'))))
+
+    def warm(self):
+        """One model call before the first request (allocations, oneDNN kernels)."""
+        self.probabilities([np.zeros(self.clip_shape, np.float32)])
+
+    def record(self, probs, topk):
+        """The record of predict_results.json (path added by the caller)."""
+        order = np.argsort(-probs)[:topk]
+        return {'top_names': [self.names[i] for i in order],
+                'top_indices': [int(i) for i in order],
+                'top_probs': [float(probs[i]) for i in order]}
+
+    def describe(self):
+        """What /v1/model answers."""
+        cfg, sec = self.cfg, self.cfg.INFER
+        direction = self.options['shift_direction']
+        return {
+            'model_name': self.model_name,
+            'config': {'file': self.config_file, 'MODEL': dict(cfg.MODEL)},
+            'options': self.options,
+            'weights': self.weights,
+            **self.engine,
+            'protocol': {'text': predict_modes.protocol_text(sec, cfg.MODEL.seg_num),
+                         **{k: sec.get(k) for k in PROTOCOL_KEYS}},
+            'num_classes': cfg.MODEL.num_classes,
+            'batch_size': sec.batch_size,
+            'video_timeout': sec.video_timeout,
+            'online': {'available': direction != 'mit' and cfg.MODEL.seglen == 1,
+                       'trained_for_online': direction == 'backward',
+                       'shift_direction': direction},
+        }

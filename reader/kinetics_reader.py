@@ -147,7 +147,9 @@ class KineticsReader(paddle.io.Dataset):
         if self.mode == 'train':
             return [first + i for i in segment_indices(count, self.seg_num, self.seglen,
                                                        self.mode, rng)]
-        clips = eval_clip_indices(count, self.seg_num, self.seglen, self.num_clips, self.dense)
+        # the original's pkl branch centred the seglen frames, its mp4 branch did not
+        clips = eval_clip_indices(count, self.seg_num, self.seglen, self.num_clips, self.dense,
+                                  centre_window=self.fmt == 'pkl')
         return [first + i for clip in clips for i in clip]
 
     def views(self, frames):

@@ -6,12 +6,14 @@ import math
 import numpy as np
 
 
-def segment_indices(num_frames, seg_num, seglen, mode, rng=None):
+def segment_indices(num_frames, seg_num, seglen, mode, rng=None, centre_window=False):
     """Frame indices, seg_num * seglen of them, in time order.
 
     The video is cut into seg_num segments of `average_dur = num_frames // seg_num`
     frames.  Training takes `seglen` consecutive frames at a random offset in each
-    segment; evaluation takes them from the middle.  Short videos fall back to
+    segment; evaluation takes them from the middle: from offset `(average_dur - 1) // 2`
+    (the original's mp4 branch), or with `centre_window` from `(average_dur - seglen) // 2`
+    (its pkl branch; the two differ only when seglen > 1).  Short videos fall back to
     `i * average_dur`, then to `i`; every index is taken modulo num_frames.
     """
     if num_frames <= 0:
@@ -23,7 +25,7 @@ def segment_indices(num_frames, seg_num, seglen, mode, rng=None):
             if mode == 'train':
                 start = int(rng.integers(0, average_dur - seglen + 1))  # randint inclusive
             else:
-                start = (average_dur - 1) // 2
+                start = (average_dur - (seglen if centre_window else 1)) // 2
             start += i * average_dur
         elif average_dur >= 1:
             start = i * average_dur
@@ -36,7 +38,7 @@ def segment_indices(num_frames, seg_num, seglen, mode, rng=None):
 DENSE_WINDOW = 64  # frames spanned by one dense clip (I3D / MIT dense sampling)
 
 
-def uniform_clip_indices(num_frames, seg_num, seglen, num_clips):
+def uniform_clip_indices(num_frames, seg_num, seglen, num_clips, centre_window=False):
     """Test-time indices of `num_clips` clips, TSN style: one list per clip.
 
     Each of the seg_num segments of `average_dur = num_frames // seg_num` frames gives
@@ -44,17 +46,24 @@ def uniform_clip_indices(num_frames, seg_num, seglen, num_clips):
     point, or just before it when the point falls on a frame boundary):
     `((2k + 1) * average_dur - 1) // (2 * num_clips)`.  With one clip this is the model
     zoo's `(average_dur - 1) // 2`, so num_clips=1 is `segment_indices(..., 'test')`.
+    `centre_window` centres the seglen frames on that point instead,
+    `((2k + 1) * average_dur - num_clips * seglen) // (2 * num_clips)` kept inside the
+    segment: one clip is the original pkl branch's `(average_dur - seglen) // 2`.
     Short videos fall back as segment_indices does (every clip then takes the same frames).
     """
     if num_frames <= 0:
         raise ValueError("num_frames must be positive")
     average_dur = num_frames // seg_num
+    width = num_clips * seglen if centre_window else 1
     clips = []
     for k in range(num_clips):
         indices = []
         for i in range(seg_num):
             if average_dur >= seglen:
-                start = ((2 * k + 1) * average_dur - 1) // (2 * num_clips) + i * average_dur
+                start = ((2 * k + 1) * average_dur - width) // (2 * num_clips)
+                if centre_window:
+                    start = min(max(start, 0), average_dur - seglen)
+                start += i * average_dur
             elif average_dur >= 1:
                 start = i * average_dur
             else:
@@ -83,11 +92,13 @@ def dense_clip_indices(num_frames, seg_num, seglen, num_clips, window=DENSE_WIND
             for start in starts]
 
 
-def eval_clip_indices(num_frames, seg_num, seglen, num_clips=1, dense=False):
-    """The clips of one video at test time: a list of num_clips index lists."""
+def eval_clip_indices(num_frames, seg_num, seglen, num_clips=1, dense=False,
+                      centre_window=False):
+    """The clips of one video at test time: a list of num_clips index lists
+    (`centre_window`: see uniform_clip_indices; the original's pkl format)."""
     if dense:
         return dense_clip_indices(num_frames, seg_num, seglen, num_clips)
-    return uniform_clip_indices(num_frames, seg_num, seglen, num_clips)
+    return uniform_clip_indices(num_frames, seg_num, seglen, num_clips, centre_window)
 
 
 def window_spans(num_frames, fps, window_seconds, stride_seconds):

@@ -1,17 +1,23 @@
 """Transforms as small pure functions over uint8 frames [T, H, W, 3] (RGB).
 
 All frames of a clip get the same geometry (one crop box, one flip), as the original.
+Every resize is Pillow's BILINEAR, as the original's: when it shrinks, Pillow widens the
+filter with the reduction and so averages over the source pixels, which OpenCV's
+INTER_LINEAR does not (up to ~100 grey levels apart on real 720p and 1080p clips scaled to
+341x256), and the released weights were trained on Pillow-resized frames.
 """
-import cv2
 import numpy as np
+from PIL import Image
 
 MULTI_SCALES = (1, .875, .75, .66)
 
 
 def resize(frames, width, height):
+    """uint8 [T, H, W, 3] -> [T, height, width, 3], each frame through Pillow's BILINEAR
+    (`Image.resize((w, h), Image.BILINEAR)`, the original's call)."""
     if frames.shape[1] == height and frames.shape[2] == width:
-        return frames
-    return np.stack([cv2.resize(f, (width, height), interpolation=cv2.INTER_LINEAR)
+        return frames  # Pillow returns a copy of the same pixels
+    return np.stack([np.asarray(Image.fromarray(f).resize((width, height), Image.BILINEAR))
                      for f in frames])
 
 
@@ -38,7 +44,8 @@ def crop(frames, x, y, w, h):
 
 
 def multi_scale_crop_box(width, height, input_size, rng, scales=MULTI_SCALES, max_distort=1):
-    """TSN's multi-scale crop with 13 fixed offsets: (x, y, w, h) of the crop."""
+    """TSN's multi-scale crop with 13 fixed offsets: (x, y, w, h) of the crop, the offsets
+    floats, as the original's `(image_w - crop_w) / 4` steps are (see `pixel_box`)."""
     base = min(width, height)
     sizes = [int(base * s) for s in scales]
     crop_h = [input_size if abs(s - input_size) < 3 else s for s in sizes]
@@ -48,7 +55,15 @@ def multi_scale_crop_box(width, height, input_size, rng, scales=MULTI_SCALES, ma
     cw, ch = pairs[int(rng.integers(len(pairs)))]
     offsets = fixed_offsets(width, height, cw, ch)
     x, y = offsets[int(rng.integers(len(offsets)))]
-    return int(round(x)), int(round(y)), cw, ch  # PIL's crop rounds float boxes
+    return x, y, cw, ch
+
+
+def pixel_box(x, y, w, h):
+    """A float box -> the pixels PIL's `crop((x, y, x + w, y + h))` takes: each edge rounded
+    on its own with Python's round (half to even), so an odd-sized crop at a .5 offset comes
+    out one pixel wider or narrower, as in the original."""
+    left, top = round(x), round(y)
+    return left, top, round(x + w) - left, round(y + h) - top
 
 
 def fixed_offsets(width, height, crop_w, crop_h):
@@ -69,9 +84,9 @@ def fixed_offsets(width, height, crop_w, crop_h):
 
 
 def multi_scale_crop(frames, size, rng):
-    """Crop at a random scale and offset, then resize to size x size."""
-    x, y, w, h = multi_scale_crop_box(frames.shape[2], frames.shape[1], size, rng)
-    return resize(crop(frames, x, y, w, h), size, size)
+    """Crop at a random scale and offset, then resize to size x size (the original's order)."""
+    box = pixel_box(*multi_scale_crop_box(frames.shape[2], frames.shape[1], size, rng))
+    return resize(crop(frames, *box), size, size)
 
 
 def random_crop(frames, size, rng):

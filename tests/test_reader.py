@@ -10,7 +10,7 @@ import pytest
 
 from reader import collate, get_reader, parse_list
 from reader.kinetics_reader import ListFileError
-from reader.sampling import segment_indices
+from reader.sampling import segment_indices, uniform_clip_indices
 from reader.transforms import (center_crop_box, fixed_offsets, multi_scale_crop_box,
                                normalize, random_flip, scale_size)
 from reader.video_backends import DecordVideo, OpenCVVideo, VideoDecodeError, open_video
@@ -32,6 +32,50 @@ from utils.config_utils import parse_config
 def test_eval_indices(n, seg, seglen, expected):
     for mode in ('valid', 'test', 'infer'):
         assert segment_indices(n, seg, seglen, mode) == expected
+
+
+@pytest.mark.parametrize('n,seg,seglen,expected', [
+    (20, 4, 1, [2, 7, 12, 17]),                     # (5-1)//2 = 2, as mp4
+    (20, 4, 2, [1, 2, 6, 7, 11, 12, 16, 17]),       # (5-2)//2 = 1 (mp4: 2)
+    (24, 4, 3, [1, 2, 3, 7, 8, 9, 13, 14, 15, 19, 20, 21]),  # (6-3)//2 = 1 (mp4: 2)
+    (25, 4, 2, [2, 3, 8, 9, 14, 15, 20, 21]),       # (6-2)//2 = 2 (mp4: 2 too)
+    (6, 4, 2, [0, 1, 1, 2, 2, 3, 3, 4]),            # average_dur 1 < seglen: i*1, as mp4
+])
+def test_pkl_eval_indices_centre_the_window(n, seg, seglen, expected):
+    """The original's pkl branch: `(average_dur - seglen) // 2 + i * average_dur`."""
+    for mode in ('valid', 'test', 'infer'):
+        assert segment_indices(n, seg, seglen, mode, centre_window=True) == expected
+    assert uniform_clip_indices(n, seg, seglen, 1, centre_window=True) == [expected]
+
+
+def test_pkl_clips_centre_the_window_on_each_clip_point():
+    """40 frames, 4 segments of 10, seglen 2, 2 clips: clip points 2.5 and 7.5 of each
+    segment, windows starting at 1.5 -> 1 and 6.5 -> 6 (mp4: (10-1)//4 = 2, (30-1)//4 = 7)."""
+    clips = uniform_clip_indices(40, 4, 2, 2, centre_window=True)
+    assert clips == [[1, 2, 11, 12, 21, 22, 31, 32], [6, 7, 16, 17, 26, 27, 36, 37]]
+    assert uniform_clip_indices(40, 4, 2, 2) == [[2, 3, 12, 13, 22, 23, 32, 33],
+                                                  [7, 8, 17, 18, 27, 28, 37, 38]]
+
+
+@pytest.mark.parametrize('fmt,expected', [('pkl', [1, 2, 6, 7, 11, 12, 16, 17]),
+                                          ('mp4', [2, 3, 7, 8, 12, 13, 17, 18])])
+def test_reader_offset_follows_the_format(tmp_path, fmt, expected):
+    """seglen 2, 20 frames, 4 segments: the reader takes the format's test-mode offset."""
+    clip = make_clip(20)
+    if fmt == 'pkl':
+        path = tmp_path / 'v.pkl'
+        with open(path, 'wb') as f:
+            pickle.dump(('vid', 1, [_png(fr) for fr in clip]), f, protocol=2)
+        line = f"{path}\n"
+    else:
+        line = f"{write_video(tmp_path / 'v.avi', clip)} 1\n"
+    (tmp_path / 'v.list').write_text(line)
+    sections = {k: dict(v) for k, v in TINY.items()}
+    sections['MODEL'].update(format=fmt, seglen=2)
+    cfg = parse_config(write_config(tmp_path / 'c.yaml', sections))
+    ds = get_reader('TSM', 'valid', cfg, filelist=str(tmp_path / 'v.list'))
+    frames, _ = ds.load_frames(0, None)
+    np.testing.assert_array_equal(frames, clip[expected])
 
 
 def test_train_indices_stay_in_their_segment_and_cover_it():
@@ -80,8 +124,7 @@ def test_multi_scale_crop_draws_the_ten_scale_pairs():
     for _ in range(2000):
         x, y, w, h = multi_scale_crop_box(256, 256, 256, rng)
         assert (w, h) in allowed and 0 <= x <= 256 - w and 0 <= y <= 256 - h
-        offsets = {(int(round(a)), int(round(b))) for a, b in fixed_offsets(256, 256, w, h)}
-        assert (x, y) in offsets
+        assert (x, y) in fixed_offsets(256, 256, w, h)  # float offsets; PIL rounds the box
         seen.add((w, h))
     assert seen == allowed and len(allowed) == 10
 

@@ -8,6 +8,10 @@ CPU seconds (user+sys) per clip, which other processes' load hardly changes; the
 scaling is wall time (it is about parallelism).  The reader is the test-mode item of
 KineticsReader: open, sample 8 frames, decode them, scale, centre crop, normalise.
 
+The resize (Pillow's BILINEAR, as the original; see reader/transforms.py) is timed on its
+own: CPU ms per 1920x1080 -> 341x256 frame against OpenCV's INTER_LINEAR, and its share
+of each clip's reading time (the clip's sampled frames scaled to the short side).
+
 Worker scaling is the steady state of a long stream (the clips repeated and shuffled, as
 an epoch is): clips per second from the first batch on, 1 vs 2 workers, alternating.  The
 same stream read by plain processes (a multiprocessing pool, no DataLoader) gives the
@@ -94,6 +98,38 @@ def item_cpu(dataset, i):
     return own_cpu() - t
 
 
+def resize_cpu(dataset, i):
+    """CPU seconds of scaling clip i's sampled frames (decoded beforehand, not timed)."""
+    from reader.transforms import group_scale
+    frames, _ = dataset.load_frames(i, None)
+    t = own_cpu()
+    group_scale(frames, dataset.short_size)
+    return own_cpu() - t
+
+
+def resize_costs(quick):
+    """CPU ms per frame, 1920x1080 -> 341x256: the reader's resize (Pillow BILINEAR) and
+    OpenCV's INTER_LINEAR (what the reader used before), alternating rounds; medians."""
+    import cv2
+    from reader.transforms import resize
+    frame = np.random.default_rng(0).integers(0, 256, (1, 1080, 1920, 3), dtype=np.uint8)
+    calls = {'pil': lambda: resize(frame, 341, 256),
+             'cv2_linear': lambda: cv2.resize(frame[0], (341, 256),
+                                              interpolation=cv2.INTER_LINEAR)}
+    n = 3 if quick else 20
+    times = {k: [] for k in calls}
+    for _ in range(1 if quick else 5):
+        for k, call in calls.items():
+            call()  # warm
+            t = own_cpu()
+            for _ in range(n):
+                call()
+            times[k].append((own_cpu() - t) / n * 1e3)
+    pil, lin = float(np.median(times['pil'])), float(np.median(times['cv2_linear']))
+    return {'resize_pil_ms_per_frame': pil, 'resize_cv2_linear_ms_per_frame': lin,
+            'resize_pil_vs_cv2_linear': pil / lin}
+
+
 def make_dataset(fmt, items, size):
     from reader.kinetics_reader import KineticsReader
     from utils.config_utils import DEFAULTS, AttrDict
@@ -160,25 +196,30 @@ def main():
     res = {'clips': len(paths), 'source': source, 'reps': reps}
 
     # per clip CPU seconds, medians over reps, clips interleaved
-    ff, ours, cv = [], [], []
+    ff, ours, cv, rs = [], [], [], []
     for i, p in enumerate(paths):
         ffmpeg_cpu(p)  # page cache
-        f_t, o_t, c_t = [], [], []
+        f_t, o_t, c_t, r_t = [], [], [], []
         for _ in range(reps):
             f_t.append(ffmpeg_cpu(p))
             o_t.append(item_cpu(mp4, i))
             c_t.append(opencv_all_cpu(p, mp4))
+            r_t.append(resize_cpu(mp4, i))
         ff.append(np.median(f_t))
         ours.append(np.median(o_t))
         cv.append(np.median(c_t))
+        rs.append(np.median(r_t))
     res['ffmpeg_cpu_s_total'] = float(np.sum(ff))
     res['reader_cpu_s_total'] = float(np.sum(ours))
     res['opencv_all_frames_cpu_s_total'] = float(np.sum(cv))
     res['reader_floor_ratio'] = float(np.sum(ours) / np.sum(ff))
     res['reader_speedup_test'] = float(np.sum(cv) / np.sum(ours))
+    res['resize_share_of_reader'] = float(np.sum(rs) / np.sum(ours))
+    res.update(resize_costs(args.quick))
     res['per_clip'] = [{'clip': os.path.relpath(p, common.REALCLIPS) if source == 'realclips'
                         else os.path.basename(p), 'ffmpeg': round(a, 4), 'reader': round(b, 4),
-                        'opencv_all': round(c, 4)} for p, a, b, c in zip(paths, ff, ours, cv)]
+                        'opencv_all': round(c, 4), 'resize': round(r, 4)}
+                       for p, a, b, c, r in zip(paths, ff, ours, cv, rs)]
 
     # 1 vs 2 DataLoader workers (wall, steady state of a long shuffled stream), the two
     # settings alternating so that drifts in the machine's speed hit both; the same

@@ -2,7 +2,7 @@
 from utils.config_utils import mode_section
 
 from . import tsm  # noqa: F401  (registers TSM)
-from .registry import known_models, lookup, register  # noqa: F401
+from .registry import RegistryError, known_models, lookup, register  # noqa: F401
 from .weights import WeightsError, load_pretrain, load_weights  # noqa: F401
 
 

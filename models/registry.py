@@ -3,12 +3,19 @@
 _MODELS = {}
 
 
+class RegistryError(KeyError):
+    """An unknown or twice-registered name; one-line message."""
+
+    def __str__(self):
+        return str(self.args[0]) if self.args else ''
+
+
 def register(name):
     """Class decorator: `@register('TSM')`. A duplicate name is an error."""
     def wrap(cls):
         key = name.upper()
         if key in _MODELS:
-            raise KeyError(f"model '{name}' is registered twice")
+            raise RegistryError(f"model '{name}' is registered twice")
         _MODELS[key] = cls
         return cls
     return wrap
@@ -17,7 +24,7 @@ def register(name):
 def lookup(name):
     key = str(name).upper()
     if key not in _MODELS:
-        raise KeyError(f"unknown model '{name}' (known: {', '.join(sorted(_MODELS))})")
+        raise RegistryError(f"unknown model '{name}' (known: {', '.join(sorted(_MODELS))})")
     return _MODELS[key]
 
 

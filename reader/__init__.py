@@ -1,4 +1,5 @@
 """Readers: `get_reader(name, mode, cfg)` -> a paddle.io.Dataset; `collate` batches it."""
+from models.registry import RegistryError
 from utils.config_utils import mode_section
 
 from .kinetics_reader import KineticsReader, ListFileError, collate, parse_list  # noqa: F401
@@ -12,5 +13,5 @@ def get_reader(name, mode, cfg, filelist=None, items=None):
     mode_section(mode)
     key = str(name).upper()
     if key not in _READERS:
-        raise KeyError(f"no reader for model '{name}' (known: {', '.join(sorted(_READERS))})")
+        raise RegistryError(f"no reader for model '{name}' (known: {', '.join(sorted(_READERS))})")
     return _READERS[key](mode, cfg, filelist=filelist, items=items)

@@ -138,7 +138,27 @@ def test_resume_continues_where_it_stopped_and_runs_repeat(run2):
     history = json.loads((part / 'history.json').read_text())
     assert [h['epoch'] for h in history] == [0, 1]
     bad = run_cli(*TRAIN, '--config', data['config'], '--resume', str(part / 'nothing'))
-    assert bad.returncode == 2 and 'nothing.pdopt' in bad.stderr
+    assert bad.returncode == 2 and 'nothing.pdparams' in bad.stderr
+    assert bad.stderr.count('\n') == 1
+
+
+def test_resume_from_released_weights_only_starts_at_epoch_0(run2, tmp_path):
+    """The model zoo told its users to point --resume at the released model to finetune:
+    weights without a .pdopt load, and training starts at epoch 0, fresh optimizer."""
+    data, full, _ = run2
+    released = tmp_path / 'TSM.pdparams'
+    released.write_bytes((full / 'TSM.pdparams').read_bytes())  # no .pdopt beside it
+    res = train(data['config'], tmp_path / 'ft', '--epoch', '1', '--learning_rate', '0',
+                '--resume', str(tmp_path / 'TSM'))
+    assert re.search(r'weights only \(no .*TSM\.pdopt beside them\).*epoch 0', res.stdout)
+    assert 'Epoch 0, iter 0/' in res.stdout
+    # learning rate 0: the parameters end as the released file holds them (batch-norm
+    # statistics still move in training mode); from scratch they would differ
+    trained, start = weights(tmp_path / 'ft' / 'TSM.pdparams'), weights(released)
+    params = [k for k in start if not k.endswith(('_mean', '_variance'))]
+    assert len(params) > 10
+    for k in params:
+        np.testing.assert_array_equal(trained[k], start[k], err_msg=k)
 
 
 def test_use_gpu_true_without_gpu_is_a_clear_error(tiny_dataset):

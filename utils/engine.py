@@ -104,10 +104,10 @@ def train_one_epoch(model, loader, optimizer, lr_sched, epoch, log_interval=10, 
     """Train on batches start_iter.. of the epoch.
 
     Every rank takes the same collective steps whatever fails: a rank whose batch had no
-    video that decoded still runs a zero-gradient backward (placeholder_loss), and one
-    all-reduce per step (Ranks.step_status) tells every rank the number of real videos,
-    which ranks' losses were not finite and whether a rank was asked to stop
-    (`stop_asked()`, e.g. by SIGTERM).  The loss is the mean over the step's real videos
+    video that decoded still runs a zero-gradient backward (placeholder_loss); before the
+    backward, one all-reduce (Ranks.step_status) tells every rank the number of real
+    videos and which ranks' losses were not finite, and after the step another whether a
+    rank was asked to stop (`stop_asked()`, e.g. by SIGTERM).  The loss is the mean over the step's real videos
     on all ranks: each rank's sum over its videos, times world / videos because
     DataParallel averages the ranks' gradients.  A step with no video on any rank is
     skipped everywhere (the LR schedule still counts it).
@@ -135,8 +135,7 @@ def train_one_epoch(model, loader, optimizer, lr_sched, epoch, log_interval=10, 
             with amp.autocast():
                 loss_sum = placeholder_loss(model, clip_shape(loader.dataset))
             loss_value = 0.0
-        status = ranks.step_status(videos, math.isfinite(loss_value if videos else 0.0),
-                                   stop_asked() if stop_asked else False)
+        status = ranks.step_status(videos, math.isfinite(loss_value if videos else 0.0))
         if status.nonfinite_ranks:
             where = (f" on rank {', '.join(map(str, status.nonfinite_ranks))}"
                      if ranks.distributed else '')
@@ -166,9 +165,12 @@ def train_one_epoch(model, loader, optimizer, lr_sched, epoch, log_interval=10, 
                 speed.reset()
         else:
             meter.add_failed(int(batch['failed']))
+            if log_interval and (it % log_interval == 0 or it == n_iter - 1):
+                logger.info("[TRAIN] Epoch %d, iter %d/%d: no video of this batch decoded "
+                            "(%d failed)", epoch, it, n_iter, int(batch['failed']))
         if after_step is not None:
             after_step(epoch, it)
-        if status.stop:
+        if stop_asked is not None and ranks.any(stop_asked()):  # after the step, as asked
             break
         tic = time.time()
     return meter, next_iter

@@ -1,5 +1,4 @@
 """The jobs behind train.py, eval.py and predict.py: set-up around the shared loops."""
-import argparse
 import json
 import logging
 import os
@@ -10,7 +9,7 @@ import numpy as np
 import paddle
 
 from metrics import AccuracyMeter
-from models import WeightsError, get_model, load_pretrain, load_weights
+from models import RegistryError, WeightsError, get_model, load_pretrain, load_weights
 from metrics.report import plot_confusion, write_per_class_csv
 from reader import ListFileError, get_reader, parse_list
 from utils import checkpoint, env, inference, predict_modes
@@ -18,12 +17,15 @@ from utils.config_utils import ConfigError, explicit_keys, print_configs, to_pla
 from utils.download import DownloadError, fetch_url, released_weights
 from utils.engine import (Amp, TrainingError, build_loader, build_optimizer, evaluate, predict,
                           set_loader_epoch, train_one_epoch)
+from utils.loader import LoaderError
+from utils.ranks import Ranks
 
 logger = logging.getLogger(__name__)
 
-# Errors that end a run with one line instead of a traceback.
-USER_ERRORS = (ConfigError, FileNotFoundError, WeightsError, DownloadError, ListFileError,
-               env.EnvError, TrainingError, KeyError)  # Interrupted is handled by train.py
+# The project's own errors, which end a run with one line instead of a traceback; any
+# other exception is a bug and keeps its traceback.  (Interrupted is handled by run_job.)
+USER_ERRORS = (ConfigError, WeightsError, DownloadError, ListFileError, RegistryError,
+               predict_modes.InputError, env.EnvError, TrainingError, LoaderError)
 
 
 def setup_runtime(cfg, args):
@@ -107,25 +109,53 @@ class StopRequest:
         logger.warning("got %s: stopping after this step and saving a checkpoint",
                        signal.Signals(signum).name)
 
-    def requested(self, world):
+    def asked(self):
+        """This process was asked to stop (the training loop tells the other ranks)."""
+        return self.signal is not None
+
+    def requested(self, ranks):
         """True on every rank when any rank was asked to stop."""
-        flag = self.signal is not None
-        if world > 1:
-            t = paddle.to_tensor([int(flag)])
-            paddle.distributed.all_reduce(t)
-            flag = int(t.numpy()[0]) > 0
-        return flag
+        return ranks.any(self.asked())
 
 
 class Interrupted(Exception):
     """Training stopped by a signal after saving; the message says how to resume."""
 
 
+def on_rank0(ranks, what, write):
+    """Run `write()` on rank 0 only (checkpoints, logs); when it cannot write, every rank
+    stops with the same one-line message instead of going on without it."""
+    error = None
+    if ranks.rank == 0:
+        try:
+            write()
+        except OSError as e:
+            error = (f"cannot write {what} ({e.strerror or e}); stopping (free some space or "
+                     f"change --save_dir, then --resume latest)")
+    error = ranks.from_rank0(error)
+    if error:
+        raise TrainingError(error)
+
+
+def check_amp(amp):
+    """Paddle's auto_cast only acts on a GPU: on the CPU it warns and computes in float32
+    (the losses equal float32's to the last digit), so AMP there would be a promise the
+    run does not keep."""
+    if amp.enabled and paddle.get_device().startswith('cpu'):
+        raise env.EnvError("TRAIN.amp needs a GPU: Paddle's auto_cast does nothing on the CPU "
+                           "(training would run in float32); set TRAIN.amp: false (bfloat16 "
+                           "inference on the CPU: eval.py/predict.py --precision bf16)")
+
+
 def train_job(args, cfg):
     rank, world = setup_runtime(cfg, args)
+    ranks = Ranks(rank, world)
     print_configs(cfg, 'Train', logger)
+    amp = Amp(cfg.TRAIN.amp, cfg.TRAIN.amp_level, cfg.TRAIN.amp_dtype)
+    check_amp(amp)
     seed = 0 if args.fix_random_seed else random.randrange(2 ** 31)
-    env.seed_everything(seed)  # the model's initialisation
+    seed = ranks.from_rank0(seed)  # one seed for the run; each rank's dropout differs by rank
+    env.seed_everything(seed)  # the model's initialisation (rank 0's is sent to every rank)
     model = get_model(args.model_name, cfg, 'train')
     train_loader = build_loader(get_reader(args.model_name, 'train', cfg),
                                 per_device_batch(cfg.TRAIN.batch_size, world),
@@ -137,8 +167,9 @@ def train_job(args, cfg):
                                     cfg.VALID.num_reader_threads, rank, world)
     steps = len(train_loader)
     optimizer, lr_sched = build_optimizer(model, cfg, steps)
-    start_epoch, start_iter, seed = init_weights(model, optimizer, args, steps, seed)
-    amp = Amp(cfg.TRAIN.amp, cfg.TRAIN.amp_level, cfg.TRAIN.amp_dtype)
+    scaler = amp.scaler()
+    start_epoch, start_iter, seed = init_weights(model, optimizer, scaler, args, steps, seed,
+                                                 ranks, keep=explicit_keys(cfg, 'MODEL'))
     if amp.enabled and amp.level == 'O2':
         model, optimizer = paddle.amp.decorate(models=model, optimizers=optimizer, level='O2',
                                                dtype=amp.dtype)
@@ -149,37 +180,39 @@ def train_job(args, cfg):
     history = History(os.path.join(args.save_dir, 'history.json'), start_epoch)
 
     def save(epoch, next_iter):
-        """Checkpoint after `next_iter` batches of `epoch` (all of them: epoch end)."""
-        if rank != 0:
-            return None
+        """Checkpoint after `next_iter` batches of `epoch` (all of them: epoch end).  Every
+        rank calls it at the same step; rank 0 writes."""
         bad = [n for n, p in model.named_parameters()
                if not bool(paddle.isfinite(p).all())]
-        if bad:  # never overwrite the last good checkpoint with a diverged model
+        if bad:  # the same weights on every rank: every rank stops here, with this line
             raise TrainingError(f"weights became non-finite at epoch {epoch} iteration "
                                 f"{next_iter - 1} ({bad[0]}, ...); stopping, the last saved "
                                 f"checkpoint is untouched")
         done = next_iter >= steps
         prefix = os.path.join(args.save_dir, f"{name}_epoch{epoch}" +
                               ('' if done else f"_iter{next_iter}"))
-        checkpoint.save_checkpoint(prefix, model, optimizer, epoch=epoch, next_iter=next_iter,
-                                   steps_per_epoch=steps, step=lr_sched.last_epoch, seed=seed,
-                                   scaler=scaler.state_dict(), config=to_plain(cfg))
-        checkpoint.remove_partial(args.save_dir, name, keep=prefix)
+
+        def write():
+            checkpoint.save_checkpoint(prefix, model, optimizer, epoch=epoch,
+                                       next_iter=next_iter, steps_per_epoch=steps,
+                                       step=lr_sched.last_epoch, seed=seed,
+                                       scaler=scaler.state_dict(), config=to_plain(cfg))
+            checkpoint.remove_partial(args.save_dir, name, keep=prefix)
+        on_rank0(ranks, f"checkpoint {prefix}", write)
         return prefix
 
-    scaler = amp.scaler()
     with StopRequest() as stop:
         def after_step(epoch, it):
             if args.save_interval_iters and (it + 1) % args.save_interval_iters == 0 \
                     and it + 1 < steps:
                 save(epoch, it + 1)
-            return stop.requested(world)
 
         for epoch in range(start_epoch, cfg.TRAIN.epoch):
             set_loader_epoch(train_loader, epoch, seed)
             meter, next_iter = train_one_epoch(
                 net, train_loader, optimizer, lr_sched, epoch, args.log_interval,
-                start_iter if epoch == start_epoch else 0, seed, amp, scaler, after_step)
+                start_iter if epoch == start_epoch else 0, seed, amp, scaler, after_step,
+                ranks, stop.asked)
             if next_iter < steps:  # stopped by a signal
                 prefix = save(epoch, next_iter)
                 raise Interrupted(f"interrupted at epoch {epoch}, iteration {next_iter}: saved "
@@ -192,21 +225,21 @@ def train_job(args, cfg):
             log_scalars(writer, 'train', stats, epoch)
             epoch_record = {'epoch': epoch, 'train': stats}
             if valid_loader is not None and (epoch + 1) % args.valid_interval == 0:
-                val = evaluate(net, valid_loader, desc='valid')
+                ranks.buffers_from_rank0(model)  # evaluate what the checkpoint holds
+                val = evaluate(net, valid_loader, desc='valid', amp=amp)
                 report_failures(val, 'validation', cfg.VALID.filelist)
                 logger.info("[VALID] Epoch %d: loss %.5f, top1 %.4f, top5 %.4f (%d videos)",
                             epoch, val['loss'], val['top1'], val['top5'], val['num_videos'])
                 log_scalars(writer, 'valid', val, epoch)
                 epoch_record['valid'] = val
-            if rank == 0:
-                history.add(epoch_record)
-            if stop.requested(world) and epoch + 1 < cfg.TRAIN.epoch:  # came in the last step
+            on_rank0(ranks, history.path, lambda: history.add(epoch_record))
+            if stop.requested(ranks) and epoch + 1 < cfg.TRAIN.epoch:  # came in the last step
                 prefix = os.path.join(args.save_dir, f"{name}_epoch{epoch}")
                 raise Interrupted(f"interrupted after epoch {epoch}: saved {prefix}; continue "
                                   f"with --resume {prefix}")
-    if rank == 0:
-        checkpoint.save_weights(model, os.path.join(args.save_dir, f"{name}.pdparams"))
-        logger.info("saved final weights to %s", os.path.join(args.save_dir, f"{name}.pdparams"))
+    final = os.path.join(args.save_dir, f"{name}.pdparams")
+    on_rank0(ranks, final, lambda: checkpoint.save_weights(model, final))
+    logger.info("saved final weights to %s", final)
     if writer is not None:
         writer.close()
 
@@ -229,41 +262,88 @@ class History:
         os.replace(tmp, self.path)
 
 
-def init_weights(model, optimizer, args, steps_per_epoch, seed):
-    """--resume (weights, optimizer, LR, position, seed), else --pretrain.
+def init_weights(model, optimizer, scaler, args, steps_per_epoch, seed, ranks, keep=()):
+    """--resume, else --pretrain, read on rank 0 and sent to every rank, so the ranks
+    agree on weights, optimizer, loss scale and position even when the checkpoint or
+    the download exists on rank 0's machine only.  `keep`: model options the user gave
+    explicitly, which the weights' options do not override.
     -> (first epoch, first batch of it, the run's seed)"""
-    if args.resume:
-        prefix = checkpoint.strip_suffix(args.resume)
-        if os.path.basename(prefix) == 'latest':
-            found = checkpoint.find_latest(os.path.dirname(prefix) or args.save_dir,
-                                           args.model_name.upper())
-            if found is None:
-                logger.info("--resume latest: no checkpoint in %s yet, starting afresh",
-                            os.path.dirname(prefix) or args.save_dir)
-                return init_weights(model, optimizer, _without_resume(args), steps_per_epoch, seed)
-            prefix = found
-        state = checkpoint.read_opt_state(prefix)
-        load_weights(model, prefix + '.pdparams')
-        optimizer.set_state_dict(checkpoint.to_tensors(state['optimizer']))
-        epoch, next_iter = int(state['epoch']), state.get('next_iter')
-        if next_iter is None or next_iter >= steps_per_epoch:
-            epoch, next_iter = epoch + 1, 0
-        logger.info("resumed from %s: continuing at epoch %d, iteration %d", prefix, epoch,
-                    next_iter)
-        return epoch, next_iter, int(state.get('seed', seed))
-    pretrain = args.pretrain
+    start = None
+    if ranks.rank == 0:
+        try:
+            start = _start_point(model, args, steps_per_epoch, seed, keep)
+        except USER_ERRORS as e:  # every rank stops with rank 0's line
+            start = {'error': str(e.args[0] if e.args else e)}
+    start = ranks.from_rank0(start)
+    if 'error' in start:
+        raise TrainingError(start['error'])
+    ranks.model_from_rank0(model)
+    if start.get('optimizer') is not None:
+        optimizer.set_state_dict(checkpoint.to_tensors(start['optimizer']))
+    if start.get('scaler'):
+        restore_scaler(scaler, start['scaler'])
+    return start['epoch'], start['next_iter'], start['seed']
+
+
+def restore_scaler(scaler, state):
+    """The loss scale and its counters as a checkpoint saved them (a scaler that is off,
+    as on the CPU, has none to restore)."""
+    if getattr(scaler, '_enable', True):
+        scaler.load_state_dict(state)
+
+
+def _start_point(model, args, steps_per_epoch, seed, keep=()):
+    """Load the weights a run starts from into `model`; -> {'epoch', 'next_iter', 'seed',
+    'optimizer', 'scaler'} (optimizer None: a fresh one)."""
+    fresh = {'epoch': 0, 'next_iter': 0, 'seed': seed, 'optimizer': None, 'scaler': None}
+    if not args.resume:
+        _pretrain(model, args.pretrain, keep)
+        return fresh
+    prefix = checkpoint.strip_suffix(args.resume)
+    if os.path.basename(prefix) == 'latest':
+        folder = os.path.dirname(prefix) or args.save_dir
+        found = checkpoint.find_latest(folder, args.model_name.upper())
+        if found is None:
+            logger.info("--resume latest: no checkpoint in %s yet, starting afresh", folder)
+            _pretrain(model, args.pretrain, keep)
+            return fresh
+        prefix = found
+    weights = fetch_if_url(args.resume) if args.resume.startswith(('http://', 'https://')) \
+        else prefix + '.pdparams' if os.path.isfile(prefix + '.pdparams') else prefix
+    if not os.path.exists(weights):
+        raise WeightsError(f"--resume {args.resume}: no checkpoint there (expected "
+                           f"{prefix}.pdparams, and {prefix}.pdopt beside it to continue a run)")
+    if not os.path.isfile(prefix + '.pdopt'):
+        load_weights(model, weights, keep)  # a released model: weights only, as the model zoo did
+        logger.info("resumed from %s: weights only (no %s.pdopt beside them), so training "
+                    "starts at epoch 0 with a fresh optimizer", weights, prefix)
+        return fresh
+    state = checkpoint.read_opt_state(prefix)
+    load_weights(model, weights, keep)
+    epoch, next_iter = int(state['epoch']), state.get('next_iter')
+    if next_iter is None or next_iter >= steps_per_epoch:
+        epoch, next_iter = epoch + 1, 0
+    logger.info("resumed from %s: continuing at epoch %d, iteration %d", prefix, epoch,
+                next_iter)
+    return {'epoch': epoch, 'next_iter': next_iter, 'seed': int(state.get('seed', seed)),
+            'optimizer': state['optimizer'], 'scaler': state.get('scaler')}
+
+
+def _pretrain(model, pretrain, keep=()):
+    """--pretrain: a file, folder or URL; absent: ImageNet ResNet-50 (the model zoo
+    publishes no other depth); 'none': from scratch."""
     if pretrain is None and model.backbone_depth == 50:
         logger.info("no --pretrain given: using the ImageNet ResNet-50 weights")
         pretrain = released_weights('ResNet50_pretrained')
+    elif pretrain is None:
+        logger.warning("no --pretrain given and the model zoo publishes no ImageNet weights "
+                       "for ResNet-%d: training from scratch, which needs far more epochs "
+                       "(pass --pretrain PATH, or --pretrain none to say so)",
+                       model.backbone_depth)
     if pretrain and pretrain.lower() != 'none':
-        load_pretrain(model, fetch_if_url(pretrain))
+        load_pretrain(model, fetch_if_url(pretrain), keep)
     else:
         logger.info("training from scratch (no pretrained weights)")
-    return 0, 0, seed
-
-
-def _without_resume(args):
-    return argparse.Namespace(**dict(vars(args), resume=None))
 
 
 def report_failures(stats, what, filelist, epoch=None):

@@ -19,6 +19,7 @@ import os
 import re
 import signal
 import threading
+import time
 
 import numpy as np
 import paddle
@@ -55,9 +56,11 @@ class ResumableBatches(paddle.io.BatchSampler):
     in the middle of an epoch, restart after a worker died) without decoding them."""
 
     def __init__(self, inner):  # no super().__init__: everything is delegated to `inner`
-        self.inner, self.skip = inner, 0
+        self.inner, self.skip, self.epoch = inner, 0, None
 
     def __iter__(self):
+        if self.epoch is not None:  # DistributedBatchSampler moves to the next epoch's
+            self.inner.set_epoch(self.epoch)  # order on every pass: a restart repeats it
         return itertools.islice(iter(self.inner), self.skip, None)
 
     def __len__(self):
@@ -69,7 +72,7 @@ class ResumableBatches(paddle.io.BatchSampler):
 
     def set_epoch(self, epoch):
         if hasattr(self.inner, 'set_epoch'):
-            self.inner.set_epoch(epoch)
+            self.epoch = epoch
 
 
 class TrackedDataset(paddle.io.Dataset):
@@ -208,9 +211,10 @@ def resilient_batches(loader, start=0, max_restarts=10):
     """Yield (index, batch) from batch `start` on.  When a worker process dies, the item
     it was reading is skipped from then on (counted as failed) and the workers restart at
     the first batch not yet yielded.  When the item cannot be told (an untracked loader),
-    that batch is given up instead: yielded with no videos and all of them counted as
-    failed.  More than `max_restarts` restarts is a LoaderError."""
-    pos, restarts, sampler = start, 0, loader.batch_sampler
+    the workers restart at that batch once more, and if they die again there the batch
+    is given up: yielded with no videos, all of them counted as failed.  More than
+    `max_restarts` restarts is a LoaderError."""
+    pos, restarts, sampler, unknown_at = start, 0, loader.batch_sampler, None
     tracked = loader.dataset if isinstance(loader.dataset, TrackedDataset) else None
     deaths = WorkerDeaths()
     try:
@@ -248,23 +252,33 @@ def resilient_batches(loader, start=0, max_restarts=10):
                 tracked.bad.update(culprits)
                 logger.warning("restarting the data loader workers at batch %d", pos)
                 continue
-            if pos < len(loader):
+            if pos < len(loader) and unknown_at == pos:  # the same batch twice: give it up
                 logger.warning("a data loader worker died (%s); restarting the workers after "
                                "batch %d, whose videos are counted as failed", reason, pos)
                 yield pos, failed_batch(sampler.batch_size)
                 pos += 1
+            elif pos < len(loader):
+                logger.warning("a data loader worker died (%s); restarting the workers at "
+                               "batch %d", reason, pos)
+                unknown_at = pos
     finally:
         deaths.uninstall()
 
 
-def _culprits(tracked, deaths):
+def _culprits(tracked, deaths, wait=3.0):
     """Items the dead workers were reading: those of the pids Paddle named, else of any
-    tracked worker that has exited."""
+    tracked worker that has exited.  The loader may report a death (a batch whose shared
+    memory vanished with its worker) before the worker has finished dying: give it
+    `wait` seconds."""
     if tracked is None:
         return set()
     reading = tracked.reading()
-    pids = [p for p in reading if p in deaths.pids] or [p for p in reading if _dead(p)]
-    return {reading[p] for p in pids}
+    deadline = time.monotonic() + wait
+    while True:
+        pids = [p for p in reading if p in deaths.pids] or [p for p in reading if _dead(p)]
+        if pids or time.monotonic() > deadline:
+            return {reading[p] for p in pids}
+        time.sleep(0.05)
 
 
 def failed_batch(size):

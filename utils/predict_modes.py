@@ -18,6 +18,10 @@ from utils.config_utils import ConfigError
 
 logger = logging.getLogger(__name__)
 
+
+class InputError(FileNotFoundError):
+    """A video, folder or camera to predict from that cannot be read; one-line message."""
+
 VIDEO_EXTENSIONS = ('.mp4', '.avi', '.mkv', '.webm', '.mov', '.flv', '.m4v')
 
 
@@ -41,7 +45,7 @@ def find_videos(folder, fmt='mp4'):
     found = sorted(os.path.join(root, f) for root, _, files in os.walk(folder)
                    for f in files if f.lower().endswith(exts))
     if not found:
-        raise FileNotFoundError(f"no videos ({', '.join('*' + e for e in exts)}) under {folder}")
+        raise InputError(f"no videos ({', '.join('*' + e for e in exts)}) under {folder}")
     return found
 
 
@@ -139,7 +143,7 @@ def open_stream(camera=None, path=None):
     cap = cv2.VideoCapture(int(camera) if camera is not None else path)
     if not cap.isOpened():
         cap.release()
-        raise FileNotFoundError(f"cannot open camera {camera} (no such device here?)"
+        raise InputError(f"cannot open camera {camera} (no such device here?)"
                           if camera is not None else f"cannot open video {path}")
     fps = cap.get(cv2.CAP_PROP_FPS)
     return cap, (fps if fps and 0 < fps < 1e4 else None)
@@ -210,7 +214,7 @@ def online_job(args, cfg, model, names):
     else:
         path = source = args.video_path or cfg.INFER.video_path
         if not path or not os.path.isfile(path):
-            raise FileNotFoundError("--online needs --video_path FILE (one video) or "
+            raise InputError("--online needs --video_path FILE (one video) or "
                                     f"--camera N; got {path!r}")
     cap, fps = open_stream(args.camera, path)
     logger.info("online TSM over %s: one frame at a time, score = head over the last %s",
@@ -220,6 +224,6 @@ def online_job(args, cfg, model, names):
     finally:
         cap.release()
     if not records:
-        raise FileNotFoundError(f"{source}: no frame could be read")
+        raise InputError(f"{source}: no frame could be read")
     write_online(records, source, args.save_dir)
     return records

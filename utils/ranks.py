@@ -14,9 +14,8 @@ import paddle
 class StepStatus:
     """What the ranks saw in one step, the same on every rank."""
 
-    def __init__(self, videos, stop, nonfinite_ranks):
+    def __init__(self, videos, nonfinite_ranks):
         self.videos = videos  # real videos in the step, over all ranks
-        self.stop = stop  # a rank was asked to stop (SIGINT/SIGTERM)
         self.nonfinite_ranks = nonfinite_ranks  # ranks whose loss was nan or inf
 
 
@@ -28,17 +27,15 @@ class Ranks:
     def distributed(self):
         return self.world > 1
 
-    def step_status(self, videos, loss_finite, stop):
-        """One all-reduce: [videos, stop, loss non-finite on rank 0, ..., on rank w-1]."""
-        flags = np.zeros(2 + self.world, dtype=np.int64)
-        flags[0], flags[1] = videos, int(bool(stop))
-        flags[2 + self.rank] = int(not loss_finite)
+    def step_status(self, videos, loss_finite):
+        """One all-reduce: [videos, loss non-finite on rank 0, ..., on rank w-1]."""
+        flags = np.zeros(1 + self.world, dtype=np.int64)
+        flags[0], flags[1 + self.rank] = videos, int(not loss_finite)
         if self.distributed:
             t = paddle.to_tensor(flags)
             paddle.distributed.all_reduce(t)
             flags = t.numpy()
-        return StepStatus(int(flags[0]), bool(flags[1]),
-                          [r for r in range(self.world) if flags[2 + r]])
+        return StepStatus(int(flags[0]), [r for r in range(self.world) if flags[1 + r]])
 
     def any(self, flag):
         """True on every rank when `flag` is true on any."""
@@ -67,3 +64,11 @@ class Ranks:
                 model.set_options(**options)
         for tensor in model.state_dict().values():
             paddle.distributed.broadcast(tensor, src=0)
+
+    def buffers_from_rank0(self, model):
+        """Rank 0's batch-norm statistics on every rank.  DataParallel keeps the
+        parameters equal but each rank's running statistics are its own; rank 0's are
+        the ones a checkpoint saves, so validation uses them everywhere."""
+        if self.distributed:
+            for tensor in model.buffers():
+                paddle.distributed.broadcast(tensor, src=0)

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Usage:
 #   bash run.sh train|eval|predict|inference MODEL_NAME CONFIG   (as the model zoo)
+#   bash run.sh serve MODEL_NAME CONFIG [--weights W --port 8000] (HTTP server and page)
 #   bash run.sh demo                                             (built-in demo, no data needed)
 #   bash run.sh test                                             (install test needs, run tests)
 # Extra arguments after CONFIG go to the Python script, e.g. `-o TRAIN.epoch=1`.
@@ -76,17 +77,25 @@ inference)
     [ -n "$weights" ] && args+=(--weights "$weights")
     python inference_model.py "${args[@]}" "$@"
     ;;
+serve)
+    args=(--model_name "$name" --config "$configs")
+    [ -n "$weights" ] && args+=(--weights "$weights")
+    python serve.py "${args[@]}" "$@"
+    ;;
 demo)
     setup
     python tools/demo.py --out_dir output/demo "$@"
     ;;
 test)
     setup -r requirements-test.txt
+    if ! command -v chromium >/dev/null 2>&1 || ! command -v chromedriver >/dev/null 2>&1; then
+        echo "note: Chromium is not installed, so the browser tests are left out (sudo apt-get install chromium chromium-driver)"
+    fi
     python -m pytest tests -q "$@"
     ;;
 *)
-    echo "error: unknown mode '$mode' (use train, eval, predict, inference, demo or test)" >&2
-    echo "usage: bash run.sh train|eval|predict|inference MODEL_NAME CONFIG [extra flags]" >&2
+    echo "error: unknown mode '$mode' (use train, eval, predict, inference, serve, demo or test)" >&2
+    echo "usage: bash run.sh train|eval|predict|inference|serve MODEL_NAME CONFIG [extra flags]" >&2
     exit 2
     ;;
 esac

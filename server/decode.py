@@ -132,9 +132,10 @@ class DecodePool:
                                    initializer=init_worker, initargs=(self.cfg,))
 
     def warm(self):
-        """Start every worker and load its reader before the first request."""
-        for f in [self.pool.submit(warm_up) for _ in range(self.workers)]:
-            f.result()
+        """Start every worker loading its reader (in the background); -> a function that
+        waits until they have."""
+        futures = [self.pool.submit(warm_up) for _ in range(self.workers)]
+        return lambda: [f.result() for f in futures]
 
     def _replace(self, broken):
         if self.pool is broken:

@@ -48,10 +48,16 @@ def serve_job(args, cfg):
         logger.warning("serving on %s without a token (--insecure): anyone who reaches the "
                        "port can use the model", args.host)
     sock = listen(args.host, args.port)  # a port in use fails before the model loads
-    service = Service(args, cfg)
     pool = DecodePool(cfg, decode_workers(args, cfg))
-    service.warm()
-    pool.warm()
+    try:
+        workers_ready = pool.warm()  # the workers start while the model loads
+        service = Service(args, cfg)
+        service.warm()
+        workers_ready()
+    except BaseException:  # bad weights, labels...: no worker left behind
+        pool.close()
+        sock.close()
+        raise
     settings = Settings(args.token, args.max_upload_mb, args.max_queue, args.batch_wait_ms,
                         args.max_online, args.online_window)
     app = create_app(service, pool, settings)

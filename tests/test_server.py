@@ -485,6 +485,10 @@ def test_decode_pool_outlives_a_dead_worker_and_bounds_decoding(files):
     from utils.config_utils import parse_config
     cfg = parse_config(files['config'])
     pool = DecodePool(cfg, 1)
+    slow_cfg = parse_config(files['config'])
+    slow_cfg.INFER.video_timeout = 1e-4  # every decode runs over
+    slow = DecodePool(slow_cfg, 1)
+    slow.warm()  # both pools start side by side
     try:
         first = asyncio.run(pool.decode(files['clip']))
         assert first['clips'].shape == (1, 4, 3, 32, 32)
@@ -495,8 +499,6 @@ def test_decode_pool_outlives_a_dead_worker_and_bounds_decoding(files):
         assert pool.restarts == 1
     finally:
         pool.close()
-    cfg.INFER.video_timeout = 1e-4  # every decode runs over
-    slow = DecodePool(cfg, 1)
     try:
         with pytest.raises(DecodeFailed, match='video_timeout'):
             asyncio.run(slow.decode(files['clip']))

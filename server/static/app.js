@@ -75,7 +75,7 @@ function pickFile(file) {
 async function predict(file, duration) {
   const form = new FormData();
   form.append('video', file);
-  form.append('topk', '5');
+  form.append('topk', String(Math.min(5, state.model ? state.model.num_classes : 5)));
   form.append('frames', '1');
   const win = Number.isFinite(duration) ? windowFor(duration) : parseFloat($('window').value) || null;
   if (win) form.append('window_seconds', String(win));

@@ -1,0 +1,177 @@
+"""The server under load: throughput and latency against the number of clients.
+
+    python bench/serve.py --out serve.json [--quick] [--clients 1,2,4,8] [-- serve.py flags]
+
+Starts `serve.py` (ResNet-50 TSM, configs/tsm.yaml, seeded random weights with calibrated
+BN, whatever engine and precision serve.py picks by default; --quick: the tests' tiny
+ResNet-18) on a free loopback port and posts real clips (../shared/realclips when present,
+else generated 10 s clips) over HTTP:
+  - concurrency_speedup: 8 requests from 8 clients at once against the same 8 one after
+    another, in alternating rounds (median of the per-round ratios: the machine's speed
+    drifts);
+  - per number of clients c: c threads post `requests` clips in all -> requests/s and the
+    p50 / p95 latency of one request.
+"""
+import argparse
+import glob
+import os
+import statistics
+import sys
+import tempfile
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import common  # noqa: E402
+
+from server.harness import Served  # noqa: E402
+
+
+def clips(folder, count, quick):
+    """Real clips when ../shared/realclips is there, else generated ones."""
+    real = sorted(glob.glob(os.path.join(common.REALCLIPS, '*.mp4')))
+    if real and not quick:
+        return [real[i % len(real)] for i in range(count)], 'realclips'
+    import subprocess
+    import imageio_ffmpeg
+    size, seconds = ('64x48', 1) if quick else ('340x256', 10)
+    out = []
+    for i in range(min(count, 4)):
+        path = os.path.join(folder, f'gen{i}.mp4')
+        subprocess.run([imageio_ffmpeg.get_ffmpeg_exe(), '-y', '-loglevel', 'error', '-f', 'lavfi',
+                        '-i', f'testsrc2=size={size}:rate=25:duration={seconds}', '-vf',
+                        f'hue=h={90 * i}', '-c:v', 'libx264', '-pix_fmt', 'yuv420p', path],
+                       check=True)
+        out.append(path)
+    return [out[i % len(out)] for i in range(count)], f'generated {size} {seconds} s'
+
+
+def model_files(folder, quick):
+    """(config, weights): random weights saved once."""
+    from utils import checkpoint
+    if quick:
+        import yaml
+        from tests.conftest import TINY
+        sections = {k: dict(v) for k, v in TINY.items()}
+        sections['INFER']['kinetics_labels'] = os.path.join(folder, 'labels.txt')
+        with open(sections['INFER']['kinetics_labels'], 'w') as f:
+            f.write('a\nb\nc\n')
+        cfg = os.path.join(folder, 'tiny.yaml')
+        with open(cfg, 'w') as f:
+            yaml.safe_dump(sections, f)
+        model = common.build_tsm(18, 3, 4, 32)
+    else:
+        cfg = os.path.join(common.ROOT, 'configs', 'tsm.yaml')
+        model = common.build_tsm(50, 400, 8, 224)
+    weights = os.path.join(folder, 'bench.pdparams')
+    checkpoint.save_weights(model, weights)
+    return cfg, weights
+
+
+def post(session, url, path):
+    """-> seconds for one prediction (raises on anything but 200)."""
+    with open(path, 'rb') as f:
+        data = f.read()
+    t = time.perf_counter()
+    r = session.post(url + '/v1/predict', files={'video': (os.path.basename(path), data)},
+                     timeout=600)
+    elapsed = time.perf_counter() - t
+    if r.status_code != 200:
+        raise RuntimeError(f"{path}: {r.status_code} {r.text[:300]}")
+    return elapsed, r.json()['batch_sizes']
+
+
+def session():
+    import requests
+    s = requests.Session()
+    s.trust_env = False
+    return s
+
+
+def load(url, paths, clients):
+    """`clients` threads share the list of paths -> (wall seconds, latencies, batch sizes)."""
+    todo = list(paths)
+    lock = threading.Lock()
+    latencies, batches = [], []
+
+    def worker(_):
+        s = session()
+        while True:
+            with lock:
+                if not todo:
+                    return
+                path = todo.pop()
+            elapsed, sizes = post(s, url, path)
+            with lock:
+                latencies.append(elapsed)
+                batches.extend(sizes)
+    t = time.perf_counter()
+    with ThreadPoolExecutor(clients) as pool:
+        list(pool.map(worker, range(clients)))
+    return time.perf_counter() - t, latencies, batches
+
+
+def percentile(values, q):
+    values = sorted(values)
+    return values[min(len(values) - 1, int(round(q / 100 * (len(values) - 1))))]
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument('--quick', action='store_true', help='tiny model and clips: a smoke run')
+    p.add_argument('--out', required=True)
+    p.add_argument('--clients', default='1,2,4,8')
+    p.add_argument('--requests', type=int, default=16, help='requests per client count')
+    p.add_argument('--rounds', type=int, default=5, help='rounds of 8 sequential / 8 concurrent')
+    p.add_argument('--threads', type=int, default=0, help='ignored (bench/run.py passes it)')
+    p.add_argument('serve_args', nargs='*', help='more serve.py flags (after --)')
+    args = p.parse_args(argv)
+    rounds = 1 if args.quick else args.rounds
+    with tempfile.TemporaryDirectory(prefix='tsm-bench-serve-') as folder:
+        cfg, weights = model_files(folder, args.quick)
+        paths, source = clips(folder, 8, args.quick)
+        server = Served(['--config', cfg, '--weights', weights, *args.serve_args],
+                        env={'TSM_PADDLE_CACHE': os.path.join(folder, 'cache')}).wait()
+        try:
+            model = session().get(server.url + '/v1/model').json()
+            load(server.url, paths[:2], 1)  # warm: first requests, caches
+            ratios, seq_s, conc_s = [], [], []
+            for r in range(rounds):  # alternate the order, round after round
+                order = ('seq', 'conc') if r % 2 == 0 else ('conc', 'seq')
+                times = {k: load(server.url, paths, 1 if k == 'seq' else 8)[0] for k in order}
+                seq_s.append(times['seq'])
+                conc_s.append(times['conc'])
+                ratios.append(times['seq'] / times['conc'])
+                print(f"round {r}: 8 sequential {times['seq']:.2f} s, 8 concurrent "
+                      f"{times['conc']:.2f} s, ratio {ratios[-1]:.2f}", flush=True)
+            table = []
+            for c in (int(x) for x in args.clients.split(',')):
+                n = max(args.requests, c) if not args.quick else max(4, c)
+                wall, lat, batches = load(server.url, [paths[i % len(paths)] for i in range(n)], c)
+                table.append({'clients': c, 'requests': n, 'seconds': round(wall, 3),
+                              'throughput_rps': round(n / wall, 3),
+                              'p50_s': round(statistics.median(lat), 3),
+                              'p95_s': round(percentile(lat, 95), 3),
+                              'mean_batch': round(statistics.mean(batches), 2)})
+                print(f"{c} clients: {table[-1]['throughput_rps']:.2f} req/s, p50 "
+                      f"{table[-1]['p50_s']:.3f} s, p95 {table[-1]['p95_s']:.3f} s, mean batch "
+                      f"{table[-1]['mean_batch']}", flush=True)
+        finally:
+            server.stop()
+    result = {'machine': common.machine_info(), 'quick': args.quick,
+              'model': {k: model.get(k) for k in ('model_name', 'engine', 'precision',
+                                                  'batch_size', 'decode_workers')},
+              'protocol': model['protocol']['text'], 'clips': source,
+              'concurrency_speedup': round(statistics.median(ratios), 3),
+              'concurrency_ratios': [round(x, 3) for x in ratios],
+              'sequential_8_s': [round(x, 3) for x in seq_s],
+              'concurrent_8_s': [round(x, 3) for x in conc_s], 'clients': table,
+              'command': ' '.join(['python', 'bench/serve.py'] + (argv or sys.argv[1:]))}
+    common.write_json(args.out, result)
+    print(f"concurrency_speedup (8 concurrent vs 8 sequential): {result['concurrency_speedup']}")
+
+
+if __name__ == '__main__':
+    main()

@@ -124,7 +124,7 @@ def main(argv=None):
     p.add_argument('--out', required=True)
     p.add_argument('--clients', default='1,2,4,8')
     p.add_argument('--requests', type=int, default=16, help='requests per client count')
-    p.add_argument('--rounds', type=int, default=5, help='rounds of 8 sequential / 8 concurrent')
+    p.add_argument('--rounds', type=int, default=9, help='rounds of 8 sequential / 8 concurrent')
     p.add_argument('--threads', type=int, default=0, help='ignored (bench/run.py passes it)')
     p.add_argument('serve_args', nargs='*', help='more serve.py flags (after --)')
     args = p.parse_args(argv)
@@ -137,15 +137,17 @@ def main(argv=None):
         try:
             model = session().get(server.url + '/v1/model').json()
             load(server.url, paths[:2], 1)  # warm: first requests, caches
-            ratios, seq_s, conc_s = [], [], []
+            ratios, seq_s, conc_s, loads = [], [], [], []
             for r in range(rounds):  # alternate the order, round after round
                 order = ('seq', 'conc') if r % 2 == 0 else ('conc', 'seq')
                 times = {k: load(server.url, paths, 1 if k == 'seq' else 8)[0] for k in order}
                 seq_s.append(times['seq'])
                 conc_s.append(times['conc'])
                 ratios.append(times['seq'] / times['conc'])
+                loads.append(round(os.getloadavg()[0], 2))  # other tenants' share of the cores
                 print(f"round {r}: 8 sequential {times['seq']:.2f} s, 8 concurrent "
-                      f"{times['conc']:.2f} s, ratio {ratios[-1]:.2f}", flush=True)
+                      f"{times['conc']:.2f} s, ratio {ratios[-1]:.2f}, load {loads[-1]}",
+                      flush=True)
             table = []
             for c in (int(x) for x in args.clients.split(',')):
                 n = max(args.requests, c) if not args.quick else max(4, c)
@@ -167,7 +169,8 @@ def main(argv=None):
               'concurrency_speedup': round(statistics.median(ratios), 3),
               'concurrency_ratios': [round(x, 3) for x in ratios],
               'sequential_8_s': [round(x, 3) for x in seq_s],
-              'concurrent_8_s': [round(x, 3) for x in conc_s], 'clients': table,
+              'concurrent_8_s': [round(x, 3) for x in conc_s], 'load_avg_1min': loads,
+              'clients': table,
               'command': ' '.join(['python', 'bench/serve.py'] + (argv or sys.argv[1:]))}
     common.write_json(args.out, result)
     print(f"concurrency_speedup (8 concurrent vs 8 sequential): {result['concurrency_speedup']}")

@@ -10,6 +10,7 @@ import io
 import logging
 import multiprocessing
 import os
+import signal
 import time
 import warnings
 from concurrent.futures import ProcessPoolExecutor
@@ -27,10 +28,23 @@ class DecodeFailed(Exception):
     """The upload is not a video this server can read; the message is for the client."""
 
 
+def die_with_parent():
+    """Linux: the kernel ends this worker when the server process ends, even by SIGKILL
+    (a pool's workers otherwise outlive a server that was killed)."""
+    try:
+        import ctypes
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
+    if os.getppid() == 1:  # the server already went before prctl
+        os._exit(1)
+
+
 def init_worker(cfg):
     """In each worker process: one reader, decoders quiet, one OpenCV thread (the model
     has the cores)."""
     global _reader
+    die_with_parent()
     os.environ['OMP_NUM_THREADS'] = '1'  # before Paddle's import (the reader's base class)
     warnings.filterwarnings('ignore', message='No ccache found')
     import cv2
@@ -159,4 +173,6 @@ class DecodePool:
                            "twice INFER.video_timeout)")
 
     def close(self):
-        self.pool.shutdown(wait=False, cancel_futures=True)
+        """Stop the workers and wait for them (a server that exits right after, as uvicorn
+        does by re-raising SIGTERM, would otherwise leave them waiting for work)."""
+        self.pool.shutdown(wait=True, cancel_futures=True)

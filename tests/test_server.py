@@ -11,6 +11,7 @@ import json
 import os
 import socket
 import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
 from urllib.parse import urlparse
 
@@ -449,12 +450,42 @@ def test_non_loopback_without_token_is_refused(files):
     assert '--token' in r.stderr and 'Traceback' not in r.stderr
 
 
-def test_stopping_removes_the_upload_folder(servers):
-    for s in servers.values():
-        folder = glob.glob(str(s.tmp / 'tsm-serve-*'))[0]
-        s.stop()
-        assert not os.path.exists(folder)
-        assert 'Application shutdown complete' in s.log
+def children(pid):
+    """Process ids whose parent is `pid`."""
+    found = set()
+    for task in glob.glob(f'/proc/{pid}/task/*/children'):
+        with open(task) as f:
+            found.update(int(c) for c in f.read().split())
+    return found
+
+
+def gone(pids, timeout=15):
+    until = time.monotonic() + timeout
+    while time.monotonic() < until:
+        alive = [p for p in pids if os.path.exists(f'/proc/{p}')]
+        if not alive:
+            return True
+        time.sleep(0.1)
+    return False
+
+
+def test_stopping_leaves_no_worker_and_no_upload_folder(servers):
+    """SIGTERM: a clean shutdown, the upload folder removed, the decode workers ended;
+    SIGKILL: the workers still end (the kernel ends them with their parent)."""
+    s = servers['open']
+    folder = glob.glob(str(s.tmp / 'tsm-serve-*'))[0]
+    workers = children(s.proc.pid)
+    assert len(workers) >= 2  # --decode_workers 2 (and the pool's resource tracker)
+    s.stop()
+    assert 'Application shutdown complete' in s.log
+    assert not os.path.exists(folder)
+    assert gone(workers)
+    k = servers['guarded']
+    workers = children(k.proc.pid)
+    assert workers
+    k.proc.kill()
+    k.proc.wait()
+    assert gone(workers)
 
 
 # ---- the parts, in this process ----

@@ -56,7 +56,7 @@ def main(argv=None):
         labels = os.path.join(os.path.abspath(args.data), 'label_list.txt')
         with Served(['--config', args.config, '--weights', args.weights, '--precision', 'fp32',
                      '-o', f'INFER.kinetics_labels={labels}']).wait() as server:
-            d = chromium_driver(size=(1000, 1000))
+            d = chromium_driver(size=(1000, 1130))
             try:
                 d.get(server.url + '/')
                 WebDriverWait(d, 30).until(lambda d: 'TSM' in d.find_element(By.ID, 'model-info').text)

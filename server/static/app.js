@@ -49,7 +49,9 @@ function colour(index) { return `hsl(${(index * 137.508) % 360}, 62%, 52%)`; }
 
 function clock(s) {
   const m = Math.floor(s / 60), sec = s - 60 * m;
-  return `${String(m).padStart(2, '0')}:${sec.toFixed(Number.isInteger(sec) ? 0 : 1).padStart(2, '0')}`;
+  const whole = Math.abs(sec - Math.round(sec)) < 1e-6;   // 00:07, or 00:03.3 as predict.py prints
+  return `${String(m).padStart(2, '0')}:${whole ? String(Math.round(sec)).padStart(2, '0')
+                                                : sec.toFixed(1).padStart(4, '0')}`;
 }
 
 function windowFor(duration) {

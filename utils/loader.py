@@ -162,7 +162,7 @@ class WorkerDeaths:
     `pids` and `messages` of the workers that died."""
 
     def __init__(self):
-        self.pids, self.messages, self._previous = set(), [], None
+        self.pids, self.messages, self._previous, self._previous_hook = set(), [], None, None
 
     def install(self):
         if self._previous is not None or \
@@ -179,11 +179,23 @@ class WorkerDeaths:
                 self.record(str(e))
         self._previous = previous
         signal.signal(signal.SIGCHLD, handler)
+        self._previous_hook = threading.excepthook
+        threading.excepthook = self._thread_error
         return self
+
+    def _thread_error(self, args):
+        """The loader's reader thread fails when a worker dies under a batch it had
+        announced (its shared memory is gone): one line, the death is handled."""
+        if '_thread_loop' in getattr(args.thread, 'name', ''):
+            logger.warning("data loader reader thread: %s", str(args.exc_value).split('\n')[0])
+            self.record(str(args.exc_value))
+            return
+        self._previous_hook(args)
 
     def uninstall(self):
         if self._previous is not None:
             signal.signal(signal.SIGCHLD, self._previous)
+            threading.excepthook = self._previous_hook
             self._previous = None
 
     def record(self, text):

@@ -7,7 +7,7 @@ def parse_args(argv=None):
     p = base_parser('Evaluate TSM', save_dir='data/evaluate_results')
     p.add_argument('--weights', default=None,
                    help='weights file or URL; absent: the released model is downloaded')
-    add_inference_flags(p)
+    add_inference_flags(p, precision='fp32')  # reproduces published accuracy
     return p.parse_args(argv)
 
 

@@ -16,6 +16,7 @@ if [ "$mode" = demo ] || [ "$mode" = test ]; then shift $(( $# < 1 ? $# : 1 )); 
 pretrain=""           # path to pretrained weights; empty: ImageNet ResNet-50 is downloaded
 resume=""             # checkpoint prefix to resume from, e.g. ./data/checkpoints/TSM_epoch10
 weights=""            # weights for eval/predict/inference; empty: the released model
+backend=""            # inference: paddle (empty: its default), onnxruntime (.onnx) or openvino (IR)
 save_dir=""           # empty: each script's default
 use_gpu=""            # True/False; empty: the config's TRAIN.use_gpu (CPU when no GPU)
 fix_random_seed=False
@@ -75,7 +76,8 @@ predict)
 inference)
     args=(--model_name "$name" --config "$configs" "${opt[@]}")
     [ -n "$weights" ] && args+=(--weights "$weights")
-    python inference_model.py "${args[@]}" "$@"
+    [ -n "$backend" ] && args+=(--backend "$backend")
+    python inference_model.py "${args[@]}" "$@"   # e.g. --backend openvino: README, Export
     ;;
 serve)
     args=(--model_name "$name" --config "$configs")

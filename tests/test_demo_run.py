@@ -114,7 +114,10 @@ def test_demo_quick(tmp_path):
                                    [clip_input(path)])
     order = np.argsort(-log_probs[0])[:3]
     assert pred['top_names'] == [names[i] for i in order]
-    np.testing.assert_allclose(pred['top_probs'], np.exp(log_probs[0][order]), atol=1e-4)
+    # predict.py runs bf16 by default where the CPU has it (8 bits of mantissa)
+    from engines.base import cpu_has_bf16
+    np.testing.assert_allclose(pred['top_probs'], np.exp(log_probs[0][order]),
+                               atol=1e-2 if cpu_has_bf16() else 1e-4)
     assert (f"prediction: {os.path.basename(path)} -> {pred['top_names'][0]} "
             f"(p={pred['top_probs'][0]:.2f})") in proc.stdout
 

@@ -36,14 +36,28 @@ def base_parser(description, save_dir):
     return p
 
 
-def add_inference_flags(p):
-    """eval.py / predict.py: which engine runs the model."""
+def add_engine_flags(p, backend, precision):
+    """--backend and --precision (inference_model.py; add_inference_flags)."""
+    from engines import BACKENDS, PRECISIONS
+    p.add_argument('--backend', choices=BACKENDS, default=backend,
+                   help='inference engine: paddle (Paddle Inference + oneDNN), openvino, '
+                        'onnxruntime (both through paddle2onnx), or auto: the fastest one '
+                        f'installed for the precision (engines/__init__.py); default: {backend}')
+    p.add_argument('--precision', choices=PRECISIONS, default=precision,
+                   help='fp32; bf16 (needs AVX512-BF16 or AMX, else fp32; ONNX Runtime runs '
+                        'fp32); int8 (a model quantized by tools/quantize.py); default: ' +
+                        (precision or 'bf16 on CPUs with AVX512-BF16 or AMX, else fp32'))
+
+
+def add_inference_flags(p, precision=None):
+    """eval.py / predict.py / serve.py: which engine runs the model, in which precision
+    (None: bf16 where the CPU has it, else fp32)."""
     p.add_argument('--use_inference', type=str2bool, default=None,
-                   help='True: run the model through Paddle Inference with oneDNN, exported on '
-                        'first use and cached ($TSM_PADDLE_CACHE, default ~/.cache/tsm_paddle); '
-                        'False: the eager model; default: True on the CPU')
-    p.add_argument('--precision', choices=('fp32', 'bf16'), default='fp32',
-                   help='Paddle Inference precision: bf16 needs AVX512-BF16 or AMX (else fp32)')
+                   help='True: run the model through an inference engine (--backend), exported '
+                        'on first use and cached ($TSM_PADDLE_CACHE, default '
+                        '~/.cache/tsm_paddle); False: the eager model (fp32); default: True '
+                        'on the CPU')
+    add_engine_flags(p, 'auto', precision)
 
 
 def load_config(args, section, flags):

@@ -1,15 +1,21 @@
-"""CPU inference through Paddle Inference (oneDNN): export once, cache, run.
+"""Exported models for CPU inference, on any engine of engines/: export once, check against
+the eager model, cache, load.
 
-    net = inference_model(model, weights_path, cfg, 'TEST', threads=2)   # exports or reuses
+    net = inference_model(model, weights_path, cfg, 'TEST', threads=2, precision='bf16',
+                          backend='openvino')   # exports or reuses; -> an engines Runner
     logits = net(imgs)       # like model(imgs): [B, T, 3L, S, S] tensor -> logits tensor
 
-The exported program is the model in the 'split' formulation (models/shift_conv.py), one
-clip per call (a fixed batch of 1 lets the shifts move frames by static slices), logits
-out: evaluate() and predict() apply their own softmax.  It is cached under
-$TSM_PADDLE_CACHE (default ~/.cache/tsm_paddle), keyed by a hash of the weights file, the
-model's options and config, the input size, the formulation and the Paddle version; a
-stale or foreign entry is never reused.  Paddle 3 writes the program as .json (PIR),
-Paddle 2.6 as .pdmodel: both load here.
+The cached export is the model in its engine's formulation and batch (engines.FORMULATION,
+engines.BATCH), logits out: evaluate() and predict() apply their own softmax.  It lives
+under $TSM_PADDLE_CACHE (default ~/.cache/tsm_paddle), keyed by a hash of the weights
+file, the model's options and config, the input size, the engine, the formulation, the
+batch, what the artifact stores (float32, or int8 for a quantized model) and the version
+of every package the artifact passes through; a stale or foreign entry is never reused.
+An export is written to a temporary folder, checked against the eager model, then renamed
+into place, so concurrent exports of the same key are safe.  fp32 and bf16 share one
+float32 artifact (bf16 is a load-time setting of every engine); an int8 entry has a key of
+its own, written by the quantization tool (issue 13's tools/quantize.py, to come: see
+cache_entry) and only read here.
 """
 import hashlib
 import json
@@ -21,117 +27,39 @@ import tempfile
 import numpy as np
 import paddle
 
-from models.shift_conv import inference_copy
+import engines
+from engines.base import EngineError, cpu_has_bf16, effective_precision  # noqa: F401
+# the Paddle engine's names, where bench/ imports them
+from engines.paddle_engine import PaddleRunner as InferenceModel  # noqa: F401
+from engines.paddle_engine import create_predictor, export, program_files  # noqa: F401
 from utils.download import sha256sum
-from utils.env import keep_freed_memory
+from utils.env import available_cpus
 
 logger = logging.getLogger(__name__)
 
-EXPORT_VERSION = 2  # bump when the exported program changes for the same inputs
-PRECISIONS = ('fp32', 'bf16')
+EXPORT_VERSION = 3  # bump when the exported program changes for the same inputs
+TOLERANCE = 1e-5  # probabilities, exported vs eager, fp32
+QUANTIZE_HINT = ("make one with tools/quantize.py --config C --weights W --filelist L "
+                 "(post-training quantization calibrated on a list file; not written yet), "
+                 "or use --precision fp32 or bf16")
 
 
-class Softmax(paddle.nn.Layer):
-    """What inference_model.py exports: probabilities, not logits."""
-
-    def __init__(self, model):
-        super().__init__()
-        self.model = model
-
-    def forward(self, x):
-        return paddle.nn.functional.softmax(self.model(x), axis=-1)
+def input_shape_of(cfg, section):
+    """One clip of cfg[section]: [T, 3L, S, S]."""
+    m = cfg.MODEL
+    size = cfg[section].target_size
+    return [m.seg_num, 3 * m.seglen, size, size]
 
 
-def export(model, prefix, input_shape, formulation='split', batch=None, probabilities=False):
-    """paddle.jit.save a copy of `model` in `formulation` with input [batch or None,
-    *input_shape] float32 named 'image'; -> prefix."""
-    net = inference_copy(model, formulation, batch)
-    if probabilities:
-        net = Softmax(net)
-        net.eval()
-    spec = paddle.static.InputSpec([batch or None, *input_shape], 'float32', 'image')
-    paddle.jit.save(net, prefix, input_spec=[spec])
-    return prefix
+def threads():
+    """Every engine's thread count: OMP_NUM_THREADS, which setup_runtime sets from
+    --cpu_threads (default: the available cores)."""
+    return int(os.environ.get('OMP_NUM_THREADS') or available_cpus())
 
 
-def program_files(prefix):
-    """(program, params) of a jit.save'd model: .json (Paddle 3, PIR) or .pdmodel."""
-    for ext in ('.json', '.pdmodel'):
-        if os.path.isfile(prefix + ext) and os.path.isfile(prefix + '.pdiparams'):
-            return prefix + ext, prefix + '.pdiparams'
-    raise FileNotFoundError(f"no exported model at {prefix} (.json/.pdmodel + .pdiparams)")
-
-
-def cpu_has_bf16():
-    """AVX512-BF16 or AMX: where oneDNN runs bfloat16 natively."""
-    try:
-        with open('/proc/cpuinfo', encoding='utf-8') as f:
-            flags = f.read()
-    except OSError:
-        return False
-    return 'avx512_bf16' in flags or 'amx_bf16' in flags
-
-
-def effective_precision(precision):
-    """bf16 where the CPU runs it natively, else fp32 (with a warning)."""
-    if precision == 'bf16' and not cpu_has_bf16():
-        logger.warning("this CPU has no native bfloat16 (AVX512-BF16/AMX): running float32")
-        return 'fp32'
-    return precision
-
-
-def create_predictor(prefix, threads=1, precision='fp32'):
-    """A Paddle Inference CPU predictor with oneDNN, `threads` math threads."""
-    if precision not in PRECISIONS:
-        raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
-    program, params = program_files(prefix)
-    keep_freed_memory()  # no page faults on every run for the activations
-    config = paddle.inference.Config(program, params)
-    config.disable_gpu()
-    config.enable_mkldnn()
-    config.set_cpu_math_library_num_threads(max(1, int(threads)))
-    if precision == 'bf16':
-        config.enable_mkldnn_bfloat16()
-    config.disable_glog_info()
-    return paddle.inference.create_predictor(config)
-
-
-class InferenceModel:
-    """An exported model behind the call signature of the eager one:
-    imgs [B, ...] (tensor or array) -> logits paddle tensor [B, K].  A program exported
-    for a fixed batch is fed in chunks of that size (the last one zero-padded)."""
-
-    def __init__(self, prefix, batch=None, threads=1, precision='fp32'):
-        self.prefix, self.batch, self.precision = prefix, batch, precision
-        self.predictor = create_predictor(prefix, threads, precision)
-        self._input = self.predictor.get_input_handle(self.predictor.get_input_names()[0])
-        self._output = self.predictor.get_output_handle(self.predictor.get_output_names()[0])
-
-    def run(self, x):
-        """float32 numpy [B, ...] -> numpy outputs [B, K]."""
-        x = np.ascontiguousarray(x, dtype=np.float32)
-        step = self.batch or len(x)
-        outs = []
-        for i in range(0, len(x), step):
-            chunk = x[i:i + step]
-            n = len(chunk)
-            if n < step:
-                chunk = np.concatenate([chunk, np.zeros((step - n, *x.shape[1:]), np.float32)])
-            self._input.reshape(list(chunk.shape))
-            self._input.copy_from_cpu(chunk)
-            self.predictor.run()
-            outs.append(self._output.copy_to_cpu()[:n])
-        return np.concatenate(outs)
-
-    def __call__(self, imgs):
-        x = imgs.numpy() if isinstance(imgs, paddle.Tensor) else np.asarray(imgs)
-        return paddle.to_tensor(self.run(x))
-
-    def eval(self):  # the loops call model.eval()
-        return self
-
-    def train(self, mode=True):
-        raise RuntimeError("an exported inference model cannot be trained")
+def stored_precision(precision):
+    """What the artifact stores: int8 is a quantized model, fp32 and bf16 one float32 model."""
+    return 'int8' if precision == 'int8' else 'float32'
 
 
 def cache_root():
@@ -139,54 +67,135 @@ def cache_root():
         os.path.expanduser('~'), '.cache', 'tsm_paddle')
 
 
-def cache_key(weights_path, model, model_cfg, input_shape, formulation, batch):
-    """Hex key of everything the exported program depends on."""
+def cache_key(weights_path, model, model_cfg, input_shape, backend, formulation, batch,
+              precision='fp32', versions=None):
+    """Hex key of everything the cached artifact depends on, and its description."""
     desc = {'weights': sha256sum(weights_path), 'options': model.options(),
             'model': {k: model_cfg[k] for k in sorted(model_cfg)}, 'input': list(input_shape),
-            'formulation': formulation, 'batch': batch, 'output': 'logits',
-            'paddle': paddle.__version__, 'version': EXPORT_VERSION}
+            'engine': backend, 'formulation': formulation, 'batch': batch,
+            'stored': stored_precision(precision), 'output': 'logits',
+            'versions': versions or {'paddle': paddle.__version__},
+            'version': EXPORT_VERSION}
     text = json.dumps(desc, sort_keys=True, default=str)
     return hashlib.sha256(text.encode()).hexdigest()[:24], desc
 
 
-def cached_export(model, weights_path, cfg, section, formulation='split', batch=1):
-    """The prefix of `model` exported for cfg[section]'s input size, exported now unless
-    the cache holds it already."""
-    m = cfg.MODEL
-    size = cfg[section].target_size
-    input_shape = [m.seg_num, 3 * m.seglen, size, size]
-    key, desc = cache_key(weights_path, model, dict(m), input_shape, formulation, batch)
-    root = cache_root()
-    final = os.path.join(root, key)
-    prefix = os.path.join(final, 'model')
+def publish(tmp, final):
+    """Rename a finished temporary folder into place; another process that exported the
+    same key first wins (its entry is the same)."""
     try:
-        program_files(prefix)
-        logger.info("Paddle Inference model from the cache: %s", final)
-        return prefix
-    except FileNotFoundError:
-        pass
+        os.replace(tmp, final)
+    except OSError:
+        if not os.path.isdir(final):
+            raise
+
+
+def check_export(model, runner, input_shape, probabilities, what):
+    """The exported model against the eager one on a deterministic random batch of 2 clips
+    (two, so that a frame moved across clips shows): same top-5 (up to ties) and
+    probabilities within TOLERANCE, in fp32; EngineError naming `what` if not."""
+    x = np.random.default_rng(0).standard_normal((2, *input_shape)).astype(np.float32)
+    was_training = model.training
+    model.eval()
+    with paddle.no_grad():
+        want = paddle.nn.functional.softmax(model(paddle.to_tensor(x)), axis=-1).numpy()
+    model.train(was_training)
+    got = runner.run(x)
+    if not probabilities:
+        got = np.exp(got - got.max(-1, keepdims=True))
+        got /= got.sum(-1, keepdims=True)
+    diff = float(np.abs(got - want).max())
+    k = min(5, want.shape[-1])
+    # the k-th class of the export must be as probable (eagerly) as eager's k-th: equal
+    # top-5, except where two classes tie within the tolerance
+    eager_ranked = -np.sort(-want, axis=-1)[:, :k]
+    export_ranked = np.take_along_axis(want, np.argsort(-got, axis=-1)[:, :k], axis=-1)
+    top_ok = np.abs(eager_ranked - export_ranked).max() <= TOLERANCE
+    if diff > TOLERANCE or not top_ok:
+        raise EngineError(f"the {what} export does not compute what the eager model computes: "
+                          f"probabilities differ by up to {diff:.2g} (limit {TOLERANCE:g})"
+                          f"{'' if top_ok else ', top-5 differs'}; not used")
+    logger.info("%s export checked against the eager model: probabilities within %.2g, same "
+                "top-%d", what, diff, k)
+    return diff
+
+
+def cache_entry(eng, model, weights_path, cfg, section, precision):
+    """Where the cache keeps `model`'s artifact for engine module `eng` in `precision`:
+    -> (folder, the artifact's prefix in it, the key's description).  The quantization tool
+    is to write its int8 artifact at the prefix of an int8 entry (through publish)."""
+    name = eng.NAME
+    key, desc = cache_key(weights_path, model, dict(cfg.MODEL), input_shape_of(cfg, section),
+                          name, engines.FORMULATION[name], engines.BATCH[name], precision,
+                          eng.versions())
+    final = os.path.join(cache_root(), key)
+    return final, os.path.join(final, 'model'), desc
+
+
+def cached_artifact(eng, model, weights_path, cfg, section, precision, threads=1):
+    """The artifact of `model` for engine module `eng` (found in the cache, or exported,
+    checked and cached now); -> (artifact path, batch, cache description)."""
+    final, prefix, desc = cache_entry(eng, model, weights_path, cfg, section, precision)
+    found = eng.find(prefix)
+    if found:
+        logger.info("%s model from the cache: %s", eng.NAME, final)
+        return found, desc['batch'], desc
+    if precision == 'int8':
+        raise EngineError(f"--precision int8: no quantized {eng.NAME} model of these weights; "
+                          f"{QUANTIZE_HINT}")
+    root = os.path.dirname(final)
     os.makedirs(root, exist_ok=True)
     tmp = tempfile.mkdtemp(prefix='.export-', dir=root)
     try:
-        logger.info("exporting the model for Paddle Inference (%s formulation) to %s",
-                    formulation, final)
-        export(model, os.path.join(tmp, 'model'), input_shape, formulation, batch)
+        logger.info("exporting the model for %s (%s formulation, batch %s) to %s", eng.NAME,
+                    desc['formulation'], desc['batch'] or 'any', final)
+        staged = os.path.join(tmp, os.path.basename(prefix))
+        artifact = eng.export(model, staged, desc['input'], desc['formulation'], desc['batch'])
+        check_export(model, eng.load(artifact, threads, 'fp32', desc['batch']), desc['input'],
+                     False, eng.NAME)
         with open(os.path.join(tmp, 'meta.json'), 'w', encoding='utf-8') as f:
             json.dump(desc, f, indent=1, default=str)
-        try:
-            os.replace(tmp, final)
-        except OSError:  # another process exported the same key first
-            if not os.path.isdir(final):
-                raise
+        publish(tmp, final)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
-    return prefix
+    return eng.find(prefix), desc['batch'], desc
 
 
 def inference_model(model, weights_path, cfg, section, threads=1, precision='fp32',
-                    formulation='split'):
-    """`model` (weights loaded) as an InferenceModel: exported (or found in the cache)
-    for one clip per call."""
+                    backend='paddle'):
+    """`model` (weights loaded) as an engines Runner with the eager model's call
+    signature: exported for `backend` (or found in the cache), loaded in `precision`."""
     precision = effective_precision(precision)
-    prefix = cached_export(model, weights_path, cfg, section, formulation, batch=1)
-    return InferenceModel(prefix, batch=1, threads=threads, precision=precision)
+    eng = engines.engine(engines.choose(backend, precision))
+    artifact, batch, desc = cached_artifact(eng, model, weights_path, cfg, section, precision,
+                                            threads)
+    runner = eng.load(artifact, threads, precision, batch)
+    runner.info['formulation'] = desc['formulation']
+    logger.info("inference engine: %s", ', '.join(f"{k} {v}" for k, v in runner.describe()
+                                                  .items()))
+    return runner
+
+
+def export_artifact(model, backend, prefix, input_shape, precision='fp32', formulation=None,
+                    threads=1):
+    """inference_model.py: `model` exported for `backend` at `prefix` (probabilities out,
+    any batch), checked against the eager model before it is moved into place; -> (the
+    artifact's path, the files written)."""
+    eng = engines.engine(backend)
+    if precision == 'int8':
+        raise EngineError(f"--precision int8 is written by the quantization tool: "
+                          f"{QUANTIZE_HINT}")
+    formulation = formulation or engines.FORMULATION[backend]
+    folder = os.path.dirname(os.path.abspath(prefix))
+    os.makedirs(folder, exist_ok=True)
+    tmp = tempfile.mkdtemp(prefix='.export-', dir=folder)
+    try:
+        staged = eng.export(model, os.path.join(tmp, os.path.basename(prefix)), input_shape,
+                            formulation, None, probabilities=True)
+        check_export(model, eng.load(staged, threads, 'fp32'), input_shape, True, backend)
+        written = sorted(os.path.join(folder, f) for f in os.listdir(tmp) if f[0] != '.')
+        for path in written:
+            os.replace(os.path.join(tmp, os.path.basename(path)), path)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return eng.find(prefix), written

@@ -459,30 +459,39 @@ def predict_job(args, cfg):
 
 
 def for_inference(model, args, cfg, section, weights):
-    """--use_inference (default: on the CPU): `model` exported once (cached) and run by
-    Paddle Inference with oneDNN, behind the model's call signature (utils/inference.py)."""
+    """--use_inference (default: on the CPU): `model` exported once (cached) for --backend's
+    engine and run in --precision (default bf16 where the CPU has it, else fp32), behind
+    the model's call signature (utils/inference.py, engines/)."""
+    from engines.base import default_precision
     on_cpu = paddle.get_device().startswith('cpu')
     use = getattr(args, 'use_inference', None)
     if use is None:
         use = on_cpu
-    if not use:
-        return model
-    if not on_cpu:
+    asked = getattr(args, 'precision', None)
+    if use and not on_cpu:
         logger.warning("--use_inference runs on the CPU only: using the eager model on %s",
                        paddle.get_device())
+        use = False
+    if not use:
+        if asked not in (None, 'fp32'):
+            logger.warning("--precision %s applies to an inference engine: the eager model "
+                           "runs float32", asked)
         return model
-    threads = int(os.environ.get('OMP_NUM_THREADS') or env.available_cpus())
-    return inference.inference_model(model, weights, cfg, section, threads,
-                                     getattr(args, 'precision', 'fp32'))
+    return inference.inference_model(model, weights, cfg, section, inference.threads(),
+                                     asked or default_precision(),
+                                     getattr(args, 'backend', 'auto'))
 
 
 def export_job(args, cfg):
-    """Save `<save_dir>/<model_name>` as a static inference model (probabilities out,
-    any batch size); -> the path prefix."""
+    """Save `<save_dir>/<MODEL_NAME>` for --backend's engine (probabilities out, any batch),
+    checked against the eager model; -> (the artifact's path, the files written)."""
+    import engines
     setup_runtime(cfg, args)
     model = get_model(args.model_name, cfg, 'infer')
     load_weights(model, resolve_weights(args.weights), keep=explicit_keys(cfg, 'MODEL'))
-    m, size = cfg.MODEL, cfg.INFER.target_size
+    precision = args.precision
+    backend = engines.choose(args.backend, inference.effective_precision(precision))
     path = os.path.join(args.save_dir, args.model_name.upper())
-    return inference.export(model, path, [m.seg_num, 3 * m.seglen, size, size],
-                            getattr(args, 'formulation', 'split'), None, probabilities=True)
+    return inference.export_artifact(model, backend, path, inference.input_shape_of(cfg, 'INFER'),
+                                     precision, getattr(args, 'formulation', None),
+                                     inference.threads())

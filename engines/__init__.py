@@ -1,0 +1,91 @@
+"""Inference engines behind one small interface, one module per engine:
+
+    eng = engine('openvino')   # the module; EngineError naming the pip package if absent
+    artifact = eng.export(model, prefix, input_shape, formulation, batch, probabilities)
+    runner = eng.load(artifact, threads=2, precision='bf16', batch=1)
+    out = runner.run(x)        # float32 [B, T, 3L, S, S] -> [B, K] numpy, any B
+    runner.describe()          # {'engine', 'version', 'precision', 'artifact', ...}
+    eng.find(prefix)           # the artifact at prefix when complete, else None
+    eng.versions()             # every package the artifact depends on -> version
+
+  paddle       Paddle Inference + oneDNN (engines/paddle_engine.py): <prefix>.json + .pdiparams
+  onnxruntime  ONNX Runtime (engines/ort_engine.py): <prefix>.onnx, by paddle2onnx
+  openvino     OpenVINO (engines/openvino_engine.py): <prefix>.xml + .bin, by paddle2onnx
+               then openvino.convert_model
+
+`backend='auto'` (choose) takes the fastest installed engine for the precision, from the
+figures in SECONDS_PER_CLIP.  utils/inference.py caches the exports and checks them against
+the eager model.
+"""
+import importlib
+import importlib.util
+import logging
+
+logger = logging.getLogger(__name__)
+
+# Nothing heavy is imported here: the flags (utils/cli.py) read these names at parse time.
+
+MODULES = {'paddle': 'engines.paddle_engine', 'openvino': 'engines.openvino_engine',
+           'onnxruntime': 'engines.ort_engine'}
+BACKENDS = ('auto', 'paddle', 'openvino', 'onnxruntime')
+PRECISIONS = ('fp32', 'bf16', 'int8')
+# What each engine needs installed, import name -> pip package: checked before its module
+# is imported, so that a missing one is named.
+REQUIRES = {'paddle': {'paddle': 'paddlepaddle'},
+            'onnxruntime': {'onnxruntime': 'onnxruntime', 'paddle2onnx': 'paddle2onnx'},
+            'openvino': {'openvino': 'openvino', 'paddle2onnx': 'paddle2onnx'}}
+
+# How each engine gets the model: the shift formulation of the export
+# (models/shift_conv.py) and the clips per engine call of the cached export (None: any
+# batch, fed whole).  Paddle: a fixed batch lets the frame moves be static slices.
+# OpenVINO: dynamic-batch IR is compiled static anyway (engines/openvino_engine.py).
+# ONNX Runtime: no difference measured between batch 1 and a dynamic batch.
+FORMULATION = {'paddle': 'split', 'onnxruntime': 'split', 'openvino': 'split'}
+BATCH = {'paddle': 1, 'onnxruntime': None, 'openvino': 1}
+
+# s/clip, ResNet-50 TSM, 8 frames at 224, 2 threads, each engine alone in its process
+# (issue 13, this project's 2-core Xeon with AVX-512, AVX512-BF16 and AMX); 'auto' takes
+# the first installed engine in this order.  ONNX Runtime has no bf16 convolutions: its
+# bf16 is its fp32.
+SECONDS_PER_CLIP = {
+    'fp32': {'openvino': 0.24, 'onnxruntime': 0.26, 'paddle': 0.31},
+    'bf16': {'openvino': 0.075, 'paddle': 0.14, 'onnxruntime': 0.26},
+}
+
+
+def missing(name):
+    """The pip packages `name` needs that cannot be imported here."""
+    return [pip for mod, pip in REQUIRES[name].items() if importlib.util.find_spec(mod) is None]
+
+
+def engine(name):
+    """The engine module; EngineError with the pip command when a package is missing."""
+    from engines.base import EngineError
+    if name not in MODULES:
+        raise EngineError(f"unknown backend {name!r} (use one of {', '.join(BACKENDS)})")
+    lacking = missing(name)
+    if lacking:
+        raise EngineError(f"--backend {name} needs {' and '.join(lacking)}, not installed: "
+                          f"pip install {' '.join(lacking)}")
+    try:
+        return importlib.import_module(MODULES[name])
+    except ImportError as e:  # installed but broken
+        raise EngineError(f"--backend {name}: cannot import its engine ({e}); reinstall "
+                          f"with pip install --force-reinstall "
+                          f"{' '.join(REQUIRES[name].values())}") from None
+
+
+def choose(backend, precision):
+    """The engine name for --backend (`auto`: the fastest installed for `precision`,
+    logged with the reason)."""
+    if backend != 'auto':
+        return backend
+    order = SECONDS_PER_CLIP.get(precision, SECONDS_PER_CLIP['fp32'])
+    ranked = sorted(order, key=order.get)
+    absent = [n for n in ranked if missing(n)]
+    name = next(n for n in ranked if n not in absent)  # paddle is always there
+    figures = ', '.join(f"{n} {order[n]:g}" for n in ranked)
+    logger.info("backend auto: %s, the fastest installed engine for %s (s/clip, R50 TSM on "
+                "a 2-core AMX Xeon: %s)%s", name, precision, figures,
+                f"; not installed: {', '.join(absent)}" if absent else '')
+    return name

@@ -1,0 +1,76 @@
+"""OpenVINO (CPU plugin): export (paddle2onnx, then OpenVINO IR), load, run.
+
+The artifact is OpenVINO IR, <prefix>.xml + <prefix>.bin, with float32 weights
+(save_model's default fp16 compression would cost accuracy), input 'image' float32
+[batch or dynamic, T, 3L, S, S].  The precision is a load-time hint and is always set:
+INFERENCE_PRECISION_HINT f32 for fp32 (OpenVINO itself defaults to bf16 on AMX CPUs), bf16
+for bf16.  A dynamic batch is compiled static (model.reshape) for the runner's batch:
+OpenVINO's dynamic-shape kernels were 1.4-2.6x slower per clip (R50 TSM bf16, two rough
+runs); the cache exports batch 1 (engines.BATCH), whose frame moves are static slices.
+"""
+import logging
+import os
+import shutil
+import tempfile
+
+import openvino as ov
+
+from engines import onnx_export
+from engines.base import EngineError, Runner
+
+logger = logging.getLogger(__name__)
+
+NAME = 'openvino'
+HINTS = {'fp32': 'f32', 'bf16': 'bf16', 'int8': 'f32'}  # int8: the IR's own quantized ops,
+#                                                        the rest in f32
+
+
+def versions():
+    return {**onnx_export.versions(), 'openvino': ov.__version__}
+
+
+def export(model, prefix, input_shape, formulation='split', batch=None, probabilities=False):
+    """-> prefix.xml (+ prefix.bin), through an ONNX file that is not kept."""
+    tmp = tempfile.mkdtemp(prefix='.onnx-', dir=os.path.dirname(os.path.abspath(prefix)))
+    try:
+        onnx_file = onnx_export.export(model, os.path.join(tmp, 'model.onnx'), input_shape,
+                                       formulation, batch, probabilities)
+        ov.save_model(ov.convert_model(onnx_file), prefix + '.xml', compress_to_fp16=False)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return prefix + '.xml'
+
+
+def find(prefix):
+    complete = all(os.path.isfile(prefix + ext) for ext in ('.xml', '.bin'))
+    return prefix + '.xml' if complete else None
+
+
+class OpenVinoRunner(Runner):
+    """A model compiled for the CPU with `threads` inference threads, one stream (latency),
+    the precision hint set; static batch: the IR's, else `batch` (default 1)."""
+
+    def __init__(self, xml, threads=1, precision='fp32', batch=None):
+        if precision not in HINTS:
+            raise EngineError(f"OpenVINO runs fp32, bf16 or int8, not {precision!r}")
+        core = ov.Core()
+        model = core.read_model(xml)
+        shape = model.inputs[0].get_partial_shape()
+        if shape[0].is_dynamic:
+            static = [batch or 1] + [d.get_length() for d in list(shape)[1:]]
+            model.reshape({model.inputs[0]: ov.PartialShape(static)})
+        self.batch = model.inputs[0].get_partial_shape()[0].get_length()
+        config = {'INFERENCE_PRECISION_HINT': HINTS[precision],
+                  'INFERENCE_NUM_THREADS': max(1, int(threads)),
+                  'PERFORMANCE_HINT': 'LATENCY', 'NUM_STREAMS': 1}
+        self.compiled = core.compile_model(model, 'CPU', config)
+        self.request = self.compiled.create_infer_request()
+        self.info = {'engine': NAME, 'version': ov.__version__, 'precision': precision,
+                     'artifact': xml, 'threads': int(threads), 'batch': self.batch}
+
+    def _infer(self, x):
+        return self.request.infer({0: x})[0]  # a copy (share_outputs=False)
+
+
+def load(artifact, threads=1, precision='fp32', batch=None):
+    return OpenVinoRunner(artifact, threads, precision, batch)

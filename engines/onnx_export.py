@@ -44,13 +44,17 @@ def captured_output():
             lines.extend(sink.read().decode('utf-8', 'replace').splitlines())
 
 
-def convert(prefix, onnx_file):
-    """A jit.save'd program (its prefix) -> onnx_file."""
+def convert(prefix, onnx_file, fold=True):
+    """A jit.save'd program (its prefix) -> onnx_file.  fold: Polygraphy folds the
+    constants (paddle2onnx's default: a clean graph, which ONNX Runtime loads without
+    warnings; ~5 s, most of it importing Polygraphy); OpenVINO's converter folds them
+    itself."""
     import paddle2onnx
     program, params = paddle_engine.program_files(prefix)
     with captured_output() as lines:
         try:
-            paddle2onnx.export(program, params, onnx_file, opset_version=OPSET)
+            paddle2onnx.export(program, params, onnx_file, opset_version=OPSET,
+                               optimize_tool='polygraphy' if fold else None)
         except Exception as e:  # noqa: BLE001  paddle2onnx raises whatever its C++ did
             lines.append(f"{type(e).__name__}: {e}")
     logger.debug("paddle2onnx:\n%s", '\n'.join(lines))
@@ -62,13 +66,13 @@ def convert(prefix, onnx_file):
 
 
 def export(model, onnx_file, input_shape, formulation='split', batch=None,
-           probabilities=False):
+           probabilities=False, fold=True):
     """`model` exported for Paddle (in a temporary folder beside onnx_file), then
     converted; -> onnx_file."""
     tmp = tempfile.mkdtemp(prefix='.paddle-', dir=os.path.dirname(os.path.abspath(onnx_file)))
     try:
         prefix = paddle_engine.export(model, os.path.join(tmp, 'model'), input_shape,
                                       formulation, batch, probabilities)
-        return convert(prefix, onnx_file)
+        return convert(prefix, onnx_file, fold)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)

@@ -34,7 +34,7 @@ def export(model, prefix, input_shape, formulation='split', batch=None, probabil
     tmp = tempfile.mkdtemp(prefix='.onnx-', dir=os.path.dirname(os.path.abspath(prefix)))
     try:
         onnx_file = onnx_export.export(model, os.path.join(tmp, 'model.onnx'), input_shape,
-                                       formulation, batch, probabilities)
+                                       formulation, batch, probabilities, fold=False)
         ov.save_model(ov.convert_model(onnx_file), prefix + '.xml', compress_to_fp16=False)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)

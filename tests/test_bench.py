@@ -216,12 +216,14 @@ def count_slices(prefix):
     return sum(op.type == 'slice' for block in program.blocks for op in block.ops)
 
 
-def test_split_export_without_moves_leaves_out_only_the_moves(tmp_path):
+def test_split_export_without_moves_leaves_out_only_the_moves(tmp_path, monkeypatch):
     """The bench's timing-only program: the split program minus its frame moves (so it
     computes something else), and the real moves are back for every later export."""
-    import sys
     import numpy as np
-    sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(__file__)), 'bench'))
+    # bench/ on sys.path for this test only: left there, `import reader` in a process
+    # spawned later (the server's decode pool) would find bench/reader.py
+    monkeypatch.syspath_prepend(os.path.join(os.path.dirname(os.path.dirname(__file__)),
+                                             'bench'))
     import common
     from utils.inference import InferenceModel, export
     shape = [4, 3, 32, 32]

@@ -4,6 +4,7 @@ import logging
 import os
 import random
 import signal
+import sys
 
 import numpy as np
 import paddle
@@ -12,7 +13,7 @@ from metrics import AccuracyMeter
 from models import RegistryError, WeightsError, get_model, load_pretrain, load_weights
 from metrics.report import plot_confusion, write_per_class_csv
 from reader import ListFileError, get_reader, parse_list
-from utils import checkpoint, env, inference, predict_modes
+from utils import checkpoint, env, inference, pipeline, predict_modes
 from utils.config_utils import ConfigError, explicit_keys, print_configs, to_plain
 from utils.download import DownloadError, fetch_url, released_weights
 from utils.engine import (Amp, TrainingError, build_loader, build_optimizer, evaluate, predict,
@@ -150,6 +151,19 @@ def check_amp(amp):
 def train_job(args, cfg):
     rank, world = setup_runtime(cfg, args)
     ranks = Ranks(rank, world)
+    try:
+        return _train(args, cfg, rank, world, ranks)
+    except (TrainingError, Interrupted) as e:
+        if not ranks.distributed:
+            raise
+        # raised by every rank at the same step: each says it before any ends, since
+        # paddle.distributed.launch ends the others as soon as one has exited
+        print(f"error: {e.args[0]}", file=sys.stderr, flush=True)
+        ranks.wait_for_all()
+        sys.exit(130 if isinstance(e, Interrupted) else 2)
+
+
+def _train(args, cfg, rank, world, ranks):
     print_configs(cfg, 'Train', logger)
     amp = Amp(cfg.TRAIN.amp, cfg.TRAIN.amp_level, cfg.TRAIN.amp_dtype)
     check_amp(amp)
@@ -429,7 +443,6 @@ def predict_job(args, cfg):
     names = read_labels(cfg.INFER.kinetics_labels, cfg.MODEL.num_classes)
     if getattr(args, 'online', False):
         return predict_modes.online_job(args, cfg, model, names)
-    model = for_inference(model, args, cfg, 'INFER', weights)
     fmt, video_path = cfg.MODEL.format, args.video_path or cfg.INFER.video_path
     if video_path:  # one video, or every video under a folder
         items = predict_modes.video_items(video_path, fmt)
@@ -441,12 +454,15 @@ def predict_job(args, cfg):
         items, times, failed = predict_modes.window_items(
             items, fmt, args.window_seconds, args.stride_seconds or args.window_seconds)
         what = 'windows'
+    plan = pipeline.plan_predict(len(items), cfg.INFER, explicit_keys(cfg, 'INFER'),
+                                 args.cpu_threads)
+    logger.info("decoding and the engine: %s", pipeline.describe(plan))
+    model = for_inference(model, args, cfg, 'INFER', weights, plan.engine_threads)
     logger.info("protocol: %s", predict_modes.protocol_text(cfg.INFER, cfg.MODEL.seg_num))
     records = []
     if items:
-        loader = build_loader(get_reader(args.model_name, 'infer', cfg, items=items),
-                              cfg.INFER.batch_size, cfg.INFER.num_reader_threads)
-        records, failed_items = predict(model, loader, args.infer_topk)
+        records, failed_items = predict_items(model, cfg, items, plan, args.infer_topk,
+                                              args.model_name)
         failed += failed_items
     records = predict_modes.report(records, names, times)
     if failed:
@@ -458,10 +474,20 @@ def predict_job(args, cfg):
     return records
 
 
-def for_inference(model, args, cfg, section, weights):
+def predict_items(model, cfg, items, plan, topk, model_name='TSM'):
+    """The reader's items through `model` as `plan` (utils/pipeline.py) shares the cores:
+    -> (records, videos that failed).  predict.py's path, which bench/e2e.py times."""
+    reader = get_reader(model_name, 'infer', cfg, items=items)
+    reader.decode_threads = plan.decode_threads
+    loader = build_loader(reader, cfg.INFER.batch_size, plan.workers)
+    return predict(model, loader, topk)
+
+
+def for_inference(model, args, cfg, section, weights, threads=None):
     """--use_inference (default: on the CPU): `model` exported once (cached) for --backend's
-    engine and run in --precision (default bf16 where the CPU has it, else fp32), behind
-    the model's call signature (utils/inference.py, engines/)."""
+    engine and run in --precision (default bf16 where the CPU has it, else fp32) with
+    `threads` (default: --cpu_threads, else every core), behind the model's call
+    signature (utils/inference.py, engines/)."""
     from engines.base import default_precision
     on_cpu = paddle.get_device().startswith('cpu')
     use = getattr(args, 'use_inference', None)
@@ -477,7 +503,8 @@ def for_inference(model, args, cfg, section, weights):
             logger.warning("--precision %s applies to an inference engine: the eager model "
                            "runs float32", asked)
         return model
-    return inference.inference_model(model, weights, cfg, section, inference.threads(),
+    return inference.inference_model(model, weights, cfg, section,
+                                     threads or inference.threads(),
                                      asked or default_precision(),
                                      getattr(args, 'backend', 'auto'))
 

@@ -7,6 +7,8 @@ what it saw in the step's status, which every rank receives, and what only rank 
 know (the checkpoint on its disk, whether it could write one) is broadcast from rank 0.
 With one process every call here is local and free.
 """
+import threading
+
 import numpy as np
 import paddle
 
@@ -44,6 +46,19 @@ class Ranks:
         t = paddle.to_tensor(np.array([int(bool(flag))], dtype=np.int64))
         paddle.distributed.all_reduce(t)
         return int(t.numpy()[0]) > 0
+
+    def wait_for_all(self, timeout=30.0):
+        """Until every rank reaches this point, or `timeout` s (a rank that never comes
+        must not hang this one); -> whether all came."""
+        if not self.distributed:
+            return True
+        done = threading.Event()
+
+        def reach():
+            self.any(False)
+            done.set()
+        threading.Thread(target=reach, daemon=True).start()
+        return done.wait(timeout)
 
     def from_rank0(self, obj):
         """Rank 0's `obj` (picklable) on every rank."""

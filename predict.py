@@ -15,6 +15,10 @@ def parse_args(argv=None):
                    help='predict this one video, or every video under this folder (recursively: '
                         'mp4 avi mkv webm mov flv m4v); ignores the list')
     p.add_argument('--infer_topk', type=int, default=20, help='classes printed per video')
+    p.add_argument('--num_reader_threads', type=int, default=None,
+                   help='worker processes that decode while the engine runs (INFER.'
+                        'num_reader_threads; default: one per core for several videos, none '
+                        'for one video; see utils/pipeline.py)')
     p.add_argument('--window_seconds', type=float, default=None,
                    help='predict along each video: one prediction per window of this many '
                         'seconds (each window sampled as a clip of its own)')
@@ -40,13 +44,17 @@ def parse_args(argv=None):
         p.error('--online reads one stream: not with --window_seconds or --filelist')
     if args.online_window is not None and args.online_window < 0:
         p.error('--online_window must be >= 0')
+    if args.num_reader_threads is not None and args.num_reader_threads < 0:
+        p.error('--num_reader_threads must be >= 0')
     return args
 
 
 def main(argv=None):
     args = parse_args(argv)
     from utils.jobs import predict_job
-    run_job('predict', args, 'INFER', {'batch_size': args.batch_size}, predict_job)
+    run_job('predict', args, 'INFER', {'batch_size': args.batch_size,
+                                       'num_reader_threads': args.num_reader_threads},
+            predict_job)
 
 
 if __name__ == '__main__':

@@ -97,6 +97,7 @@ class KineticsReader(paddle.io.Dataset):
         self.average = section.get('average', 'prob')  # how the loops merge the views
         self.video_timeout = section.video_timeout
         self.buf_size = section.get('buf_size', 0)  # clips the loader may read ahead
+        self.decode_threads = 1  # FFmpeg threads per video (utils/pipeline.py sets it)
         self.seed, self.epoch = None, 0
         if items is None:
             filelist = filelist or section.filelist
@@ -121,7 +122,7 @@ class KineticsReader(paddle.io.Dataset):
         raises VideoDecodeError."""
         path, _, nframes = self.items[index][:3]
         span = self.items[index][3] if len(self.items[index]) > 3 else None
-        video = open_video(path, self.fmt, nframes)
+        video = open_video(path, self.fmt, nframes, self.decode_threads)
         try:
             count = video.num_frames
             for _ in range(3):

@@ -237,3 +237,52 @@ def test_split_export_without_moves_leaves_out_only_the_moves(tmp_path, monkeypa
     eager = model(__import__('paddle').to_tensor(x)).numpy()
     assert np.abs(InferenceModel(split, 1).run(x) - eager).max() < 1e-4
     assert np.abs(InferenceModel(without, 1).run(x) - eager).max() > 1e-3
+
+
+def check_e2e(d):
+    """bench/e2e.py: every figure is recomputed here from the times written beside it."""
+    assert d['paddlevideo_ms'] == 1355 and d['quick'] and d['folder_clips'] == 3
+    runs = d['e2e_latency_runs_s']
+    assert len(runs) == 2 and min(runs) > 0
+    latency = d['e2e_latency_s']
+    assert latency == pytest.approx(statistics.median(runs), abs=1e-4)
+    assert d['e2e_vs_paddlevideo'] == pytest.approx(1.355 / latency)
+    stages = d['e2e_breakdown_s']
+    assert set(stages) == {'open', 'decode', 'resize', 'crop_normalize', 'model',
+                           'postprocess', 'other'}
+    assert min(stages.values()) >= 0 and stages['decode'] > 0 and stages['model'] > 0
+    rest = sum(v for k, v in stages.items() if k != 'other')
+    assert stages['other'] == pytest.approx(max(0.0, latency - rest), abs=5e-4 * 7)
+    assert d['decode_backend'] == 'PyAVVideo'  # generated H.264 in mp4: the fast path
+    assert all(positive(v) for v in d['decode_backends_s'].values())
+    # the plans: one video in this process, a folder in workers (utils/pipeline.py)
+    one, folder = d['plans']['one_video'], d['plans']['folder']
+    assert one['workers'] == 0 and one['engine_threads'] == one['decode_threads'] == d['cpus']
+    assert folder['workers'] == min(3, d['cpus']) and folder['decode_threads'] == 1
+    n, times, cpu = d['folder_clips'], d['folder_times_s'], d['folder_cpu_s']
+    for key in ('decode_only', 'model_only', 'folder'):
+        t = times[key]
+        assert len(t) == 1 and min(t) > 0, key
+        assert d[f"{key}_clips_per_s"] == pytest.approx(n / statistics.median(t),
+                                                        rel=rounded(*t, digits=4)), key
+    bound = [f / max(a, b) for f, a, b in zip(times['folder'], times['decode_only'],
+                                              times['model_only'])]
+    tol = rounded(*times['folder'], *times['decode_only'], *times['model_only'], digits=4)
+    assert d['folder_vs_bound_rounds'] == pytest.approx(bound, rel=tol)
+    assert d['folder_vs_bound'] == pytest.approx(statistics.median(bound), rel=tol)
+    assert min(cpu['decode_only']) > 0 and min(cpu['model_only']) > 0
+    cpu_bound = [f / ((a + b) / d['cpus']) for f, a, b in zip(
+        times['folder'], cpu['decode_only'], cpu['model_only'])]
+    tol = rounded(*times['folder'], *cpu['decode_only'], *cpu['model_only'], digits=4)
+    assert d['folder_vs_cpu_bound'] == pytest.approx(statistics.median(cpu_bound), rel=tol)
+    assert len(d['threads_grid']) >= 1
+    for g in d['threads_grid']:
+        assert g['clips_per_s'] == pytest.approx(n / statistics.median(g['times_s']),
+                                                 rel=rounded(*g['times_s'], digits=4))
+
+
+def test_e2e_bench_quick(tmp_path):
+    out = tmp_path / 'e2e.json'
+    res = run_cli(os.path.join('bench', 'e2e.py'), '--quick', '--out', str(out), timeout=300)
+    assert res.returncode == 0, res.stderr[-3000:]
+    check_e2e(json.loads(out.read_text()))

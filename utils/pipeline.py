@@ -7,13 +7,16 @@
 
 One video: nothing runs beside it, so it is decoded here, with every core (FFmpeg's frame
 threads), then the engine runs with every core; no worker process is started per call.
-Several videos (a folder, a list, windows): `cpus` workers decode the next videos while
-the engine runs on the current one, each decoder on one thread.  The engine then gets
-ENGINE_THREADS_WITH_WORKERS threads: on this project's 2-core machine the folder
-throughput of predict.py was highest with one engine thread beside two decoding
-workers (bench/e2e.py, `threads_grid`; README Performance): the decoders keep both
-cores busy, and a one-thread engine does the same work in fewer CPU-seconds than a
-two-thread one that waits on a core a decoder holds.
+Several videos (a folder, a list, windows): one worker per core decodes the next videos
+while the engine runs on the current one, each decoder on one thread, and the engine
+gets half the cores (1 thread on 2 cores).  Why: the cores are shared, so the folder
+takes at least (decode CPU-seconds + engine CPU-seconds) / cores; on the real clips
+decoding costs more than the bf16 engine does, so the workers keep every core busy and
+the engine's thread count mostly changes how many CPU-seconds it burns: a one-thread
+engine does a clip in the fewest, where a two-thread one also waits at every layer for
+a thread a decoder holds (bench/e2e.py's `threads_grid` times every
+(workers, engine threads) pair on the folder; README Performance).  Beyond 2 cores the
+half is a guess, not a measurement.
 
 A value the user gives wins: `-o INFER.num_reader_threads=N` (or predict.py's
 --num_reader_threads) sets the workers (still at most the available cores),
@@ -26,8 +29,6 @@ from typing import NamedTuple
 from utils.env import available_cpus
 
 logger = logging.getLogger(__name__)
-
-ENGINE_THREADS_WITH_WORKERS = 1
 
 
 class Plan(NamedTuple):
@@ -54,7 +55,7 @@ def plan_predict(num_items, section, explicit=(), cpu_threads=0, cpus=None):
     if cpu_threads:
         engine, why = cpu_threads, why + "; engine threads from --cpu_threads"
     else:
-        engine = min(cpus, ENGINE_THREADS_WITH_WORKERS) if workers else cpus
+        engine = max(1, cpus // 2) if workers else cpus
     return Plan(workers, engine, 1 if workers else cpus, why)
 
 

@@ -80,6 +80,36 @@ def paired_ratio(fa, fb, pairs):
     return statistics.median(ratios), ratios
 
 
+def bracketed(base, fns, rounds):
+    """Rounds of `base` X1 `base` X2 ... `base` over the {name: fn} of `fns` (their order
+    reversed every other round): each X against the mean of the two base runs either side
+    of it, which the machine's drifts in speed touch least.  -> {name: {'ratio': median
+    over rounds, 'q1', 'q3': its quartiles, 'median_s'}}, plus 'base' {'median_s'}."""
+    names = list(fns)
+    times = {k: [] for k in ['base', *names]}
+    ratios = {k: [] for k in names}
+
+    def run(key, fn):
+        t = time.perf_counter()
+        fn()
+        times[key].append(time.perf_counter() - t)
+        return times[key][-1]
+
+    for i in range(rounds):
+        before = run('base', base)
+        for k in (names if i % 2 == 0 else names[::-1]):
+            took = run(k, fns[k])
+            after = run('base', base)
+            ratios[k].append(took / ((before + after) / 2))
+            before = after
+    out = {'base': {'median_s': statistics.median(times['base'])}}
+    for k in names:
+        q1, _, q3 = statistics.quantiles(ratios[k], n=4) if rounds > 1 else [ratios[k][0]] * 3
+        out[k] = {'ratio': statistics.median(ratios[k]), 'q1': q1, 'q3': q3,
+                  'median_s': statistics.median(times[k])}
+    return out
+
+
 def calibrate_bn(model, x):
     """Random weights make activations grow block after block; set every BN's running
     statistics to those of its input on `x` (one eval-mode forward), so that features and

@@ -5,6 +5,8 @@ Runtime, float32 vs bfloat16.  One clip per call.  Every program runs once per r
 (common.paired_ratio), which this machine's drifts in speed disturb least.
 --pair_only: just the TSN and TSM (split) programs, paired, in a process holding nothing
 else (no ONNX Runtime, no other predictors); then PyTorch's TSM against the same program.
+--engines: the table of engine x precision x {TSN, TSM}, s/clip and shift overhead, each
+engine in a process of its own (bench/shift_engines.py; --formulations, --pairs).
 It also splits the overhead (overhead_breakdown): 'layout', the split program with its
 frame moves left out against TSN (more convolutions, residual-sum copies, more ops to
 dispatch), and 'moves', the real split program against that one.
@@ -15,6 +17,7 @@ PyTorch took more page faults per run than the split program, which flattered th
 ratios: 0.09 and 1.63 at the median then, against 0.12-0.16 and 1.35-1.45 with it.)
 
     python bench/inference.py [--quick] --out inference.json
+    python bench/inference.py --engines [--quick] --out engines.json
 """
 import os
 import sys
@@ -89,7 +92,16 @@ def main():
     p = common.base_args(__doc__)
     p.add_argument('--pair_only', action='store_true',
                    help='only shift_overhead_exported, from TSN and TSM alone in this process')
+    p.add_argument('--engines', nargs='?', const='', default=None, metavar='NAMES',
+                   help='the engine table (bench/shift_engines.py): every installed engine, '
+                        'or the comma-separated NAMES')
+    p.add_argument('--formulations', default='default', help='with --engines')
+    p.add_argument('--pairs', type=int, default=0, help='with --engines')
     args = p.parse_args()
+    if args.engines is not None:
+        import shift_engines
+        args.engines = args.engines or None
+        return common.write_json(args.out, shift_engines.run(args))
     threads = args.threads or len(os.sched_getaffinity(0))
     common.set_threads(threads)
     import paddle

@@ -10,7 +10,9 @@ shift_overhead_exported and vs_pytorch are taken from 'pair' (bench/inference.py
 --pair_only): TSN and TSM alone in their process (then PyTorch's TSM), as a deployment
 runs one model; the figures of the 'inference' run, whose process also holds ONNX
 Runtime and eight other predictors, are kept as shift_overhead_exported_crowded and
-vs_pytorch_crowded.
+vs_pytorch_crowded.  'engines' (bench/shift_engines.py) is the table of engine x precision
+x {TSN, TSM}: s/clip and shift overhead, each engine in a process of its own;
+shift_overhead_default is the row of the engine `--backend auto` takes, per precision.
 """
 import argparse
 import os
@@ -20,12 +22,14 @@ import time
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import common  # noqa: E402
 
-SCRIPTS = ('inference', 'pair', 'primitives', 'reader', 'train')
-RUNS = {'pair': ('inference', ['--pair_only'])}  # name: (bench script, its extra flags)
+SCRIPTS = ('inference', 'pair', 'engines', 'primitives', 'reader', 'train')
+# name: (bench script, its extra flags)
+RUNS = {'pair': ('inference', ['--pair_only']), 'engines': ('inference', ['--engines'])}
 HEADLINE = {
     'inference': ('shift_overhead_exported', 'shift_overhead_eager', 'vs_pytorch',
                   'inference_speedup', 'matmul_peak_fraction', 'export_max_abs_diff'),
     'pair': ('shift_overhead_exported', 'vs_pytorch'),
+    'engines': ('shift_overhead_default', 'default_engine'),
     'primitives': ('shift_overhead_primitives',),
     'reader': ('reader_floor_ratio', 'reader_speedup_test', 'reader_worker_scaling',
                'decode_process_scaling', 'pkl_speedup'),

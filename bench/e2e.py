@@ -3,6 +3,7 @@ warm and a folder, beside PaddleVideo's published 1355 ms per 10 s video (TSM-R5
 20-core Xeon Gold 6148 + MKLDNN, decode + preprocess + model).
 
     python bench/e2e.py --out e2e.json [--quick] [--reps 9] [--rounds 3]
+                        [--parts one_video,folder]
 
 Model: ResNet-50 TSM of configs/tsm.yaml (8 frames, 224, 400 classes) with random weights
 (BN calibrated), the engine and precision predict.py takes by default (--backend auto,
@@ -17,7 +18,10 @@ generated ones.
     e2e_breakdown_s: the same clip stage by stage (medians): open (the container's
     index), decode (the 8 sampled frames), resize (Pillow, to the short side),
     crop_normalize, model, postprocess (softmax, top-k), other (the rest of the total:
-    the loader, the copies).  e2e_latency_by_clip_s: every clip of 9.5 s or more.
+    the loader, the copies).  e2e_latency_cpu_s: the process's CPU seconds per run (with
+    two cores busy, the latency can fall to about half of it).
+    e2e_latency_by_engine_threads_s: the same run with the engine on 1 thread and on
+    every core, interleaved.  e2e_latency_by_clip_s: every clip of 9.5 s or more.
   - The folder: every clip once, in --rounds interleaved rounds (the order rotating),
     each round timing
       decode_only: the reader through predict.py's loader with 2 workers, no model;
@@ -82,30 +86,31 @@ def generated_clips(folder, count, size, seconds):
 
 
 def setup(folder, quick):
-    """-> (cfg, the eager model with weights, weights path, args) as predict.py makes them."""
+    """-> (cfg, the eager model with weights, weights path, args) as predict.py makes them.
+    (bench/serve.py builds the same model; it is not imported: bench/ on sys.path would
+    make its reader.py and serve.py shadow the project's.)"""
     import predict
-    from utils.cli import load_config
     from utils import checkpoint
+    from utils.cli import load_config
+    from utils.jobs import setup_runtime
+    config = os.path.join(common.ROOT, 'configs', 'tsm.yaml')
+    depth, classes, frames, size = 50, 400, 8, 224
     if quick:
         import yaml
         from tests.conftest import TINY
-        sections = {k: dict(v) for k, v in TINY.items()}
+        sections = {k: dict(v) for k, v in TINY.items()}  # the shipped configs' 12 readers
         sections['INFER'].update(kinetics_labels='', num_reader_threads=12, batch_size=1)
         config = os.path.join(folder, 'tiny.yaml')
         with open(config, 'w') as f:
             yaml.safe_dump(sections, f)
-        model = common.build_tsm(18, 3, 4, 32)
-    else:
-        config = os.path.join(common.ROOT, 'configs', 'tsm.yaml')
-        model = common.build_tsm(50, 400, 8, 224)
+        depth, classes, frames, size = 18, 3, 4, 32
+    model = common.build_tsm(depth, classes, frames, size)
     weights = os.path.join(folder, 'bench.pdparams')
     checkpoint.save_weights(model, weights)
     args = predict.parse_args(['--config', config, '--weights', weights])
     cfg = load_config(args, 'INFER', {})
-    from utils.jobs import setup_runtime
     setup_runtime(cfg, args)
-    model.eval()
-    return cfg, model, weights, args
+    return cfg, model.eval(), weights, args
 
 
 def engine(model, args, cfg, weights, threads):
@@ -170,66 +175,55 @@ def decode_backends(path, reps, cpus):
     return {k: round(v, 4) for k, v in common.interleaved(calls, reps)[0].items()}
 
 
-def main():
-    p = common.base_args(__doc__)
-    p.add_argument('--reps', type=int, default=9, help='runs of the one-video latency')
-    p.add_argument('--rounds', type=int, default=3, help='interleaved rounds of the folder')
-    args = p.parse_args()
-    reps, rounds = (2, 1) if args.quick else (args.reps, args.rounds)
-    tmp = tempfile.TemporaryDirectory(prefix='tsm-bench-e2e-')
-    folder = tmp.name
-    os.environ.setdefault('TSM_PADDLE_CACHE', os.path.join(folder, 'cache'))
-    cpus = len(os.sched_getaffinity(0))
-    cfg, model, weights, pargs = setup(folder, args.quick)
+def one_video(res, nets, cfg, paths, durations, source, reps, quick):
+    """The one-video figures of the docstring, into `res`."""
     from utils.jobs import predict_items
-    from utils.pipeline import Plan, plan_predict
-
-    paths, durations = ([], {}) if args.quick else real_clips()
-    source = 'realclips'
-    if not paths:
-        source = 'generated'
-        paths = generated_clips(folder, 3, (48, 64) if args.quick else (256, 340),
-                                1 if args.quick else 10)
-        durations = {p: 1.0 if args.quick else 10.0 for p in paths}
-    one = next((p for p in paths if os.path.basename(p) == LATENCY_CLIP), paths[0])
+    from utils.pipeline import plan_predict
+    cpus = res['cpus']
     single = plan_predict(1, cfg.INFER)
-    multi = plan_predict(len(paths), cfg.INFER)
-    nets = {t: engine(model, pargs, cfg, weights, t)
-            for t in sorted({single.engine_threads, multi.engine_threads, cpus, 1})}
-    described = nets[single.engine_threads].describe()
-    res = {'machine': common.machine_info(), 'quick': args.quick, 'clips': source,
-           'engine': described.get('engine'), 'precision': described.get('precision'),
-           'paddlevideo_ms': PADDLEVIDEO_MS,
-           'plans': {'one_video': single._asdict(), 'folder': multi._asdict()}}
+    one = next((p for p in paths if os.path.basename(p) == LATENCY_CLIP), paths[0])
 
-    # ---- one video, warm ----
-    def latency(path):
-        return timed(lambda: predict_items(nets[single.engine_threads], cfg,
-                                           [(path, -1, None)], single, 5))[0]
+    def latency(path, threads=single.engine_threads):
+        return timed(lambda: predict_items(nets[threads], cfg, [(path, -1, None)], single,
+                                           5))[0]
     latency(one)  # warm: caches, first allocations
-    runs = [latency(one) for _ in range(reps)]
+    runs, cpu = [], []
+    for _ in range(reps):
+        c = cpu_self()
+        runs.append(latency(one))
+        cpu.append(cpu_self() - c)
     res['e2e_latency_clip'] = os.path.relpath(one, common.REALCLIPS) if source == 'realclips' \
         else os.path.basename(one)
     res['e2e_latency_s'] = statistics.median(runs)
     res['e2e_latency_runs_s'] = [round(x, 4) for x in runs]
+    res['e2e_latency_cpu_s'] = round(statistics.median(cpu), 4)
     res['e2e_vs_paddlevideo'] = PADDLEVIDEO_MS / 1000 / res['e2e_latency_s']
     stages, res['decode_backend'] = breakdown(nets[single.engine_threads], cfg, one, reps, cpus)
     stages['other'] = max(0.0, res['e2e_latency_s'] - sum(stages.values()))
     res['e2e_breakdown_s'] = {k: round(v, 4) for k, v in stages.items()}
     res['decode_backends_s'] = decode_backends(one, reps, cpus)
+    # the engine's threads for one video: every core (the plan) against one, interleaved
+    by_threads = common.interleaved({t: (lambda t=t: latency(one, t)) for t in nets}, reps)[0]
+    res['e2e_latency_by_engine_threads_s'] = {str(t): round(v, 4) for t, v in by_threads.items()}
     ten = [q for q in paths if durations.get(q, 0) >= 9.5]
     res['e2e_latency_by_clip_s'] = {
-        os.path.basename(q): round(statistics.median(latency(q) for _ in range(3 if not
-                                                                            args.quick else 1)), 4)
+        os.path.basename(q): round(statistics.median(latency(q) for _ in range(1 if quick
+                                                                            else 3)), 4)
         for q in ten}
     res['load_avg_after_latency'] = os.getloadavg()
     print(f"one video ({res['e2e_latency_clip']}): {res['e2e_latency_s']:.3f} s "
           f"(PaddleVideo {PADDLEVIDEO_MS} ms: {res['e2e_vs_paddlevideo']:.1f}x), "
-          f"{res['e2e_breakdown_s']}", flush=True)
+          f"{res['e2e_breakdown_s']}, by engine threads "
+          f"{res['e2e_latency_by_engine_threads_s']}", flush=True)
 
-    # ---- the folder: decode only, model only, predict.py's plan; interleaved rounds ----
+
+def folder(res, nets, cfg, paths, rounds):
+    """The folder figures of the docstring, into `res`."""
     from reader import get_reader
     from utils.engine import build_loader
+    from utils.jobs import predict_items
+    from utils.pipeline import Plan, plan_predict
+    cpus = res['cpus']
     items = [(q, -1, None) for q in paths]
     shape = [cfg.MODEL.seg_num, 3 * cfg.MODEL.seglen, cfg.INFER.target_size,
              cfg.INFER.target_size]
@@ -241,7 +235,7 @@ def main():
         c = cpu_children()
         for _ in build_loader(reader, cfg.INFER.batch_size, decode_workers):
             pass
-        return cpu_children() - c
+        return cpu_children() - c  # the workers' CPU, counted once they are joined
 
     def model_only():
         c = cpu_self()
@@ -258,7 +252,7 @@ def main():
     cpu = {'decode_only': [], 'model_only': []}
     grid_runs = {k: [] for k in grid}
     calls = [('decode_only', decode_only), ('model_only', model_only),
-             ('folder', folder_run(multi))]
+             ('folder', folder_run(plan_predict(len(items), cfg.INFER)))]
     calls += [(k, folder_run(plan)) for k, plan in grid.items()]
     loads = []
     for r in range(rounds):
@@ -275,12 +269,11 @@ def main():
         print(f"round {r}: " + ', '.join(f"{k} {v[-1]:.2f} s" for k, v in runs.items()) +
               f", load {loads[-1]}", flush=True)
     n = len(items)
-    med = {k: statistics.median(v) for k, v in runs.items()}
     res['folder_clips'] = n
     res['folder_times_s'] = {k: [round(x, 4) for x in v] for k, v in runs.items()}
     res['folder_cpu_s'] = {k: [round(x, 4) for x in v] for k, v in cpu.items()}
-    for k in runs:
-        res[f"{k}_clips_per_s"] = n / med[k]
+    for k, v in runs.items():
+        res[f"{k}_clips_per_s"] = n / statistics.median(v)
     res['folder_vs_bound_rounds'] = [f / max(d, m) for f, d, m in zip(
         runs['folder'], runs['decode_only'], runs['model_only'])]
     res['folder_vs_bound'] = statistics.median(res['folder_vs_bound_rounds'])
@@ -292,14 +285,47 @@ def main():
                             'times_s': [round(x, 4) for x in grid_runs[(w, t)]]}
                            for (w, t) in grid]
     res['load_avg_rounds'] = loads
-    res['cpus'] = cpus
-    res['command'] = ' '.join(['python', 'bench/e2e.py'] + sys.argv[1:])
     print(f"folder of {n}: predict.py {res['folder_clips_per_s']:.2f} clips/s, decode only "
           f"{res['decode_only_clips_per_s']:.2f}, model only {res['model_only_clips_per_s']:.2f}"
           f"; folder_vs_bound {res['folder_vs_bound']:.2f}, folder_vs_cpu_bound "
           f"{res['folder_vs_cpu_bound']:.2f}; grid " +
           ', '.join(f"{g['workers']}w/{g['engine_threads']}t {g['clips_per_s']:.2f}"
                     for g in res['threads_grid']), flush=True)
+
+
+def main():
+    p = common.base_args(__doc__)
+    p.add_argument('--reps', type=int, default=9, help='runs of the one-video latency')
+    p.add_argument('--rounds', type=int, default=3, help='interleaved rounds of the folder')
+    p.add_argument('--parts', default='one_video,folder', help='comma-separated')
+    args = p.parse_args()
+    reps, rounds = (2, 1) if args.quick else (args.reps, args.rounds)
+    tmp = tempfile.TemporaryDirectory(prefix='tsm-bench-e2e-')
+    os.environ.setdefault('TSM_PADDLE_CACHE', os.path.join(tmp.name, 'cache'))
+    cpus = len(os.sched_getaffinity(0))
+    cfg, model, weights, pargs = setup(tmp.name, args.quick)
+    from utils.pipeline import plan_predict
+    paths, durations = ([], {}) if args.quick else real_clips()
+    source = 'realclips'
+    if not paths:
+        source = 'generated'
+        paths = generated_clips(tmp.name, 3, (48, 64) if args.quick else (256, 340),
+                                1 if args.quick else 10)
+        durations = {p: 1.0 if args.quick else 10.0 for p in paths}
+    single, multi = plan_predict(1, cfg.INFER), plan_predict(len(paths), cfg.INFER)
+    nets = {t: engine(model, pargs, cfg, weights, t)
+            for t in sorted({1, cpus, single.engine_threads, multi.engine_threads})}
+    described = nets[single.engine_threads].describe()
+    res = {'machine': common.machine_info(), 'quick': args.quick, 'clips': source,
+           'engine': described.get('engine'), 'precision': described.get('precision'),
+           'paddlevideo_ms': PADDLEVIDEO_MS, 'cpus': cpus,
+           'plans': {'one_video': single._asdict(), 'folder': multi._asdict()},
+           'command': ' '.join(['python', 'bench/e2e.py'] + sys.argv[1:])}
+    parts = args.parts.split(',')
+    if 'one_video' in parts:
+        one_video(res, nets, cfg, paths, durations, source, reps, args.quick)
+    if 'folder' in parts:
+        folder(res, nets, cfg, paths, rounds)
     common.write_json(args.out, res)
     tmp.cleanup()
 

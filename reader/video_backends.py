@@ -148,10 +148,10 @@ class PyAVVideo:
     """H.264 in mp4/mov/mkv/webm through PyAV, with the frames decord gives and less
     decoding.  Frame i is the i-th presentation timestamp, as decord numbers frames, and
     the pixels come from the same FFmpeg decoder and RGB conversion (equal to decord's on
-    the 28 real clips of h264 in mp4/mkv; tests/test_reader.py checks generated ones).
-    The saving: a frame that no other frame refers to (most B-frames) is not decoded
-    unless it is sampled (FFmpeg's skip_frame NONREF, set per packet), and decoding
-    stops at the last sampled frame: 0.63x decord's CPU time over the real clips.
+    the real clips of h264 in mp4/mkv, tests/test_e2e.py checks generated ones).  The
+    saving: a frame that no other frame refers to (most B-frames) is not decoded unless
+    it is sampled (FFmpeg's skip_frame NONREF, set per packet), and decoding stops at the
+    last sampled frame: 0.63-0.75x decord's CPU time over the real clips (two runs).
     `threads` > 1: FFmpeg's frame threads (for one video while the model waits).
 
     Only where the container's timestamps say which packet is which frame: not AVI

@@ -255,6 +255,8 @@ def check_e2e(d):
     assert stages['other'] == pytest.approx(max(0.0, latency - rest), abs=5e-4 * 7)
     assert d['decode_backend'] == 'PyAVVideo'  # generated H.264 in mp4: the fast path
     assert all(positive(v) for v in d['decode_backends_s'].values())
+    assert positive(d['e2e_latency_cpu_s'])
+    assert set(d['e2e_latency_by_engine_threads_s']) == {'1', str(d['cpus'])}
     # the plans: one video in this process, a folder in workers (utils/pipeline.py)
     one, folder = d['plans']['one_video'], d['plans']['folder']
     assert one['workers'] == 0 and one['engine_threads'] == one['decode_threads'] == d['cpus']

@@ -40,7 +40,7 @@ REQUIRES = {'paddle': {'paddle': 'paddlepaddle'},
 # batch, fed whole).  Paddle: a fixed batch lets the frame moves be static slices.
 # OpenVINO: dynamic-batch IR is compiled static anyway (engines/openvino_engine.py).
 # ONNX Runtime: no difference measured between batch 1 and a dynamic batch.
-FORMULATION = {'paddle': 'split', 'onnxruntime': 'split', 'openvino': 'split'}
+FORMULATION = {'paddle': 'conv', 'onnxruntime': 'split', 'openvino': 'split'}
 BATCH = {'paddle': 1, 'onnxruntime': None, 'openvino': 1}
 
 # s/clip, ResNet-50 TSM, 8 frames at 224, 2 threads, each engine alone in its process

@@ -19,7 +19,7 @@ converted out and back.  The formulations differ in how much goes through them.
 
          Only the folds (1/4 of the channels) move, by whole frames; the price is the
          zeroed quarter of the first convolution's multiply-adds (1.12-1.32x).
-  split  (default for export) every tensor between blocks travels as two channel parts,
+  split  every tensor between blocks travels as two channel parts,
          the shifted folds and the rest (channel_parts): each convolution that makes
          one is split by output channels, each that reads one is the sum of one
          convolution per part (oneDNN's fused residual sum).  The folds move by whole
@@ -33,7 +33,20 @@ network; they equal the eager model up to float32 rounding (summation order).
 `batch` (clips per call) fixes the batch size of the exported program: the frame moves
 are then static slices; None keeps the batch dynamic (a 5-D view per fold, a little
 slower).  shift_place 'block' shifts the block input for the shortcut too: 'split'
-handles it (the shortcut reads the moved parts); 'conv' falls back to 'slice' there.
+handles it (the shortcut reads the moved parts); 'conv' falls back to 'split' there (the
+shortcut needs the shifted tensor itself, so there is no convolution to fold it into).
+
+Which engine runs which (engines.FORMULATION; bench/shift_engines.py: R50, 8x224, 2 threads,
+TSM over TSN in bracketed rounds, +-5 points of noise on this shared machine):
+  OpenVINO      split, one clip per call: fp32 +2..5 %, bf16 +9..12 %.  It keeps activations
+                channels-last, where a channel range is strided, so no fold can be a view:
+                every arrangement copies the folds once and then either sums convolutions
+                per part (split) or wastes multiply-adds (conv: +13 % bf16, +9 % fp32).  The
+                one-clip export matters most: the dynamic-batch program (5-D frame views)
+                measured +46 % compiled static, +70 % dynamic (bf16).
+  ONNX Runtime  split: fp32 +4..10 % (conv and slice +20 %).
+  Paddle        conv: bf16 +30..50 % against split's +36..56 % over four runs, fp32 the same
+                (+18..20 %); slice +120 % in bf16.
 """
 import copy
 
@@ -208,6 +221,8 @@ def inference_copy(model, formulation='split', batch=None):
     if formulation not in EXPORT_FORMULATIONS:
         raise ValueError(f"export formulation must be one of {EXPORT_FORMULATIONS}, "
                          f"got {formulation!r}")
+    if formulation == 'conv' and model.backbone.shift_place == 'block':
+        formulation = 'split'  # the shortcut reads the shifted input: nothing to fold into
     net = copy.deepcopy(model)
     net.eval()
     if formulation == 'split':
@@ -216,7 +231,7 @@ def inference_copy(model, formulation='split', batch=None):
         return net
     backbone = net.backbone
     backbone.set_formulation('fused' if formulation == 'fused' else 'slice', batch)
-    if formulation == 'conv' and backbone.shift_place == 'blockres':
+    if formulation == 'conv':
         for block in backbone.blocks:
             if block.shift is not None:
                 layers = list(block.branch.children())

@@ -35,6 +35,15 @@ def test_engine_formulation_equals_eager(tmp_path, name, direction, place, every
         assert_same_as_eager(softmax(runner.run(x)), eager_probs(model, x))
 
 
+def test_conv_formulation_moves_the_folds_with_a_block_shift():
+    """With shift_place 'block' the shortcut reads the shifted tensor, so 'conv' has no
+    convolution to fold the shift into: it exports the split arrangement instead."""
+    from models.shift_conv import PartsBackbone, inference_copy
+    block = tiny_tsm(18, shift_place='block')
+    assert isinstance(inference_copy(block, 'conv', 1).backbone, PartsBackbone)
+    assert not isinstance(inference_copy(tiny_tsm(18), 'conv', 1).backbone, PartsBackbone)
+
+
 def test_the_options_change_the_output():
     """The cases differ from the default shift and from each other, so a formulation that
     ignored an option would fail above."""

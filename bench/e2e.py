@@ -25,12 +25,14 @@ generated ones.
   - The folder: every clip once, in --rounds interleaved rounds (the order rotating),
     each round timing
       decode_only: the reader through predict.py's loader with 2 workers, no model;
-      model_only: the engine on as many ready clips, with every core;
+      model_only: the engine on as many ready clips, with every core (model_only_1t:
+      with one thread, which spends the fewest CPU-seconds: a two-thread engine's idle
+      thread spins);
       folder: predict.py's folder plan (utils/pipeline.py), decode and engine overlapping;
     -> *_clips_per_s (medians), folder_vs_bound = folder time / max(decode-only time,
     model-only time) (median of the rounds' ratios; 1 = perfect overlap), and
-    folder_vs_cpu_bound = folder time / ((decode-only CPU + model-only CPU) / cores): on
-    2 cores the two share the same CPU, so their CPU-seconds add up.
+    folder_vs_cpu_bound = folder time / ((decode-only CPU + model_only_1t CPU) / cores):
+    on 2 cores the two share the same CPU, so their CPU-seconds add up.
   - threads_grid: folder clips/s for each (workers, engine threads), interleaved rounds;
     the default plan's choice is measured there.
 """
@@ -237,21 +239,24 @@ def folder(res, nets, cfg, paths, rounds):
             pass
         return cpu_children() - c  # the workers' CPU, counted once they are joined
 
-    def model_only():
-        c = cpu_self()
-        for _ in items:
-            nets[cpus].run(clip)
-        return cpu_self() - c
+    def model_only(threads):
+        def run():
+            c = cpu_self()
+            for _ in items:
+                nets[threads].run(clip)
+            return cpu_self() - c
+        return run
 
     def folder_run(plan):
         return lambda: predict_items(nets[plan.engine_threads], cfg, items, plan, 5)
 
     grid = {(w, t): Plan(w, t, 1, 'grid') for w in sorted({1, decode_workers})
             for t in sorted({1, cpus})}
-    runs = {'decode_only': [], 'model_only': [], 'folder': []}
-    cpu = {'decode_only': [], 'model_only': []}
+    runs = {'decode_only': [], 'model_only': [], 'model_only_1t': [], 'folder': []}
+    cpu = {'decode_only': [], 'model_only': [], 'model_only_1t': []}
     grid_runs = {k: [] for k in grid}
-    calls = [('decode_only', decode_only), ('model_only', model_only),
+    calls = [('decode_only', decode_only), ('model_only', model_only(cpus)),
+             ('model_only_1t', model_only(1)),
              ('folder', folder_run(plan_predict(len(items), cfg.INFER)))]
     calls += [(k, folder_run(plan)) for k, plan in grid.items()]
     loads = []
@@ -278,7 +283,7 @@ def folder(res, nets, cfg, paths, rounds):
         runs['folder'], runs['decode_only'], runs['model_only'])]
     res['folder_vs_bound'] = statistics.median(res['folder_vs_bound_rounds'])
     res['folder_vs_cpu_bound_rounds'] = [f / ((dc + mc) / cpus) for f, dc, mc in zip(
-        runs['folder'], cpu['decode_only'], cpu['model_only'])]
+        runs['folder'], cpu['decode_only'], cpu['model_only_1t'])]
     res['folder_vs_cpu_bound'] = statistics.median(res['folder_vs_cpu_bound_rounds'])
     res['threads_grid'] = [{'workers': w, 'engine_threads': t,
                             'clips_per_s': n / statistics.median(grid_runs[(w, t)]),

@@ -262,7 +262,7 @@ def check_e2e(d):
     assert one['workers'] == 0 and one['engine_threads'] == one['decode_threads'] == d['cpus']
     assert folder['workers'] == min(3, d['cpus']) and folder['decode_threads'] == 1
     n, times, cpu = d['folder_clips'], d['folder_times_s'], d['folder_cpu_s']
-    for key in ('decode_only', 'model_only', 'folder'):
+    for key in ('decode_only', 'model_only', 'model_only_1t', 'folder'):
         t = times[key]
         assert len(t) == 1 and min(t) > 0, key
         assert d[f"{key}_clips_per_s"] == pytest.approx(n / statistics.median(t),
@@ -272,10 +272,10 @@ def check_e2e(d):
     tol = rounded(*times['folder'], *times['decode_only'], *times['model_only'], digits=4)
     assert d['folder_vs_bound_rounds'] == pytest.approx(bound, rel=tol)
     assert d['folder_vs_bound'] == pytest.approx(statistics.median(bound), rel=tol)
-    assert min(cpu['decode_only']) > 0 and min(cpu['model_only']) > 0
+    assert min(cpu['decode_only']) > 0 and min(cpu['model_only_1t']) > 0
     cpu_bound = [f / ((a + b) / d['cpus']) for f, a, b in zip(
-        times['folder'], cpu['decode_only'], cpu['model_only'])]
-    tol = rounded(*times['folder'], *cpu['decode_only'], *cpu['model_only'], digits=4)
+        times['folder'], cpu['decode_only'], cpu['model_only_1t'])]
+    tol = rounded(*times['folder'], *cpu['decode_only'], *cpu['model_only_1t'], digits=4)
     assert d['folder_vs_cpu_bound'] == pytest.approx(statistics.median(cpu_bound), rel=tol)
     assert len(d['threads_grid']) >= 1
     for g in d['threads_grid']:

@@ -36,7 +36,6 @@ generated ones.
   - threads_grid: folder clips/s for each (workers, engine threads), interleaved rounds;
     the default plan's choice is measured there.
 """
-import glob
 import os
 import resource
 import statistics
@@ -54,13 +53,9 @@ PADDLEVIDEO_MS = 1355  # REFERENCE section 9: TSM-R50 per 10 s video, end to end
 LATENCY_CLIP = 'mmaction2_demo.mp4'
 
 
-def cpu_self():
-    r = resource.getrusage(resource.RUSAGE_SELF)
-    return r.ru_utime + r.ru_stime
-
-
-def cpu_children():
-    r = resource.getrusage(resource.RUSAGE_CHILDREN)
+def cpu_seconds(who=resource.RUSAGE_SELF):
+    """User + system CPU seconds of this process (RUSAGE_CHILDREN: its joined children)."""
+    r = resource.getrusage(who)
     return r.ru_utime + r.ru_stime
 
 
@@ -191,9 +186,9 @@ def one_video(res, nets, cfg, paths, durations, source, reps, quick):
     latency(one)  # warm: caches, first allocations
     runs, cpu = [], []
     for _ in range(reps):
-        c = cpu_self()
+        c = cpu_seconds()
         runs.append(latency(one))
-        cpu.append(cpu_self() - c)
+        cpu.append(cpu_seconds() - c)
     res['e2e_latency_clip'] = os.path.relpath(one, common.REALCLIPS) if source == 'realclips' \
         else os.path.basename(one)
     res['e2e_latency_s'] = statistics.median(runs)
@@ -234,17 +229,17 @@ def folder(res, nets, cfg, paths, rounds):
 
     def decode_only():
         reader = get_reader('TSM', 'infer', cfg, items=items)
-        c = cpu_children()
+        c = cpu_seconds(resource.RUSAGE_CHILDREN)
         for _ in build_loader(reader, cfg.INFER.batch_size, decode_workers):
             pass
-        return cpu_children() - c  # the workers' CPU, counted once they are joined
+        return cpu_seconds(resource.RUSAGE_CHILDREN) - c  # the workers, once joined
 
     def model_only(threads):
         def run():
-            c = cpu_self()
+            c = cpu_seconds()
             for _ in items:
                 nets[threads].run(clip)
-            return cpu_self() - c
+            return cpu_seconds() - c
         return run
 
     def folder_run(plan):

@@ -14,8 +14,8 @@ of every package the artifact passes through; a stale or foreign entry is never 
 An export is written to a temporary folder, checked against the eager model, then renamed
 into place, so concurrent exports of the same key are safe.  fp32 and bf16 share one
 float32 artifact (bf16 is a load-time setting of every engine); an int8 entry has a key of
-its own, written by the quantization tool (issue 13's tools/quantize.py, to come: see
-cache_entry) and only read here.
+its own, written by tools/quantize.py (utils/quantization.py, through cache_entry and
+publish) and only read here.
 """
 import hashlib
 import json
@@ -40,7 +40,7 @@ logger = logging.getLogger(__name__)
 EXPORT_VERSION = 3  # bump when the exported program changes for the same inputs
 TOLERANCE = 1e-5  # probabilities, exported vs eager, fp32
 QUANTIZE_HINT = ("make one with tools/quantize.py --config C --weights W --filelist L "
-                 "(post-training quantization calibrated on a list file; not written yet), "
+                 "(post-training quantization calibrated on a list file; OpenVINO), "
                  "or use --precision fp32 or bf16")
 
 
@@ -122,8 +122,8 @@ def check_export(model, runner, input_shape, probabilities, what):
 
 def cache_entry(eng, model, weights_path, cfg, section, precision):
     """Where the cache keeps `model`'s artifact for engine module `eng` in `precision`:
-    -> (folder, the artifact's prefix in it, the key's description).  The quantization tool
-    is to write its int8 artifact at the prefix of an int8 entry (through publish)."""
+    -> (folder, the artifact's prefix in it, the key's description).  tools/quantize.py
+    writes its int8 artifact at the prefix of an int8 entry (through publish)."""
     name = eng.NAME
     key, desc = cache_key(weights_path, model, dict(cfg.MODEL), input_shape_of(cfg, section),
                           name, engines.FORMULATION[name], engines.BATCH[name], precision,

@@ -226,7 +226,7 @@ def resilient_batches(loader, start=0, max_restarts=10):
     the workers restart at that batch once more, and if they die again there the batch
     is given up: yielded with no videos, all of them counted as failed.  More than
     `max_restarts` restarts is a LoaderError."""
-    pos, restarts, sampler, unknown_at = start, 0, loader.batch_sampler, None
+    pos, restarts, sampler, unknown_at, it = start, 0, loader.batch_sampler, None, None
     tracked = loader.dataset if isinstance(loader.dataset, TrackedDataset) else None
     deaths = WorkerDeaths()
     try:
@@ -250,7 +250,7 @@ def resilient_batches(loader, start=0, max_restarts=10):
             finally:
                 sampler.skip = 0
             culprits = _culprits(tracked, deaths)
-            del it  # ends the remaining workers
+            it = None  # ends the remaining workers
             reason = deaths.messages[0] if deaths.messages else 'a worker died'
             deaths.clear()
             restarts += 1
@@ -275,6 +275,9 @@ def resilient_batches(loader, start=0, max_restarts=10):
                 unknown_at = pos
     finally:
         deaths.uninstall()
+        # closed before the end (a consumer that stops early): the workers end now, not
+        # at exit, where terminating them segfaulted the process (tools/quantize.py: 139)
+        getattr(it, '_try_shutdown_all', lambda: None)()
 
 
 def _culprits(tracked, deaths, wait=3.0):

@@ -29,6 +29,7 @@ on generated clips, a smoke run (the figures mean nothing).
 """
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -229,17 +230,20 @@ def main():
     paddle.set_device('cpu')
     result = {'machine': common.machine_info(), 'threads': threads}
     tmp = tempfile.mkdtemp(prefix='tsm_bench_int8_')
-    speed, realclips = realclips_and_speed(args, tmp, threads)
-    result.update(speed)
-    result['realclips'] = realclips
-    result['int8_agreement_realclips'] = realclips['top1_agreement']
-    result['int8_realclips_mean_abs_prob_diff'] = realclips['mean_abs_prob_diff']
-    result['int8_realclips_clear_agreement'] = realclips['clear_top1_agreement']
-    if args.demo_dir:
-        result['demo'] = demo(args.demo_dir, tmp, threads)
-        result['int8_agreement_demo'] = result['demo']['top1_agreement']
-        result['int8_demo_top1'] = result['demo']['int8_top1']
-        result['fp32_demo_top1'] = result['demo']['fp32_top1']
+    try:
+        speed, realclips = realclips_and_speed(args, tmp, threads)
+        result.update(speed)
+        result['realclips'] = realclips
+        result['int8_agreement_realclips'] = realclips['top1_agreement']
+        result['int8_realclips_mean_abs_prob_diff'] = realclips['mean_abs_prob_diff']
+        result['int8_realclips_clear_agreement'] = realclips['clear_top1_agreement']
+        if args.demo_dir:
+            result['demo'] = demo(args.demo_dir, tmp, threads)
+            result['int8_agreement_demo'] = result['demo']['top1_agreement']
+            result['int8_demo_top1'] = result['demo']['int8_top1']
+            result['fp32_demo_top1'] = result['demo']['fp32_top1']
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
     result['machine']['load_avg_at_end'] = os.getloadavg()
     common.write_json(args.out, result)
     print(json.dumps({k: v for k, v in result.items()

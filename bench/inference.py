@@ -278,12 +278,8 @@ def pair_only(tsm, tsn, x, shape, tmp, threads, pairs, out):
     result['overhead_breakdown'] = {'layout': med_layout - 1, 'moves': med_moves - 1}
     del layout
     try:  # then PyTorch eager, same weights, against the same TSM program
-        import torch
         import torch_tsm
-        torch.set_num_threads(threads)
-        net = torch_tsm.TorchTSM(tsm)
-        run['torch_tsm'] = lambda: torch_tsm.outputs(net, x)
-        run['torch_tsm']()  # warm-up
+        run['torch_tsm'] = torch_tsm.warm_call(tsm, x, threads)
         med, ratios = common.paired_ratio(run['torch_tsm'], run['tsm_split'], pairs)
         result.update(vs_pytorch=med, vs_pytorch_ratios=[round(r, 4) for r in ratios])
         result['times_s']['torch_tsm'] = common.interleaved(

@@ -13,8 +13,15 @@ engine's own export (engines/, batch engines.BATCH); formulation 'default' is th
 engines.FORMULATION.  ONNX Runtime runs no bf16 (its runner falls back to fp32): it has an
 fp32 row only.  shift_overhead_default is the row of the engine `--backend auto` takes for
 each precision, in its formulation.
+
+PyTorch eager fp32 (bench/torch_tsm.py, the same weights) runs the same clip on the same
+threads in a child process of its own too: median of --pairs runs after a warm-up
+(pytorch.tsm_s).  Every row's vs_pytorch is pytorch.tsm_s / the row's tsm_s;
+vs_pytorch_default takes the row predict.py runs by default (engines.base.default_precision:
+bf16 on AVX512-BF16/AMX CPUs, the engine `auto` takes for it, its formulation).
 """
 import argparse
+import importlib.util
 import os
 import sys
 import tempfile
@@ -36,13 +43,24 @@ def softmax(z):
     return e / e.sum(axis=-1, keepdims=True)
 
 
+def tsm_and_clip(quick):
+    """The TSM every child times (random weights, the same in every process), one clip
+    [1, T, 3, S, S] and the eager model's logits on it."""
+    import paddle
+    paddle.set_device('cpu')
+    depth, classes, seg, size, _ = sizes(quick)
+    tsm = common.build_tsm(depth, classes, seg, size, 0.125)
+    x = np.random.default_rng(0).standard_normal((1, seg, 3, size, size)).astype('float32')
+    with paddle.no_grad():
+        eager = tsm(paddle.to_tensor(x)).numpy()
+    return tsm, x, eager
+
+
 def measure_engine(name, formulations, quick, threads, pairs):
     """One engine, in this process: export TSN and the TSM formulations, check TSM against
     the eager model (fp32 probabilities), time every precision the engine runs."""
-    import paddle
     import engines
     from engines.base import cpu_has_bf16
-    paddle.set_device('cpu')
     eng = engines.engine(name)
     depth, classes, seg, size, default_pairs = sizes(quick)
     pairs = pairs or default_pairs
@@ -50,11 +68,8 @@ def measure_engine(name, formulations, quick, threads, pairs):
     forms = list(dict.fromkeys(forms))  # 'default' may name one given as well
     batch = engines.BATCH[name]
     shape = [seg, 3, size, size]
-    tsm = common.build_tsm(depth, classes, seg, size, 0.125)
+    tsm, x, eager = tsm_and_clip(quick)
     tsn = common.build_tsm(depth, classes, seg, size, 0.0)
-    x = np.random.default_rng(0).standard_normal((1, *shape)).astype('float32')
-    with paddle.no_grad():
-        eager = tsm(paddle.to_tensor(x)).numpy()
     tmp = tempfile.mkdtemp(prefix='tsm_engines_')
     artifacts, export_s = {}, {}
     for key, model, form in [('tsn', tsn, forms[0])] + [(f, tsm, f) for f in forms]:
@@ -89,6 +104,21 @@ def measure_engine(name, formulations, quick, threads, pairs):
     return result
 
 
+def measure_torch(quick, threads, pairs):
+    """PyTorch eager fp32 TSM on the clip the engines run, in this process: median of
+    `pairs` runs after a warm-up, and its logits against Paddle's eager model."""
+    import torch
+    import torch_tsm
+    tsm, x, eager = tsm_and_clip(quick)
+    call = torch_tsm.warm_call(tsm, x, threads)
+    logits = call()
+    median, runs = common.interleaved({'tsm': call}, pairs or sizes(quick)[4], warmup=0)
+    return {'engine': 'pytorch', 'precision': 'fp32', 'version': torch.__version__,
+            'threads': threads, 'tsm_s': round(median['tsm'], 5),
+            'runs_s': [round(t, 5) for t in runs['tsm']],
+            'logits_max_rel_diff': float(np.abs(logits - eager).max() / np.abs(eager).max())}
+
+
 def table(engine_results):
     """One row per engine x precision x formulation; 'chosen': the engine's formulation."""
     rows = []
@@ -109,6 +139,7 @@ def run(args):
     """The parent: every engine in a child process (this script with --child), then the
     table and the default engine's figures; -> the result dict."""
     import engines
+    from engines.base import default_precision
     threads = args.threads or len(os.sched_getaffinity(0))
     if args.engines:
         names = [n for n in args.engines.split(',') if not engines.missing(n)]
@@ -124,14 +155,26 @@ def run(args):
         per_engine[name] = common.run_script('shift_engines', flags + ['--child', name],
                                              timeout=1200 if args.quick else 7200)
         per_engine[name]['wall_s'] = round(time.perf_counter() - t, 1)
-    result = {'threads': threads, 'engines': per_engine, 'table': table(per_engine),
-              'default_engine': {}, 'shift_overhead_default': {}}
+    if importlib.util.find_spec('torch') is None:
+        torch = {'skipped': 'torch is not installed (pip install -r requirements-convert.txt)'}
+    else:
+        torch = common.run_script('shift_engines', flags + ['--child', 'pytorch'],
+                                  timeout=600 if args.quick else 3600)
+    rows = table(per_engine)
+    for row in rows:  # both times as the JSON has them, so the ratio can be recomputed
+        row['vs_pytorch'] = torch['tsm_s'] / row['tsm_s'] if 'tsm_s' in torch else None
+    result = {'threads': threads, 'engines': per_engine, 'pytorch': torch, 'table': rows,
+              'default_engine': {}, 'shift_overhead_default': {},
+              'default_precision': default_precision()}
     for precision in ('fp32', 'bf16'):
         name = engines.choose('auto', precision)
         result['default_engine'][precision] = name
         row = per_engine.get(name, {}).get(precision, {})
         result['shift_overhead_default'][precision] = row.get('shift_overhead', {}).get(
             per_engine.get(name, {}).get('chosen'))
+    default = [r for r in rows if r['chosen'] and r['precision'] == result['default_precision']
+               and r['engine'] == result['default_engine'][r['precision']]]
+    result['vs_pytorch_default'] = default[0]['vs_pytorch'] if default else None
     return result
 
 
@@ -148,7 +191,10 @@ def main():
     p = add_args(common.base_args(__doc__))
     p.add_argument('--child', help=argparse.SUPPRESS)  # the engine this process measures
     args = p.parse_args()
-    if args.child:
+    if args.child == 'pytorch':
+        common.set_threads(args.threads)
+        data = measure_torch(args.quick, args.threads, args.pairs)
+    elif args.child:
         common.set_threads(args.threads)
         data = measure_engine(args.child, args.formulations.split(','), args.quick,
                               args.threads, args.pairs)

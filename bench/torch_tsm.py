@@ -81,3 +81,15 @@ class TorchTSM(nn.Module):
 def outputs(model, x):
     with torch.no_grad():
         return model(torch.from_numpy(np.ascontiguousarray(x))).numpy()
+
+
+def warm_call(model, x, threads):
+    """PyTorch's TSM of the Paddle `model` (same weights) on `threads` threads, run once on
+    clip x as a warm-up -> a call that runs it again: what vs_pytorch times."""
+    torch.set_num_threads(threads)
+    net = TorchTSM(model)
+
+    def call():
+        return outputs(net, x)
+    call()
+    return call

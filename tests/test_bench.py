@@ -165,7 +165,7 @@ def check_train(d):
 
 def test_bench_quick_runs_every_script(tmp_path):
     out = tmp_path / 'bench.json'
-    res = run_cli(os.path.join('bench', 'run.py'), '--quick', '--out', str(out), timeout=300)
+    res = run_cli(os.path.join('bench', 'run.py'), '--quick', '--out', str(out), timeout=600)
     assert res.returncode == 0, res.stderr[-3000:]
     data = json.loads(out.read_text())
     missing = [k for k in KEYS if k not in data]
@@ -187,7 +187,10 @@ def test_bench_quick_runs_every_script(tmp_path):
         for k in keys:
             if script != 'pair' and k in HEADLINE['pair']:
                 continue
-            assert data[k] == data[script][k], (script, k)
+            if k == 'int8_agreement_realclips':  # --quick: generated clips, no such figure
+                assert data[k] is None and data[script]['realclips']['source'] == 'generated'
+                continue
+            assert data[k] == data[script].get(k), (script, k)
     assert data['shift_overhead_exported_crowded'] == data['inference']['shift_overhead_exported']
     assert data['vs_pytorch_crowded'] == data['inference']['vs_pytorch']
     check_inference(data['inference'])
@@ -195,6 +198,9 @@ def test_bench_quick_runs_every_script(tmp_path):
     check_primitives(data['primitives'])
     check_reader(data['reader'])
     check_train(data['train'])
+    check_engines(data['engines'], data['machine'])
+    check_e2e(data['e2e'])
+    check_quantize(data['quantize'])
 
 
 def test_inference_bench_pair_only(tmp_path):
@@ -283,8 +289,119 @@ def check_e2e(d):
                                                  rel=rounded(*g['times_s'], digits=4))
 
 
-def test_e2e_bench_quick(tmp_path):
-    out = tmp_path / 'e2e.json'
-    res = run_cli(os.path.join('bench', 'e2e.py'), '--quick', '--out', str(out), timeout=300)
-    assert res.returncode == 0, res.stderr[-3000:]
-    check_e2e(json.loads(out.read_text()))
+def check_engines(d, machine):
+    """bench/shift_engines.py (the 'engines' run): PyTorch's time and every vs_pytorch
+    recomputed from the times beside them; the default row found here from the CPU's flags."""
+    torch = d['pytorch']
+    if 'skipped' in torch:  # torch is optional (requirements-convert.txt)
+        assert all(r['vs_pytorch'] is None for r in d['table']) and d['vs_pytorch_default'] is None
+        return
+    runs = torch['runs_s']
+    assert len(runs) == 3 and min(runs) > 0  # --quick: 3 rounds
+    assert torch['tsm_s'] == pytest.approx(statistics.median(runs), abs=1e-5)
+    assert torch['logits_max_rel_diff'] < 1e-4  # the same network as the engines run
+    assert d['table']
+    for r in d['table']:
+        assert r['vs_pytorch'] == pytest.approx(torch['tsm_s'] / r['tsm_s'], rel=1e-12), r
+    bf16 = any(f in machine['cpu_flags'] for f in ('avx512_bf16', 'amx_bf16'))
+    precision = 'bf16' if bf16 else 'fp32'
+    assert d['default_precision'] == precision
+    row, = [r for r in d['table'] if r['precision'] == precision and r['chosen']
+            and r['engine'] == d['default_engine'][precision]]
+    assert d['vs_pytorch_default'] == pytest.approx(torch['tsm_s'] / row['tsm_s'], rel=1e-12)
+
+
+def check_quantize(d):
+    """bench/quantize.py --quick: the per-clip times are the medians of the rounds, the
+    rounds' speedups their quotients, the paired ones inside their pairs' range."""
+    rounds = d['rounds']
+    variants = [k for k in ('int8', 'int8_bf16_rest') if k in rounds]
+    assert set(rounds) == {'fp32', 'bf16', *variants} and 'int8' in variants
+    for name, runs in rounds.items():
+        assert len(runs) == 2 and min(runs) > 0, name  # --quick: 2 rounds
+        assert d[f'{name}_s_per_clip'] == pytest.approx(statistics.median(runs), abs=1e-4)
+    for name in variants:
+        for other in ('fp32', 'bf16'):
+            key = f'{name}_speedup_vs_{other}'
+            quotient = statistics.median(rounds[other]) / statistics.median(rounds[name])
+            assert d[key + '_rounds'] == pytest.approx(
+                quotient, rel=rounded(*rounds[other], *rounds[name], digits=4), abs=5e-4), key
+            low, high = d[key + '_pairs_range']  # each rounded to 3 decimals
+            assert 0 < low and low - 1e-3 <= d[key] <= high + 1e-3, key
+    real = d['realclips']
+    # two folds of the 6 generated clips, each scored by the model the other calibrated
+    assert real['source'] == 'generated' and real['clips'] == 6 and real['failed_videos'] == 0
+    assert real['top1_agreement'] * 6 == pytest.approx(round(real['top1_agreement'] * 6))
+    assert d['int8_agreement_realclips'] == real['top1_agreement']
+    assert 0 <= real['mean_abs_prob_diff'] <= real['max_abs_prob_diff'] <= 1
+    assert 'int8_agreement_demo' not in d  # no --demo_dir
+
+
+REPORT_RUN = {  # a bench/run.py result, written by hand
+    'quick': False, 'command': 'python bench/run.py --out bench.json',
+    'machine': {'cpu_model': 'Test Xeon', 'cpus_available': 2, 'mem_gb': 23.5,
+                'load_avg_at_start': [0.5, 0.4, 0.3], 'load_avg_at_end': [1.0, 0.8, 0.6]},
+    'engines': {
+        'default_precision': 'bf16', 'default_engine': {'fp32': 'openvino', 'bf16': 'openvino'},
+        'pytorch': {'tsm_s': 0.39, 'version': '2.13'},
+        'table': [
+            {'engine': 'paddle', 'precision': 'fp32', 'formulation': 'conv', 'chosen': True,
+             'tsn_s': 0.225, 'tsm_s': 0.308, 'shift_overhead': 0.37, 'vs_pytorch': 0.39 / 0.308},
+            {'engine': 'openvino', 'precision': 'fp32', 'formulation': 'split', 'chosen': True,
+             'tsn_s': 0.204, 'tsm_s': 0.24, 'shift_overhead': 0.05, 'vs_pytorch': 0.39 / 0.24},
+            {'engine': 'openvino', 'precision': 'bf16', 'formulation': 'split', 'chosen': True,
+             'tsn_s': 0.041, 'tsm_s': 0.075, 'shift_overhead': 0.84, 'vs_pytorch': 0.39 / 0.075},
+            {'engine': 'openvino', 'precision': 'bf16', 'formulation': 'conv', 'chosen': False,
+             'tsn_s': 0.041, 'tsm_s': 0.08, 'shift_overhead': 0.95, 'vs_pytorch': 0.39 / 0.08}]},
+    'shift_overhead_default': {'fp32': 0.05, 'bf16': 0.84}, 'vs_pytorch_default': 0.39 / 0.075,
+    'e2e': {'clips': 'realclips', 'e2e_latency_clip': 'mmaction2_demo.mp4', 'paddlevideo_ms': 1355,
+            'e2e_latency_s': 0.238, 'e2e_vs_paddlevideo': 1.355 / 0.238, 'folder_clips': 12,
+            'folder_clips_per_s': 2.8, 'decode_only_clips_per_s': 4.0,
+            'model_only_clips_per_s': 6.0, 'folder_vs_bound': 1.66, 'folder_vs_cpu_bound': 1.04},
+    'e2e_latency_s': 0.238, 'folder_vs_bound': 1.66,
+}
+
+
+def verdicts(text):
+    """The targets' verdicts, in order: the bold word ending each '- ... <= bound' line."""
+    return [ln.rsplit('**', 2)[1] for ln in text.splitlines()
+            if ln.startswith('- ') and (' <= ' in ln or ' >= ' in ln)]
+
+
+def test_report_verdicts_and_table():
+    from bench.report import render
+    text = render(REPORT_RUN)
+    # targets by hand: 0.05 <= 0.05 met, 0.84 not; 5.2 >= 5 met; 0.238 <= 0.25 met; 1.66 > 1.2
+    assert verdicts(text) == ['met', 'not met', 'met', 'met', 'not met']
+    rows = [ln for ln in text.splitlines() if ln.startswith('| ') and 's/clip' not in ln]
+    assert len(rows) == 4 + 1  # the table's rows, then PyTorch's
+    cells = [[c.strip() for c in ln.strip('|').split('|')] for ln in rows]
+    assert cells[0][:7] == ['Paddle Inference + oneDNN', 'fp32', 'conv', '0.225', '0.308',
+                            '+37%', '1.27x']
+    # the default row: bf16 (the default precision) on openvino, its own formulation only
+    assert [c[0] for c in cells].count('OpenVINO **(default)**') == 1
+    assert cells[2][:7] == ['OpenVINO **(default)**', 'bf16', 'split', '0.041', '0.075',
+                            '+84%', '5.20x']
+    assert cells[3][:3] == ['OpenVINO', 'bf16', "conv (not the engine's own)"]
+    assert cells[4][4] == '0.39' and cells[4][6] == '1.00x'
+    assert text.split('int8:')[1].split('Targets')[0].strip() == 'Not run.'  # no 'quantize'
+    assert '0.238 s' in text and '5.69x' in text  # 1.355 / 0.238
+    assert 'Test Xeon, 2 cores' in text and 'end 1.00 0.80 0.60' in text
+    assert '`python bench/run.py --out bench.json`' in text
+
+
+def test_report_says_not_run_for_missing_parts(tmp_path):
+    from bench.report import render
+    partial = {k: v for k, v in REPORT_RUN.items() if k in ('machine', 'command', 'e2e',
+                                                            'e2e_latency_s', 'folder_vs_bound')}
+    text = render(partial)
+    assert verdicts(text) == ['not run', 'not run', 'not run', 'met', 'not met']
+    assert '| engine |' not in text and text.split('End to end')[0].rstrip().endswith('Not run.')
+    # the CLI on a file, and a one-line error for a file that is not there
+    path = tmp_path / 'bench.json'
+    path.write_text(json.dumps(partial))
+    res = run_cli(os.path.join('bench', 'report.py'), str(path), timeout=60)
+    assert res.returncode == 0 and res.stdout == text
+    res = run_cli(os.path.join('bench', 'report.py'), str(tmp_path / 'absent.json'), timeout=60)
+    assert res.returncode != 0 and 'absent.json' in res.stderr
+    assert len(res.stderr.strip().splitlines()) == 1

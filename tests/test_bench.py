@@ -203,14 +203,6 @@ def test_bench_quick_runs_every_script(tmp_path):
     check_quantize(data['quantize'])
 
 
-def test_inference_bench_pair_only(tmp_path):
-    out = tmp_path / 'pair.json'
-    res = run_cli(os.path.join('bench', 'inference.py'), '--quick', '--pair_only', '--out',
-                  str(out), timeout=300)
-    assert res.returncode == 0, res.stderr[-3000:]
-    check_pair(json.loads(out.read_text()))
-
-
 def count_slices(prefix):
     """slice ops in an exported program (.json under PIR, .pdmodel before)."""
     if os.path.isfile(prefix + '.json'):

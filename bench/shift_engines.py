@@ -29,6 +29,7 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import common  # noqa: E402
+import report  # noqa: E402
 
 import numpy as np  # noqa: E402
 
@@ -172,8 +173,7 @@ def run(args):
         row = per_engine.get(name, {}).get(precision, {})
         result['shift_overhead_default'][precision] = row.get('shift_overhead', {}).get(
             per_engine.get(name, {}).get('chosen'))
-    default = [r for r in rows if r['chosen'] and r['precision'] == result['default_precision']
-               and r['engine'] == result['default_engine'][r['precision']]]
+    default = [r for r in rows if report.default_row(result, r)]
     result['vs_pytorch_default'] = default[0]['vs_pytorch'] if default else None
     return result
 

@@ -181,14 +181,17 @@ def base_args(description):
     return p
 
 
-def export_split_without_moves(model, prefix, input_shape):
-    """The split export of `model` (one clip per call) with every frame move left out:
+def export_split_without_moves(model, prefix, input_shape, export=None):
+    """The split export of `model` (one clip per call; `export`: an engine's
+    export(model, prefix, input_shape, formulation, batch), default Paddle Inference's)
+    with every frame move left out:
     the shifted folds reach the next convolution unmoved.  Wrong outputs, for timing only:
     against TSN it measures what the split layout itself costs (more convolutions, the
     residual-sum copies, the ops' dispatch); against the real split program, what the
     moves cost."""
     import models.shift_conv as shift_conv
-    from utils.inference import export
+    if export is None:
+        from utils.inference import export
     real = shift_conv.moved_folds
     shift_conv.moved_folds = lambda x, folds, seg_num, batch: x  # noqa: E731
     try:  # jit.save traces forward now, so the stand-in is what gets exported

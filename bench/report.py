@@ -2,7 +2,8 @@
 
     python bench/report.py bench.json
 
-Prints the engine x precision x {TSN, TSM} table ('engines'), the end-to-end and int8
+Prints the engine x precision x {TSN, TSM} table ('engines'), where OpenVINO's shift
+overhead comes from ('floor'), the end-to-end and int8
 lines ('e2e', 'quantize'), the issue's targets each met or not met, the machine and the
 command.  Only what the JSON holds: a part the run left out reads "not run".
 """
@@ -145,6 +146,28 @@ def target_lines(d):
     return lines
 
 
+def floor_lines(d):
+    """'floor' (bench/shift_floor.py): where the default engine's shift overhead comes from."""
+    f = d.get('floor')
+    if not f:
+        return ['Not run.']
+    lines = []
+    for precision in ('fp32', 'bf16'):
+        per = f.get(precision)
+        if not per:
+            continue
+        o, nodes = per['overhead'], per.get('per_node_ms') or {}
+        ext = nodes.get('extension') or {}
+        tsn_ms = sum((nodes.get('tsn') or {}).values())
+        lines.append(
+            f"- {precision}: the split export {percent(o.get('split'))}; the same with no "
+            f"frame moves (wrong outputs, the layout alone) {percent(o.get('no_moves'))}; the "
+            f"shift as an OpenVINO extension (custom op) {percent(o.get('extension'))}, of "
+            f"which reorders {ext.get('Reorder', 0):.1f} ms and the op "
+            f"{ext.get('Reference', 0):.1f} ms against TSN's {tsn_ms:.1f} ms of nodes.")
+    return lines
+
+
 def machine_line(d):
     m = d.get('machine') or {}
     load = ', '.join(f"{when} {' '.join(f'{x:.2f}' for x in m[f'load_avg_at_{when}'])}"
@@ -160,7 +183,9 @@ def render(d):
     if d.get('quick'):
         out += ['**--quick run: tiny models, the figures mean nothing.**', '']
     out += ['TSN against TSM, one clip (the same weights, shift off), each engine alone in '
-            'its process:', '', *engine_table(d), '', 'End to end (predict.py):', '',
+            'its process:', '', *engine_table(d), '',
+            'Where the shift costs on OpenVINO (TSM over TSN, the same weights):', '',
+            *floor_lines(d), '', 'End to end (predict.py):', '',
             *e2e_lines(d), '', 'int8:', '', *int8_lines(d), '', 'Targets (issue 13):', '',
             *target_lines(d), '', machine_line(d), '',
             f"Command: `{d.get('command', NOT_RUN)}`"]

@@ -17,6 +17,8 @@ x {TSN, TSM}: s/clip and shift overhead, each engine in a process of its own;
 shift_overhead_default is the row of the engine `--backend auto` takes, per precision;
 every row's vs_pytorch divides PyTorch eager fp32 (its own process, same clip and threads)
 by the row's TSM time, vs_pytorch_default for the row predict.py runs by default.
+'floor' (bench/shift_floor.py): on OpenVINO, the split layout with no frame moves and the
+shift as an engine extension (a custom op), each against TSN.
 'e2e' (bench/e2e.py): predict.py end to end, one 10 s clip warm and a folder, beside
 PaddleVideo's 1355 ms.  'quantize' (bench/quantize.py): int8 against fp32 and bf16 on
 OpenVINO, and int8's top-1 agreement with fp32 on the real clips (../shared/realclips;
@@ -31,15 +33,18 @@ import time
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import common  # noqa: E402
 
-SCRIPTS = ('inference', 'pair', 'engines', 'primitives', 'reader', 'train', 'e2e', 'quantize')
+SCRIPTS = ('inference', 'pair', 'engines', 'floor', 'primitives', 'reader', 'train', 'e2e',
+           'quantize')
 # name: (bench script, its extra flags)
-RUNS = {'pair': ('inference', ['--pair_only']), 'engines': ('inference', ['--engines'])}
+RUNS = {'pair': ('inference', ['--pair_only']), 'engines': ('inference', ['--engines']),
+        'floor': ('shift_floor', [])}
 HEADLINE = {
     'inference': ('shift_overhead_exported', 'shift_overhead_eager', 'vs_pytorch',
                   'inference_speedup', 'matmul_peak_fraction', 'export_max_abs_diff'),
     'pair': ('shift_overhead_exported', 'vs_pytorch'),
     'engines': ('shift_overhead_default', 'default_engine', 'default_precision',
                 'vs_pytorch_default'),
+    'floor': ('overhead_no_moves', 'overhead_extension'),
     'primitives': ('shift_overhead_primitives',),
     'reader': ('reader_floor_ratio', 'reader_speedup_test', 'reader_worker_scaling',
                'decode_process_scaling', 'pkl_speedup'),
@@ -53,14 +58,8 @@ HEADLINE = {
 
 
 def headlines(name, data):
-    """{headline key: the script's figure}; int8 agreement on generated clips (no
-    ../shared/realclips, or --quick) is no 'realclips' figure: None, and said."""
-    out = {key: data.get(key) for key in HEADLINE[name]}
-    if name == 'quantize' and (data.get('realclips') or {}).get('source') != 'realclips':
-        out['int8_agreement_realclips'] = None
-        print("quantize: int8 agreement on generated clips only (no ../shared/realclips or "
-              "--quick), in quantize.realclips; no int8_agreement_realclips", flush=True)
-    return out
+    """{headline key: the script's figure, None where the script wrote none}."""
+    return {key: data.get(key) for key in HEADLINE[name]}
 
 
 def main(argv=None):

@@ -189,6 +189,7 @@ def test_bench_quick_runs_every_script(tmp_path):
                 continue
             if k == 'int8_agreement_realclips':  # --quick: generated clips, no such figure
                 assert data[k] is None and data[script]['realclips']['source'] == 'generated'
+                assert k not in data[script]
                 continue
             assert data[k] == data[script].get(k), (script, k)
     assert data['shift_overhead_exported_crowded'] == data['inference']['shift_overhead_exported']
@@ -199,6 +200,7 @@ def test_bench_quick_runs_every_script(tmp_path):
     check_reader(data['reader'])
     check_train(data['train'])
     check_engines(data['engines'], data['machine'])
+    check_floor(data['floor'], data['machine'])
     check_e2e(data['e2e'])
     check_quantize(data['quantize'])
 
@@ -281,6 +283,24 @@ def check_e2e(d):
                                                  rel=rounded(*g['times_s'], digits=4))
 
 
+def check_floor(d, machine):
+    """bench/shift_floor.py --quick (R18, 8 blocks): the custom op sits before each block's
+    first convolution and gives the eager TSM's probabilities; OpenVINO ran it as a
+    Reference node, which TSN and the split export have none of."""
+    assert d['extension_ops'] == 8  # ResNet-18: 2+2+2+2 blocks
+    assert d['ext_probs_max_abs_diff'] < 1e-5 and d['split_probs_max_abs_diff'] < 1e-5
+    bf16 = any(f in machine['cpu_flags'] for f in ('avx512_bf16', 'amx_bf16'))
+    for precision in ['fp32'] + (['bf16'] if bf16 else []):
+        per = d[precision]
+        for k in ('split', 'no_moves', 'extension'):
+            low, high = per['quartiles'][k]
+            assert low - 1e-3 <= per['overhead'][k] <= high + 1e-3, (precision, k)
+        assert d['overhead_extension'][precision] == per['overhead']['extension']
+        nodes = per['per_node_ms']
+        assert nodes['extension'].get('Reference', 0) > 0, nodes['extension']
+        assert 'Reference' not in nodes['tsn'] and 'Reference' not in nodes['split']
+
+
 def check_engines(d, machine):
     """bench/shift_engines.py (the 'engines' run): PyTorch's time and every vs_pytorch
     recomputed from the times beside them; the default row found here from the CPU's flags."""
@@ -324,7 +344,8 @@ def check_quantize(d):
     # two folds of the 6 generated clips, each scored by the model the other calibrated
     assert real['source'] == 'generated' and real['clips'] == 6 and real['failed_videos'] == 0
     assert real['top1_agreement'] * 6 == pytest.approx(round(real['top1_agreement'] * 6))
-    assert d['int8_agreement_realclips'] == real['top1_agreement']
+    assert d['int8_agreement_generated'] == real['top1_agreement']
+    assert 'int8_agreement_realclips' not in d  # generated clips are not the real ones
     assert 0 <= real['mean_abs_prob_diff'] <= real['max_abs_prob_diff'] <= 1
     assert 'int8_agreement_demo' not in d  # no --demo_dir
 
@@ -351,6 +372,10 @@ REPORT_RUN = {  # a bench/run.py result, written by hand
             'folder_clips_per_s': 2.8, 'decode_only_clips_per_s': 4.0,
             'model_only_clips_per_s': 6.0, 'folder_vs_bound': 1.66, 'folder_vs_cpu_bound': 1.04},
     'e2e_latency_s': 0.238, 'folder_vs_bound': 1.66,
+    'floor': {'bf16': {'overhead': {'split': 0.14, 'no_moves': 0.06, 'extension': 1.2},
+                       'per_node_ms': {'tsn': {'Convolution': 50.0, 'Reorder': 1.5},
+                                       'extension': {'Convolution': 52.0, 'Reorder': 40.0,
+                                                     'Reference': 20.0}}}},
 }
 
 
@@ -376,6 +401,11 @@ def test_report_verdicts_and_table():
                             '+84%', '5.20x']
     assert cells[3][:3] == ['OpenVINO', 'bf16', "conv (not the engine's own)"]
     assert cells[4][4] == '0.39' and cells[4][6] == '1.00x'
+    floor = text.split('Where the shift costs')[1].split('End to end')[0]
+    assert floor.strip().splitlines()[2:] == [
+        '- bf16: the split export +14%; the same with no frame moves (wrong outputs, the '
+        'layout alone) +6%; the shift as an OpenVINO extension (custom op) +120%, of which '
+        "reorders 40.0 ms and the op 20.0 ms against TSN's 51.5 ms of nodes."]  # no fp32 part
     assert text.split('int8:')[1].split('Targets')[0].strip() == 'Not run.'  # no 'quantize'
     assert '0.238 s' in text and '5.69x' in text  # 1.355 / 0.238
     assert 'Test Xeon, 2 cores' in text and 'end 1.00 0.80 0.60' in text

@@ -43,7 +43,11 @@ TSM over TSN in bracketed rounds, +-5 points of noise on this shared machine):
                 every arrangement copies the folds once and then either sums convolutions
                 per part (split) or wastes multiply-adds (conv: +13 % bf16, +9 % fp32).  The
                 one-clip export matters most: the dynamic-batch program (5-D frame views)
-                measured +46 % compiled static, +70 % dynamic (bf16).
+                measured +46 % compiled static, +70 % dynamic (bf16).  What is left in
+                bf16 (bench/shift_floor.py): the split layout with no moves at all costs
+                about +5 % (more convolution calls), the moves as much again (a quarter
+                of each block input copied once); the shift as a custom op instead runs
+                in f32 plain layout between reorders that cost more than TSN itself.
   ONNX Runtime  split: fp32 +4..10 % (conv and slice +20 %).
   Paddle        conv: bf16 +30..50 % against split's +36..56 % over four runs, fp32 the same
                 (+18..20 %); slice +120 % in bf16.

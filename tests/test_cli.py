@@ -24,11 +24,14 @@ def weights(path):
     return {k: v for k, v in safe_load(str(path)).items() if isinstance(v, np.ndarray)}
 
 
-@pytest.fixture
-def run2(tiny_dataset):
-    out = tiny_dataset['dir'] / 'ckpt'
-    res = train(tiny_dataset['config'], out)
-    return tiny_dataset, out, res
+@pytest.fixture(scope='module')
+def run2(tmp_path_factory):
+    """One 2-epoch training for the tests that read it (none writes into its folder)."""
+    from tests.conftest import tiny_dataset
+    data = tiny_dataset.__wrapped__(tmp_path_factory.mktemp('run2'))
+    out = data['dir'] / 'ckpt'
+    res = train(data['config'], out)
+    return data, out, res
 
 
 def test_train_eval_predict_export(run2, tmp_path):

@@ -51,19 +51,20 @@ def models():
 
 @pytest.fixture(scope='module')
 def exported(models, tmp_path_factory):
-    """(engine, kind, batch) -> artifact: TSM and TSN in the engine's table batch (as the
-    cache exports them, logits out), TSM also with any batch (as inference_model.py does)."""
+    """(engine, kind, batch) -> artifact: TSM and TSN in the engine's table batch, as the
+    cache exports them (logits out).  Any batch: ONNX Runtime's table batch here; on every
+    engine, test_inference_model_py_writes_what_the_plain_engine_loads (its export check
+    runs our runner on 2 clips, the plain engine runs 3)."""
     d = tmp_path_factory.mktemp('engines')
     out = {}
     for name in NAMES:
         eng = engines.engine(name)
-        for kind, batch in (('tsm', engines.BATCH[name]), ('tsn', engines.BATCH[name]),
-                            ('tsm', None)):
-            if (name, kind, batch) not in out:
-                prefix = str(d / f'{name}_{kind}_{batch}' / 'model')
-                os.makedirs(os.path.dirname(prefix))
-                out[name, kind, batch] = eng.export(models[kind], prefix, SHAPE,
-                                                    engines.FORMULATION[name], batch)
+        batch = engines.BATCH[name]
+        for kind in ('tsm', 'tsn'):
+            prefix = str(d / f'{name}_{kind}_{batch}' / 'model')
+            os.makedirs(os.path.dirname(prefix))
+            out[name, kind, batch] = eng.export(models[kind], prefix, SHAPE,
+                                                engines.FORMULATION[name], batch)
     return out
 
 
@@ -71,18 +72,16 @@ def exported(models, tmp_path_factory):
 @pytest.mark.parametrize('kind', ['tsm', 'tsn'])
 def test_export_equals_eager_for_batch_1_and_3(exported, models, name, kind):
     eng = engines.engine(name)
-    for batch in {engines.BATCH[name], None} if kind == 'tsm' else {engines.BATCH[name]}:
-        runner = eng.load(exported[name, kind, batch], threads=1, precision='fp32',
-                          batch=batch)
-        for n in (1, 3):
-            x = clips(n, seed=n)
-            assert_same_as_eager(softmax(runner.run(x)), eager_probs(models[kind], x))
-        info = runner.describe()
-        assert info['engine'] == name and info['precision'] == 'fp32'
-        assert info['threads'] == 1 and os.path.exists(info['artifact'])
-        assert info['version'] == eng.versions()[name if name != 'paddle' else 'paddle']
-    got = eng.load(exported[name, kind, engines.BATCH[name]], 1, 'fp32',
-                   engines.BATCH[name])(paddle.to_tensor(clips(2)))
+    batch = engines.BATCH[name]
+    runner = eng.load(exported[name, kind, batch], threads=1, precision='fp32', batch=batch)
+    for n in (1, 3):
+        x = clips(n, seed=n)
+        assert_same_as_eager(softmax(runner.run(x)), eager_probs(models[kind], x))
+    info = runner.describe()
+    assert info['engine'] == name and info['precision'] == 'fp32'
+    assert info['threads'] == 1 and os.path.exists(info['artifact'])
+    assert info['version'] == eng.versions()[name if name != 'paddle' else 'paddle']
+    got = runner(paddle.to_tensor(clips(2)))
     assert isinstance(got, paddle.Tensor) and got.shape == [2, 7]  # the eager call signature
 
 
@@ -107,7 +106,8 @@ def test_openvino_precision_hint_and_threads_are_set(exported):
 
 
 def test_onnxruntime_threads_are_set(exported):
-    runner = engines.engine('onnxruntime').load(exported['onnxruntime', 'tsm', None], threads=2)
+    artifact = exported['onnxruntime', 'tsm', engines.BATCH['onnxruntime']]
+    runner = engines.engine('onnxruntime').load(artifact, threads=2)
     opts = runner.session.get_session_options()
     assert opts.intra_op_num_threads == 2 and opts.inter_op_num_threads == 1
 
@@ -325,36 +325,39 @@ def test_publish_keeps_the_entry_of_the_first_exporter(tmp_path):
     assert (final / 'model.onnx').read_text() == 'first'
 
 
-def test_eval_and_predict_through_every_backend_match_eager(tiny_dataset, tmp_path):
+def test_eval_through_every_backend_and_predict_match_eager(tiny_dataset, tmp_path):
     """Same figures and predictions as --use_inference False (eval with two views per
-    video: 6-D batches); one cache entry per engine, shared by eval and predict."""
+    video: 6-D batches); one cache entry per engine, which predict reuses.  predict.py
+    through one engine: it gets its engine as eval.py does (utils.jobs.for_inference), and
+    every engine's runner answers as eager (test_export_equals_eager_for_batch_1_and_3)."""
     weights = tmp_path / 'w.pdparams'
     paddle.save(tiny_tsm(18, seg=4, size=32, classes=3, seed=1).state_dict(), str(weights))
     common = ['--config', tiny_dataset['config'], '--weights', str(weights), '--cpu_threads',
               '1', '--precision', 'fp32']
-    cache = tmp_path / 'cache'
+    env = {'TSM_PADDLE_CACHE': str(tmp_path / 'cache')}
+    flags = {'eager': ['--use_inference', 'False'],
+             **{name: ['--backend', name] for name in NAMES}}
     evals, preds = {}, {}
     for backend in ('eager',) + NAMES:
-        flags = (['--use_inference', 'False'] if backend == 'eager'
-                 else ['--backend', backend])
-        ev = run_cli('eval.py', *common, *flags, '--save_dir', str(tmp_path / f'ev_{backend}'),
-                     '-o', 'TEST.num_clips=2', env={'TSM_PADDLE_CACHE': str(cache)})
+        ev = run_cli('eval.py', *common, *flags[backend], '--save_dir',
+                     str(tmp_path / f'ev_{backend}'), '-o', 'TEST.num_clips=2', env=env)
         assert ev.returncode == 0, ev.stderr[-3000:]
         evals[backend] = json.loads((tmp_path / f'ev_{backend}' / 'eval_results.json')
                                     .read_text())
-        pr = run_cli('predict.py', *common, *flags, '--infer_topk', '3', '--save_dir',
-                     str(tmp_path / f'pr_{backend}'), env={'TSM_PADDLE_CACHE': str(cache)})
-        assert pr.returncode == 0, pr.stderr[-3000:]
-        preds[backend] = json.loads((tmp_path / f'pr_{backend}' / 'predict_results.json')
-                                    .read_text())
         if backend != 'eager':
             assert f'inference engine: engine {backend}' in ev.stdout + ev.stderr
-            assert 'from the cache' in pr.stdout + pr.stderr  # predict reuses eval's export
-    assert len(os.listdir(cache)) == 3
     for backend in NAMES:
         for k in ('num_videos', 'top1', 'top5', 'mean_class_acc'):
             assert evals[backend][k] == evals['eager'][k], (backend, k)
         assert abs(evals[backend]['loss'] - evals['eager']['loss']) < 1e-5
-        for got, want in zip(preds[backend], preds['eager'], strict=True):
-            assert got['top_names'] == want['top_names']
-            np.testing.assert_allclose(got['top_probs'], want['top_probs'], atol=1e-5)
+    for backend in ('eager', 'openvino'):
+        pr = run_cli('predict.py', *common, *flags[backend], '--infer_topk', '3',
+                     '--save_dir', str(tmp_path / f'pr_{backend}'), env=env)
+        assert pr.returncode == 0, pr.stderr[-3000:]
+        preds[backend] = json.loads((tmp_path / f'pr_{backend}' / 'predict_results.json')
+                                    .read_text())
+    assert 'from the cache' in pr.stdout + pr.stderr  # predict reuses eval's export
+    assert len(os.listdir(tmp_path / 'cache')) == 3
+    for got, want in zip(preds['openvino'], preds['eager'], strict=True):
+        assert got['top_names'] == want['top_names']
+        np.testing.assert_allclose(got['top_probs'], want['top_probs'], atol=1e-5)

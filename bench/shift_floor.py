@@ -34,10 +34,9 @@ import tempfile
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import common  # noqa: E402
+from shift_engines import sizes, softmax, tsm_and_clip  # noqa: E402
 
 import numpy as np  # noqa: E402
-
-SIZES = {False: (50, 400, 8, 224, 30), True: (18, 10, 4, 32, 3)}  # depth, classes, T, S, pairs
 
 
 def shift_op_class():
@@ -130,26 +129,16 @@ def per_node_ms(request, x, runs):
     return {k: round(v, 3) for k, v in sorted(total.items(), key=lambda kv: -kv[1]) if v > 0}
 
 
-def softmax(z):
-    e = np.exp(z - z.max(axis=-1, keepdims=True))
-    return e / e.sum(axis=-1, keepdims=True)
-
-
 def run(args):
     import openvino as ov
-    import paddle
     import engines
     from engines import openvino_engine as eng
     from engines.base import cpu_has_bf16
-    paddle.set_device('cpu')
-    depth, classes, seg, size, pairs = SIZES[args.quick]
+    depth, _, seg, size, pairs = sizes(args.quick)
     pairs = args.pairs or pairs
-    tsm = common.build_tsm(depth, classes, seg, size, 0.125)
+    tsm, x, eager = tsm_and_clip(args.quick)  # the TSM and clip the engines table times
     tsn = copy.deepcopy(tsm)  # the same weights, the shifts off
     tsn.backbone.set_shift(0.0, tsm.backbone.shift_direction, tsm.backbone.shift_place)
-    x = np.random.default_rng(0).standard_normal((1, seg, 3, size, size)).astype('float32')
-    with paddle.no_grad():
-        eager = tsm(paddle.to_tensor(x)).numpy()
     shape, form = [seg, 3, size, size], engines.FORMULATION['openvino']
     tmp = tempfile.mkdtemp(prefix='tsm_shift_floor_')
     xml = {k: os.path.join(tmp, k, 'model') for k in ('tsn', 'split', 'no_moves')}

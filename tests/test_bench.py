@@ -303,7 +303,24 @@ def check_floor(d, machine):
 
 def check_engines(d, machine):
     """bench/shift_engines.py (the 'engines' run): PyTorch's time and every vs_pytorch
-    recomputed from the times beside them; the default row found here from the CPU's flags."""
+    recomputed from the times beside them; the default row found here from the CPU's flags;
+    one row per engine and precision the CPU runs, each engine's export equal to eager."""
+    import engines
+    bf16 = any(f in machine['cpu_flags'] for f in ('avx512_bf16', 'amx_bf16'))
+    precisions = ['fp32'] + ['bf16'] * bf16
+    rows = {(r['engine'], r['precision']): r for r in d['table']}
+    assert set(rows) == {(name, p) for name in d['engines'] for p in precisions
+                         if name != 'onnxruntime' or p == 'fp32'}  # ORT runs no bf16
+    for r in d['table']:
+        assert r['tsn_s'] > 0 and r['tsm_s'] > 0 and r['chosen']  # one formulation each
+        assert r['formulation'] == engines.FORMULATION[r['engine']]
+        assert r['ratio_quartiles'][0] <= r['ratio_quartiles'][1]
+    for name, e in d['engines'].items():
+        assert e['probs_max_abs_diff'][engines.FORMULATION[name]] < 1e-5, name
+    for precision, name in d['default_engine'].items():
+        if (name, precision) in rows:
+            assert d['shift_overhead_default'][precision] == rows[name, precision][
+                'shift_overhead']
     torch = d['pytorch']
     if 'skipped' in torch:  # torch is optional (requirements-convert.txt)
         assert all(r['vs_pytorch'] is None for r in d['table']) and d['vs_pytorch_default'] is None
@@ -315,7 +332,6 @@ def check_engines(d, machine):
     assert d['table']
     for r in d['table']:
         assert r['vs_pytorch'] == pytest.approx(torch['tsm_s'] / r['tsm_s'], rel=1e-12), r
-    bf16 = any(f in machine['cpu_flags'] for f in ('avx512_bf16', 'amx_bf16'))
     precision = 'bf16' if bf16 else 'fp32'
     assert d['default_precision'] == precision
     row, = [r for r in d['table'] if r['precision'] == precision and r['chosen']

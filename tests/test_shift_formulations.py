@@ -3,16 +3,12 @@ eager model for every shift option: the paddle, mit and backward directions, blo
 block placement, a shift in every 2nd block, one clip and three per call.
 tests/test_engines.py covers the default options; tests/test_inference.py the formulations
 in eager Paddle.  The oracle is the eager model's softmax: within 1e-5, same top-5."""
-import json
-import os
 
 import numpy as np
 import paddle
 import pytest
 
 import engines
-from engines.base import cpu_has_bf16
-from tests.conftest import run_cli
 from tests.test_engines import SHAPE, assert_same_as_eager, clips, eager_probs
 from tests.test_inference import softmax, tiny_tsm
 
@@ -54,24 +50,3 @@ def test_the_options_change_the_output():
     for i in range(len(outs)):
         for j in range(i):
             assert np.abs(outs[i] - outs[j]).max() > 1e-4, (i, j)
-
-
-def test_engine_bench_writes_the_table(tmp_path):
-    """bench/inference.py --engines --quick: one row per precision, the default engine's
-    overhead equal to its row (no timing asserted)."""
-    out = tmp_path / 'e.json'
-    res = run_cli(os.path.join('bench', 'inference.py'), '--engines', 'openvino', '--quick',
-                  '--pairs', '2', '--out', str(out), timeout=600)
-    assert res.returncode == 0, res.stderr[-2000:]
-    d = json.loads(out.read_text())
-    rows = {(r['engine'], r['precision']): r for r in d['table']}
-    assert set(rows) == {('openvino', p) for p in ['fp32'] + ['bf16'] * cpu_has_bf16()}
-    for r in d['table']:
-        assert r['tsn_s'] > 0 and r['tsm_s'] > 0 and r['chosen']
-        assert r['formulation'] == engines.FORMULATION[r['engine']]
-        assert r['ratio_quartiles'][0] <= r['ratio_quartiles'][1]
-    assert d['engines']['openvino']['probs_max_abs_diff'][engines.FORMULATION['openvino']] < 1e-5
-    for precision, name in d['default_engine'].items():
-        if (name, precision) in rows:
-            assert d['shift_overhead_default'][precision] == rows[name, precision][
-                'shift_overhead']

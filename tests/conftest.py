@@ -68,6 +68,11 @@ def write_config(path, sections):
 @pytest.fixture
 def tiny_dataset(tmp_path):
     """7 small videos over 3 classes, list files and a tiny config; -> dict of paths."""
+    return make_tiny_dataset(tmp_path)
+
+
+def make_tiny_dataset(tmp_path):
+    """tiny_dataset's files in tmp_path, for fixtures of a wider scope; -> dict of paths."""
     rng = np.random.default_rng(0)
     lines = []
     for i in range(7):

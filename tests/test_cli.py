@@ -27,8 +27,8 @@ def weights(path):
 @pytest.fixture(scope='module')
 def run2(tmp_path_factory):
     """One 2-epoch training for the tests that read it (none writes into its folder)."""
-    from tests.conftest import tiny_dataset
-    data = tiny_dataset.__wrapped__(tmp_path_factory.mktemp('run2'))
+    from tests.conftest import make_tiny_dataset
+    data = make_tiny_dataset(tmp_path_factory.mktemp('run2'))
     out = data['dir'] / 'ckpt'
     res = train(data['config'], out)
     return data, out, res
@@ -196,6 +196,7 @@ def test_two_process_data_parallel_training_and_eval(tiny_dataset, tmp_path):
     assert result['num_videos'] == 5
     single = run_cli('eval.py', '--config', cfg, '--weights', str(out / 'TSM.pdparams'),
                      '--save_dir', str(tmp_path / 'ev1'))
+    assert single.returncode == 0, single.stderr[-2000:]
     one = json.loads((tmp_path / 'ev1' / 'eval_results.json').read_text())
     assert one['top1'] == pytest.approx(result['top1']) and one['loss'] == pytest.approx(
         result['loss'], rel=1e-4)

@@ -54,9 +54,9 @@ def wait_for(proc, marker, timeout=120):
 @pytest.fixture(scope='module')
 def reference(tmp_path_factory):
     """An uninterrupted 2-epoch run (2 iterations per epoch) on the tiny dataset."""
-    from tests.conftest import tiny_dataset
+    from tests.conftest import make_tiny_dataset
     tmp = tmp_path_factory.mktemp('ref')
-    data = tiny_dataset.__wrapped__(tmp)
+    data = make_tiny_dataset(tmp)
     res = run_cli(*TRAIN, '--config', data['config'], '--save_dir', str(tmp / 'ref'))
     assert res.returncode == 0, res.stderr[-2000:]
     return data, tmp / 'ref' / 'TSM.pdparams'

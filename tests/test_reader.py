@@ -1,6 +1,5 @@
 """Reader: sampled indices and crop boxes against hand-computed values, exact frames from
 generated lossless videos, every source format, list parsing, and counted failures."""
-import os
 import pickle
 
 import cv2

@@ -59,7 +59,7 @@ def test_the_file_has_frames_no_other_refers_to(h264):
     assert every == 40 and kept < every - 8
 
 
-@pytest.mark.parametrize('threads', [1, 2])
+@pytest.mark.parametrize('threads', [1, 2, 3])
 def test_pyav_gives_decords_frames(h264, threads):
     video, ref = open_video(h264, threads=threads), DecordVideo(h264)
     assert isinstance(video, PyAVVideo)
@@ -70,6 +70,27 @@ def test_pyav_gives_decords_frames(h264, threads):
         got = video.get_frames(idx)
         assert frame_numbers(got) == list(idx)
         np.testing.assert_array_equal(got, ref.get_frames(idx))
+    video.close()
+
+
+def test_one_video_shares_its_keyframe_runs_among_decoders(h264):
+    """threads=2: frames from different GOPs go to two decoders (containers of their own)
+    unless one run holds most of the frames to decode; the frames stay decord's."""
+    with av.open(h264) as c:
+        pts = sorted(p.pts for p in c.demux(video=0) if p.size)
+    with av.open(h264) as c:
+        k = sorted(pts.index(p.pts) for p in c.demux(video=0) if p.size and p.is_keyframe)
+    assert len(k) >= 3 and k[1] >= 9 and k[2] - k[1] >= 9  # GOPs of about 12
+    ref = DecordVideo(h264)
+    spread = [k[0] + 2, k[0] + 7, k[1] + 2, k[1] + 7, k[2] + 2, k[2] + 7]  # runs of 8 frames
+    lopsided = [1, k[1] - 1, k[2]]  # runs of k[1] - 1 frames and of one
+    video = PyAVVideo(h264, threads=2)
+    np.testing.assert_array_equal(video.get_frames(spread), ref.get_frames(spread))
+    assert len(video._more) == 2 and not video._decoded  # two decoders, not the first
+    video.close()
+    video = PyAVVideo(h264, threads=2)
+    np.testing.assert_array_equal(video.get_frames(lopsided), ref.get_frames(lopsided))
+    assert not video._more and video._decoded  # one decoder with frame threads
     video.close()
 
 

@@ -85,6 +85,11 @@ def engine_table(d):
               f"{(run.get('default_engine') or {}).get(run.get('default_precision'), NOT_RUN)}; "
               f"`--backend auto` takes " + ', '.join(
                   f"{p}: {e}" for p, e in (run.get('default_engine') or {}).items()) + '.']
+    kernels = {p: r[p]['kernels'] for r in (run.get('engines') or {}).values()
+               for p in ('fp32', 'bf16') if r.get(p, {}).get('kernels')}
+    if kernels:  # which instructions ran (AMX or not): the same VM draws different hosts
+        lines += ['', "OpenVINO's convolution kernels (TSN): " + '; '.join(
+            f"{p}: {k}" for p, k in kernels.items()) + '.']
     return lines
 
 

@@ -100,7 +100,8 @@ def measure_engine(name, formulations, quick, threads, pairs):
             'tsm_s': {f: round(timed[f]['median_s'], 5) for f in forms},
             'shift_overhead': {f: timed[f]['ratio'] - 1 for f in forms},
             'ratio_quartiles': {f: [round(timed[f]['q1'], 4), round(timed[f]['q3'], 4)]
-                                for f in forms}}
+                                for f in forms},
+            'kernels': runners['tsn'].describe().get('kernels')}  # OpenVINO's: AMX or not
         del runners, fns
     return result
 

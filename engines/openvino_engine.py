@@ -8,6 +8,7 @@ for bf16.  A dynamic batch is compiled static (model.reshape) for the runner's b
 OpenVINO's dynamic-shape kernels were 1.4-2.6x slower per clip (R50 TSM bf16, two rough
 runs); the cache exports batch 1 (engines.BATCH), whose frame moves are static slices.
 """
+import collections
 import logging
 import os
 import shutil
@@ -66,10 +67,21 @@ class OpenVinoRunner(Runner):
         self.compiled = core.compile_model(model, 'CPU', config)
         self.request = self.compiled.create_infer_request()
         self.info = {'engine': NAME, 'version': ov.__version__, 'precision': precision,
-                     'artifact': xml, 'threads': int(threads), 'batch': self.batch}
+                     'artifact': xml, 'threads': int(threads), 'batch': self.batch,
+                     'kernels': conv_kernels(self.compiled)}
 
     def _infer(self, x):
         return self.request.infer({0: x})[0]  # a copy (share_outputs=False)
+
+
+def conv_kernels(compiled):
+    """The CPU plugin's convolution kernels, commonest first, e.g. 'brgconv_avx512_amx_1x1_bf16
+    x36': which instructions run ('amx': AMX tiles; the same VM has drawn hosts with and
+    without AMX, 3x apart in bf16)."""
+    info = [op.get_rt_info() for op in compiled.get_runtime_model().get_ops()]
+    counts = collections.Counter(i['primitiveType'].astype(str) for i in info
+                                 if i['layerType'].astype(str) == 'Convolution')
+    return ', '.join(f'{k} x{n}' for k, n in counts.most_common())
 
 
 def load(artifact, threads=1, precision='fp32', batch=None):

@@ -317,6 +317,8 @@ def check_engines(d, machine):
         assert r['ratio_quartiles'][0] <= r['ratio_quartiles'][1]
     for name, e in d['engines'].items():
         assert e['probs_max_abs_diff'][engines.FORMULATION[name]] < 1e-5, name
+        if name == 'openvino':  # the kernels that ran, bf16 ones for bf16
+            assert all(('bf16' in e[p]['kernels']) == (p == 'bf16') for p in precisions)
     for precision, name in d['default_engine'].items():
         if (name, precision) in rows:
             assert d['shift_overhead_default'][precision] == rows[name, precision][
@@ -373,6 +375,9 @@ REPORT_RUN = {  # a bench/run.py result, written by hand
     'engines': {
         'default_precision': 'bf16', 'default_engine': {'fp32': 'openvino', 'bf16': 'openvino'},
         'pytorch': {'tsm_s': 0.39, 'version': '2.13'},
+        'engines': {'paddle': {'fp32': {}},
+                    'openvino': {'fp32': {'kernels': 'brgconv_avx512_1x1_f32 x36'},
+                                 'bf16': {'kernels': 'brgconv_avx512_amx_1x1_bf16 x36'}}},
         'table': [
             {'engine': 'paddle', 'precision': 'fp32', 'formulation': 'conv', 'chosen': True,
              'tsn_s': 0.225, 'tsm_s': 0.308, 'shift_overhead': 0.37, 'vs_pytorch': 0.39 / 0.308},
@@ -424,6 +429,8 @@ def test_report_verdicts_and_table():
         "reorders 40.0 ms and the op 20.0 ms against TSN's 51.5 ms of nodes."]  # no fp32 part
     assert text.split('int8:')[1].split('Targets')[0].strip() == 'Not run.'  # no 'quantize'
     assert '0.238 s' in text and '5.69x' in text  # 1.355 / 0.238
+    assert ("OpenVINO's convolution kernels (TSN): fp32: brgconv_avx512_1x1_f32 x36; "
+            "bf16: brgconv_avx512_amx_1x1_bf16 x36.") in text
     assert 'Test Xeon, 2 cores' in text and 'end 1.00 0.80 0.60' in text
     assert '`python bench/run.py --out bench.json`' in text
 

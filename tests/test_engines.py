@@ -99,10 +99,15 @@ def test_openvino_precision_hint_and_threads_are_set(exported):
     fp32 = eng.load(artifact, threads=1, precision='fp32').compiled
     assert fp32.get_property('INFERENCE_PRECISION_HINT') == ov.Type.f32
     assert fp32.get_property('INFERENCE_NUM_THREADS') == 1
-    bf16 = eng.load(artifact, threads=2, precision='bf16').compiled
-    assert bf16.get_property('INFERENCE_NUM_THREADS') == 2
+    bf16 = eng.load(artifact, threads=2, precision='bf16')
+    assert bf16.compiled.get_property('INFERENCE_NUM_THREADS') == 2
     if cpu_has_bf16():
-        assert bf16.get_property('INFERENCE_PRECISION_HINT') == ov.Type.bf16
+        assert bf16.compiled.get_property('INFERENCE_PRECISION_HINT') == ov.Type.bf16
+    # the kernels that run: bf16 ones only when bf16 is asked for and the CPU has it
+    kernels = {'fp32': eng.load(artifact, threads=1, precision='fp32').describe()['kernels'],
+               'bf16': bf16.describe()['kernels']}
+    assert kernels['fp32'] and 'bf16' not in kernels['fp32']
+    assert ('bf16' in kernels['bf16']) == cpu_has_bf16(), kernels
 
 
 def test_onnxruntime_threads_are_set(exported):

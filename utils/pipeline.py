@@ -3,10 +3,11 @@
     plan = plan_predict(num_items, cfg.INFER, explicit_keys(cfg, 'INFER'), args.cpu_threads)
     plan.workers          # DataLoader worker processes that decode (0: in this process)
     plan.engine_threads   # the engine's threads (OpenVINO/ONNX Runtime/Paddle Inference)
-    plan.decode_threads   # FFmpeg threads per decoded video
+    plan.decode_threads   # decoder threads per video (reader/video_backends.py PyAVVideo)
 
-One video: nothing runs beside it, so it is decoded here, with every core (FFmpeg's frame
-threads), then the engine runs with every core; no worker process is started per call.
+One video: nothing runs beside it, so it is decoded here, with every core (its keyframe
+runs shared among that many decoders, or FFmpeg's frame threads), then the engine runs
+with every core; no worker process is started per call.
 Several videos (a folder, a list, windows): one worker per core decodes the next videos
 while the engine runs on the current one, each decoder on one thread, and the engine
 gets half the cores (1 thread on 2 cores).  Why: the cores are shared, so the folder

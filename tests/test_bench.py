@@ -6,6 +6,7 @@ import json
 import math
 import os
 import statistics
+import sys
 
 import pytest
 
@@ -182,7 +183,9 @@ def test_bench_quick_runs_every_script(tmp_path):
     assert data['machine']['cpus_available'] >= 1
     # each headline is its script's figure; the shift overhead and vs_pytorch come from the
     # process holding TSN and TSM alone, the crowded figures are kept beside them
+    path = list(sys.path)
     from bench.run import HEADLINE
+    sys.path[:] = path  # bench/run.py puts bench/ first: its reader.py would hide `reader`
     for script, keys in HEADLINE.items():
         for k in keys:
             if script != 'pair' and k in HEADLINE['pair']:

@@ -133,9 +133,9 @@ def test_plan_one_video_decodes_here_a_folder_in_workers():
     one = plan_predict(1, infer(12), cpus=2)
     assert (one.workers, one.engine_threads, one.decode_threads) == (0, 2, 2)
     many = plan_predict(30, infer(12), cpus=2)
-    assert (many.workers, many.engine_threads, many.decode_threads) == (2, 1, 1)
+    assert (many.workers, many.engine_threads, many.decode_threads) == (2, 2, 1)
     assert plan_predict(2, infer(12), cpus=8).workers == 2  # no more workers than videos
-    assert plan_predict(30, infer(12), cpus=8)[:3] == (8, 4, 1)  # the engine: half the cores
+    assert plan_predict(30, infer(12), cpus=8)[:3] == (8, 8, 1)  # the engine: every core
     # the config file's value bounds the workers; 0 (the tests' tiny configs): none
     assert plan_predict(30, infer(1), cpus=2).workers == 1
     none = plan_predict(30, infer(0), cpus=2)
@@ -186,7 +186,7 @@ def predict(setup, name, *args):
 def test_folder_with_workers_gives_the_records_without(setup):
     folder = str(setup['folder'])
     with_workers, plan = predict(setup, 'w', '--video_path', folder)
-    assert plan == (min(4, available_cpus()), 1, 1)  # the rule's default for 4 videos
+    assert plan == (min(4, available_cpus()), available_cpus(), 1)  # the default, 4 videos
     without, plan = predict(setup, 'n', '--video_path', folder, '--num_reader_threads', '0',
                             '--cpu_threads', '1')
     assert plan == (0, 1, 2)  # explicit values win

@@ -10,14 +10,13 @@ runs shared among that many decoders, or FFmpeg's frame threads), then the engin
 with every core; no worker process is started per call.
 Several videos (a folder, a list, windows): one worker per core decodes the next videos
 while the engine runs on the current one, each decoder on one thread, and the engine
-gets half the cores (1 thread on 2 cores).  Why: the cores are shared, so the folder
-takes at least (decode CPU-seconds + engine CPU-seconds) / cores; on the real clips
-decoding costs more than the bf16 engine does, so the workers keep every core busy and
-the engine's thread count mostly changes how many CPU-seconds it burns: a one-thread
-engine does a clip in the fewest, where a two-thread one also waits at every layer for
-a thread a decoder holds (bench/e2e.py's `threads_grid` times every
-(workers, engine threads) pair on the folder; README Performance).  Beyond 2 cores the
-half is a guess, not a measurement.
+runs on every core too (the OS shares them out).  Why not fewer engine threads: whichever
+stage is slower sets the pace, and it depends on the CPU.  bench/e2e.py's `threads_grid`
+(folder clips/s for each (workers, engine threads) pair, the real clips, OpenVINO bf16):
+on the AMD EPYC host without AMX, where the engine is the slower stage (0.32 CPU-s per
+clip on one thread, decoding 0.18), 2 workers + 2 threads 3.43, + 1 thread 2.69 (rounds
+apart); on the AMX Xeon, where decoding is, 3.10 against 2.69 (rounds overlapping).
+Either way the folder takes at least (decode CPU-seconds + engine CPU-seconds) / cores.
 
 A value the user gives wins: `-o INFER.num_reader_threads=N` (or predict.py's
 --num_reader_threads) sets the workers (still at most the available cores),
@@ -56,7 +55,7 @@ def plan_predict(num_items, section, explicit=(), cpu_threads=0, cpus=None):
     if cpu_threads:
         engine, why = cpu_threads, why + "; engine threads from --cpu_threads"
     else:
-        engine = max(1, cpus // 2) if workers else cpus
+        engine = cpus
     return Plan(workers, engine, 1 if workers else cpus, why)
 
 

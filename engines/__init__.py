@@ -46,7 +46,8 @@ BATCH = {'paddle': 1, 'onnxruntime': None, 'openvino': 1}
 # s/clip, ResNet-50 TSM, 8 frames at 224, 2 threads, each engine alone in its process
 # (issue 13, this project's 2-core Xeon with AVX-512, AVX512-BF16 and AMX); 'auto' takes
 # the first installed engine in this order.  ONNX Runtime has no bf16 convolutions: its
-# bf16 is its fp32.
+# bf16 is its fp32.  The same order on an AMD EPYC host without AMX (2026-12-01): fp32
+# openvino 0.35, onnxruntime 0.38, paddle 0.41; bf16 openvino 0.17, paddle 0.21.
 SECONDS_PER_CLIP = {
     'fp32': {'openvino': 0.24, 'onnxruntime': 0.26, 'paddle': 0.31},
     'bf16': {'openvino': 0.075, 'paddle': 0.14, 'onnxruntime': 0.26},

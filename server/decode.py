@@ -10,13 +10,14 @@ import io
 import logging
 import multiprocessing
 import os
-import signal
 import time
 import warnings
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 
 import numpy as np
+
+from utils.orphans import die_with_parent
 
 logger = logging.getLogger(__name__)
 
@@ -26,18 +27,6 @@ _reader = None  # the worker's KineticsReader (infer mode), made by init_worker
 
 class DecodeFailed(Exception):
     """The upload is not a video this server can read; the message is for the client."""
-
-
-def die_with_parent():
-    """Linux: the kernel ends this worker when the server process ends, even by SIGKILL
-    (a pool's workers otherwise outlive a server that was killed)."""
-    try:
-        import ctypes
-        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
-    except (OSError, AttributeError):
-        pass
-    if os.getppid() == 1:  # the server already went before prctl
-        os._exit(1)
 
 
 def init_worker(cfg):

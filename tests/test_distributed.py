@@ -5,6 +5,7 @@ or stopped with the same one-line error, within a timeout (a rank out of step wo
 or die in gloo), and a run interrupted and resumed, on a rank that does not share rank 0's
 disk, ends with the weights of the uninterrupted run that met the same failures.
 Faults are injected by tests/faulty_train.py."""
+import contextlib
 import json
 import os
 import re
@@ -210,9 +211,35 @@ def test_every_video_failing_stops_every_rank(data):
     assert error_lines(log0)[0].startswith('error: every video of ')
 
 
+def left_behind(tag, timeout=15):
+    """Processes of the run `tag` (ranks, their loader workers) still alive after up to
+    `timeout` s; killed here so no test leaves them, and returned for the assertion."""
+    t0, left = time.time(), []
+    while time.time() - t0 < timeout:
+        left = [int(p) for p in os.listdir('/proc') if p.isdigit() and _tagged(p, tag)]
+        if not left:
+            break
+        time.sleep(0.2)
+    for pid in left:
+        with contextlib.suppress(OSError):
+            os.kill(pid, signal.SIGKILL)
+    return left
+
+
+def _tagged(pid, tag):
+    try:
+        with open(f'/proc/{pid}/environ', 'rb') as f:
+            return f'TSM_TEST_TAG={tag}'.encode() in f.read().split(b'\0')
+    except OSError:
+        return False
+
+
 def test_a_dead_rank_ends_the_distributed_run(data):
+    """A rank SIGKILLed mid-epoch (as by the OOM killer): the run ends with an error, and
+    no process of it is left, the dead rank's loader workers included (they die with it)."""
     proc, logs, _ = launch(data, 'dead', '--epoch', '50')
     wait_for_log(logs, 'Epoch 0, iter 1/', proc)
     os.kill(rank_pid(proc.tag, 1), signal.SIGKILL)
     rc, _ = finish(proc, logs, timeout=120)
     assert rc != 0
+    assert left_behind(proc.tag) == []

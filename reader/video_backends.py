@@ -199,7 +199,6 @@ class PyAVVideo:
             container.close()
             raise NotFastPath() from None
         self._pts, self._keys = sorted(pts), sorted(keys)
-        self._order = {p: i for i, p in enumerate(self._pts)}  # pts -> frame index
         self.num_frames = num_frames or len(pts)
         self.fps = _valid_fps(stream.average_rate)
         self._container, self._stream, self._decoded = container, stream, False
@@ -247,7 +246,8 @@ class PyAVVideo:
     def _share(self, runs):
         """Runs -> one list of runs per decoder: the longest run (frames from its keyframe
         to its last sampled frame) to the least loaded decoder, in turn."""
-        cost = [self._order[r[1][-1]] - self._order[r[0]] + 1 for r in runs]
+        index = lambda pts: bisect.bisect_left(self._pts, pts)  # noqa: E731 (_pts is sorted)
+        cost = [index(frames[-1]) - index(key) + 1 for key, frames in runs]
         n = min(self._threads, len(runs))
         parts, loads = [[] for _ in range(n)], [0] * n
         for c, run in sorted(zip(cost, runs), key=lambda t: -t[0]):

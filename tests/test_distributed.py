@@ -137,16 +137,26 @@ def rank_pid(tag, rank, timeout=60):
     raise AssertionError(f"no process of rank {rank}")
 
 
-def _env_has(pid, tag, rank):
+def _environ(pid):
+    """Process `pid`'s environment entries (bytes); [] once it is gone."""
     try:
         with open(f'/proc/{pid}/environ', 'rb') as f:
-            env = f.read().split(b'\0')
+            return f.read().split(b'\0')
+    except OSError:
+        return []
+
+
+def _env_has(pid, tag, rank):
+    env = _environ(pid)
+    if (f'TSM_TEST_TAG={tag}'.encode() not in env
+            or f'PADDLE_TRAINER_ID={rank}'.encode() not in env):
+        return False
+    try:
         with open(f'/proc/{pid}/cmdline', 'rb') as f:
             cmd = f.read()
     except OSError:
         return False
-    return (f'TSM_TEST_TAG={tag}'.encode() in env and f'PADDLE_TRAINER_ID={rank}'.encode() in env
-            and b'faulty_train.py' in cmd and b'paddle.distributed.launch' not in cmd)
+    return b'faulty_train.py' in cmd and b'paddle.distributed.launch' not in cmd
 
 
 def wait_for_log(logs, text, proc, timeout=120):
@@ -216,7 +226,8 @@ def left_behind(tag, timeout=15):
     `timeout` s; killed here so no test leaves them, and returned for the assertion."""
     t0, left = time.time(), []
     while time.time() - t0 < timeout:
-        left = [int(p) for p in os.listdir('/proc') if p.isdigit() and _tagged(p, tag)]
+        left = [int(p) for p in os.listdir('/proc')
+                if p.isdigit() and f'TSM_TEST_TAG={tag}'.encode() in _environ(p)]
         if not left:
             break
         time.sleep(0.2)
@@ -224,14 +235,6 @@ def left_behind(tag, timeout=15):
         with contextlib.suppress(OSError):
             os.kill(pid, signal.SIGKILL)
     return left
-
-
-def _tagged(pid, tag):
-    try:
-        with open(f'/proc/{pid}/environ', 'rb') as f:
-            return f'TSM_TEST_TAG={tag}'.encode() in f.read().split(b'\0')
-    except OSError:
-        return False
 
 
 def test_a_dead_rank_ends_the_distributed_run(data):

@@ -77,9 +77,9 @@ def test_one_video_shares_its_keyframe_runs_among_decoders(h264):
     """threads=2: frames from different GOPs go to two decoders (containers of their own)
     unless one run holds most of the frames to decode; the frames stay decord's."""
     with av.open(h264) as c:
-        pts = sorted(p.pts for p in c.demux(video=0) if p.size)
-    with av.open(h264) as c:
-        k = sorted(pts.index(p.pts) for p in c.demux(video=0) if p.size and p.is_keyframe)
+        packets = [(p.pts, p.is_keyframe) for p in c.demux(video=0) if p.size]
+    pts = sorted(p for p, _ in packets)
+    k = sorted(pts.index(p) for p, key in packets if key)  # keyframes' frame indices
     assert len(k) >= 3 and k[1] >= 9 and k[2] - k[1] >= 9  # GOPs of about 12
     ref = DecordVideo(h264)
     spread = [k[0] + 2, k[0] + 7, k[1] + 2, k[1] + 7, k[2] + 2, k[2] + 7]  # runs of 8 frames

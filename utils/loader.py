@@ -26,7 +26,6 @@ import paddle
 
 from reader import collate
 from utils.env import available_cpus
-from utils.orphans import die_with_parent
 
 logger = logging.getLogger(__name__)
 
@@ -147,11 +146,9 @@ def build_loader(dataset, batch_size, num_workers, rank=0, world=1, shuffle=Fals
                                 batch_size, workers, getattr(dataset, 'num_views', 1))
     if workers > 0:
         dataset = TrackedDataset(dataset)
-    # workers end with their rank, even when it is SIGKILLed (else they outlive it, blocked)
     return paddle.io.DataLoader(dataset, batch_sampler=ResumableBatches(sampler),
                                 num_workers=workers, collate_fn=collate,
-                                use_shared_memory=workers > 0, prefetch_factor=prefetch,
-                                worker_init_fn=die_with_parent if workers > 0 else None)
+                                use_shared_memory=workers > 0, prefetch_factor=prefetch)
 
 
 _DEATH = re.compile(r'killed by signal|exited unexpectedly|exit unexpectedly|'

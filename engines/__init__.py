@@ -1,6 +1,7 @@
 """Inference engines behind one small interface, one module per engine:
 
     eng = engine('openvino')   # the module; EngineError naming the pip package if absent
+                               # or of a version this Paddle cannot use (unusable)
     artifact = eng.export(model, prefix, input_shape, formulation, batch, probabilities)
     runner = eng.load(artifact, threads=2, precision='bf16', batch=1)
     out = runner.run(x)        # float32 [B, T, 3L, S, S] -> [B, K] numpy, any B
@@ -13,9 +14,9 @@
   openvino     OpenVINO (engines/openvino_engine.py): <prefix>.xml + .bin, by paddle2onnx
                then openvino.convert_model
 
-`backend='auto'` (choose) takes the fastest installed engine for the precision, from the
-figures in SECONDS_PER_CLIP.  utils/inference.py caches the exports and checks them against
-the eager model.
+`backend='auto'` (choose) takes the fastest installed (and usable) engine for the precision,
+from the figures in SECONDS_PER_CLIP.  utils/inference.py caches the exports and checks them
+against the eager model.
 """
 import importlib
 import importlib.util
@@ -59,8 +60,29 @@ def missing(name):
     return [pip for mod, pip in REQUIRES[name].items() if importlib.util.find_spec(mod) is None]
 
 
+def unusable(name):
+    """Why engine `name`, though installed, cannot convert this Paddle's programs (one line
+    with the pip command), or None.  paddle2onnx 2.x reads Paddle 3's programs (.json) and
+    refuses to import under Paddle 2; 1.x reads Paddle 2.6's .pdmodel only (and writes an
+    empty file for a .json).  paddlepaddle-gpu 2.6.2 is the GPU wheel on PyPI."""
+    if 'paddle2onnx' not in REQUIRES[name] or missing(name):
+        return None
+    from importlib.metadata import version
+    import paddle
+    found, p2o = paddle.__version__, version('paddle2onnx')
+    paddle2, p2o_1 = found.startswith('2.'), p2o.startswith('1.')  # 0.0.0: a 3.x develop build
+    if paddle2 and not p2o_1:
+        return (f"paddle2onnx {p2o} needs paddlepaddle >= 3.0 (found {found}): "
+                f"pip install 'paddle2onnx<2'")
+    if p2o_1 and not paddle2:
+        return (f"paddle2onnx {p2o} reads Paddle 2's programs, not those of paddlepaddle "
+                f"{found}: pip install 'paddle2onnx>=2'")
+    return None
+
+
 def engine(name):
-    """The engine module; EngineError with the pip command when a package is missing."""
+    """The engine module; EngineError with the pip command when a package is missing or
+    unusable here."""
     from engines.base import EngineError
     if name not in MODULES:
         raise EngineError(f"unknown backend {name!r} (use one of {', '.join(BACKENDS)})")
@@ -68,6 +90,9 @@ def engine(name):
     if lacking:
         raise EngineError(f"--backend {name} needs {' and '.join(lacking)}, not installed: "
                           f"pip install {' '.join(lacking)}")
+    reason = unusable(name)
+    if reason:
+        raise EngineError(f"--backend {name}: {reason}")
     try:
         return importlib.import_module(MODULES[name])
     except ImportError as e:  # installed but broken
@@ -84,9 +109,13 @@ def choose(backend, precision):
     order = SECONDS_PER_CLIP.get(precision, SECONDS_PER_CLIP['fp32'])
     ranked = sorted(order, key=order.get)
     absent = [n for n in ranked if missing(n)]
-    name = next(n for n in ranked if n not in absent)  # paddle is always there
+    broken = {n: why for n in ranked if n not in absent and (why := unusable(n))}
+    name = next(n for n in ranked if n not in absent and n not in broken)  # paddle always is
     figures = ', '.join(f"{n} {order[n]:g}" for n in ranked)
     logger.info("backend auto: %s, the fastest installed engine for %s (s/clip, R50 TSM on "
                 "a 2-core AMX Xeon: %s)%s", name, precision, figures,
                 f"; not installed: {', '.join(absent)}" if absent else '')
+    for reason in dict.fromkeys(broken.values()):  # one line per reason
+        logger.warning("backend auto: not %s: %s", ' or '.join(
+            n for n in broken if broken[n] == reason), reason)
     return name

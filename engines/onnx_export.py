@@ -46,19 +46,21 @@ def captured_output():
 
 def convert(prefix, onnx_file, fold=True):
     """A jit.save'd program (its prefix) -> onnx_file.  fold: Polygraphy folds the
-    constants (paddle2onnx's default: a clean graph, which ONNX Runtime loads without
+    constants (paddle2onnx 2.x's default: a clean graph, which ONNX Runtime loads without
     warnings; ~5 s, most of it importing Polygraphy); OpenVINO's converter folds them
-    itself."""
+    itself.  paddle2onnx 1.x (Paddle 2.6's .pdmodel, engines.unusable) has no optimize_tool:
+    only its own C++ optimizer runs (enable_optimize)."""
     import paddle2onnx
     program, params = paddle_engine.program_files(prefix)
+    options = {} if paddle2onnx.__version__.startswith('1.') else {
+        'optimize_tool': 'polygraphy' if fold else None}
     with captured_output() as lines:
         try:
-            paddle2onnx.export(program, params, onnx_file, opset_version=OPSET,
-                               optimize_tool='polygraphy' if fold else None)
+            paddle2onnx.export(program, params, onnx_file, opset_version=OPSET, **options)
         except Exception as e:  # noqa: BLE001  paddle2onnx raises whatever its C++ did
             lines.append(f"{type(e).__name__}: {e}")
     logger.debug("paddle2onnx:\n%s", '\n'.join(lines))
-    if not os.path.isfile(onnx_file):
+    if not os.path.isfile(onnx_file) or not os.path.getsize(onnx_file):  # 1.x: empty
         last = next((ln for ln in reversed(lines) if ln.strip()), 'no message')
         raise EngineError(f"paddle2onnx {paddle2onnx.__version__} could not convert {program} "
                           f"to ONNX: {last.strip()[:300]}")

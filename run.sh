@@ -47,6 +47,10 @@ num_gpus() {
 setup() {
     python -c "import paddle" 2>/dev/null || python -m pip install -q paddlepaddle
     python -m pip install -q -r requirements.txt "$@"
+    # Paddle 2.6 (paddlepaddle-gpu 2.6.2) converts to ONNX with paddle2onnx 1.x only
+    if python -c "import sys, paddle; sys.exit(not paddle.__version__.startswith('2.'))" 2>/dev/null; then
+        python -m pip install -q 'paddle2onnx<2'
+    fi
 }
 
 case "$mode" in
@@ -93,9 +97,8 @@ test)
     if ! command -v chromium >/dev/null 2>&1 || ! command -v chromedriver >/dev/null 2>&1; then
         echo "note: Chromium is not installed, so the browser tests are left out (sudo apt-get install chromium chromium-driver)"
     fi
-    # one pytest process per file: the crash-safety tests kill decoder processes under a
-    # live loader and the server tests leave spawn pools behind, and one process running
-    # every file crashed (SIGSEGV, 2026-12-01) in a test that passes alone
+    # one pytest process per file: one process running test_crash_safety.py and then
+    # test_engines.py still crashes (SIGSEGV, README Tests), cause not found yet
     failed=() ran=0
     for f in tests/test_*.py; do
         rc=0

@@ -110,3 +110,45 @@ def run_cli(*args, env=None, timeout=300):
     full_env = dict(os.environ, PYTHONWARNINGS='ignore', **(env or {}))
     return subprocess.run([sys.executable, *args], cwd=ROOT, capture_output=True, text=True,
                           env=full_env, timeout=timeout)
+
+
+def environ_of(pid):
+    """Process `pid`'s environment entries (bytes); [] once it is gone."""
+    try:
+        with open(f'/proc/{pid}/environ', 'rb') as f:
+            return f.read().split(b'\0')
+    except OSError:
+        return []
+
+
+def alive(pid):
+    """True while `pid` runs (a zombie has ended)."""
+    try:
+        with open(f'/proc/{pid}/stat', encoding='ascii') as f:
+            return f.read().rsplit(')', 1)[1].split()[0] not in ('Z', 'X')
+    except (OSError, IndexError):
+        return False
+
+
+def tagged(tag):
+    """Live processes whose environment holds TSM_TEST_TAG=tag: a run started with that
+    tag and every process it started (they inherit it)."""
+    entry = f'TSM_TEST_TAG={tag}'.encode()
+    return [int(p) for p in os.listdir('/proc')
+            if p.isdigit() and entry in environ_of(p) and alive(p)]
+
+
+def gone_within(tag, seconds):
+    """Waits until no process of run `tag` is left; -> those still there after `seconds`
+    (killed then, so that no test leaves them behind)."""
+    import signal
+    import time
+    deadline = time.monotonic() + seconds
+    while (left := tagged(tag)) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    for pid in left:
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except OSError:
+            pass
+    return left

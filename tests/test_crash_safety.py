@@ -2,11 +2,13 @@
 leaves the last checkpoint usable and `--resume latest` reaches the same final weights,
 a non-finite loss stops with the iteration named, hung or crashing decoders are skipped,
 (a dead rank: tests/test_distributed.py)."""
+import glob
 import os
 import re
 import signal
 import subprocess
 import sys
+import threading
 import time
 
 import numpy as np
@@ -14,7 +16,8 @@ import pytest
 
 from reader import get_reader
 from reader import kinetics_reader
-from tests.conftest import ROOT, TINY, make_clip, run_cli, write_config, write_video
+from tests.conftest import (ROOT, TINY, alive, gone_within, make_clip, run_cli, write_config,
+                            write_video)
 from utils.config_utils import parse_config
 from utils.engine import build_loader, resilient_batches
 from utils.safe_pickle import safe_load
@@ -34,8 +37,8 @@ def assert_same_weights(a, b):
         np.testing.assert_allclose(wa[k], wb[k], rtol=1e-5, atol=1e-6, err_msg=k)
 
 
-def start(args):
-    env = dict(os.environ, PYTHONWARNINGS='ignore', PYTHONUNBUFFERED='1')
+def start(args, tag=''):
+    env = dict(os.environ, PYTHONWARNINGS='ignore', PYTHONUNBUFFERED='1', TSM_TEST_TAG=tag)
     return subprocess.Popen([sys.executable, *args], cwd=ROOT, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True, env=env)
 
@@ -67,11 +70,13 @@ def test_sigkill_at_several_moments_then_resume_latest(reference, tmp_path):
     out = tmp_path / 'killed'
     args = [*TRAIN, '--config', data['config'], '--save_dir', str(out), '--resume', 'latest']
     for marker in ('Epoch 0, iter 0/2', 'Epoch 0 done', 'Epoch 1, iter 0/2'):
-        proc = start(args)
+        tag = f'sigkill-{os.getpid()}-{time.time()}'
+        proc = start(args + ['-o', 'TRAIN.num_reader_threads=2'], tag)  # with workers
         wait_for(proc, marker)
         proc.send_signal(signal.SIGKILL)
         proc.wait(timeout=30)
         assert proc.returncode == -signal.SIGKILL
+        assert gone_within(tag, 10) == []  # its loader workers died with it
     res = run_cli(*args)
     assert res.returncode == 0, res.stderr[-2000:]
     assert 'resumed from' in res.stdout
@@ -111,6 +116,50 @@ def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(tiny_dataset, 
 
 # ---- decoders that hang or crash ----
 
+def children():
+    """This process's child processes, zombies (ended, not reaped) included."""
+    pids = set()
+    for task in os.listdir('/proc/self/task'):
+        try:
+            with open(f'/proc/self/task/{task}/children', encoding='ascii') as f:
+                pids.update(int(p) for p in f.read().split())
+        except OSError:  # the thread ended meanwhile
+            pass
+    return pids
+
+
+@pytest.fixture
+def generations(monkeypatch):
+    """Watches the iterators a test's loaders start: the worker pids of each, and which
+    workers of the earlier ones were still alive at each start (none may be: an old
+    worker writing the culprit slots would have a new death blamed on its video)."""
+    import paddle
+    record = {'workers': [], 'alive_at_start': []}
+    real = paddle.io.DataLoader.__iter__
+
+    def spy(self):
+        record['alive_at_start'].append([p for g in record['workers'] for p in g if alive(p)])
+        it = real(self)
+        record['workers'].append([w.pid for w in getattr(it, '_workers', [])])
+        return it
+    monkeypatch.setattr(paddle.io.DataLoader, '__iter__', spy)
+    return record
+
+
+@pytest.fixture
+def leaves_nothing(generations):
+    """The loader scenario ends with nothing of its loaders left, at once: no worker
+    process (running or unreaped), no reader thread, no /dev/shm/paddle_<worker pid>_*
+    segment, no pid in Paddle's SIGCHLD check that would raise for an old death."""
+    from paddle.base import core
+    kids = children()
+    yield
+    assert children() - kids == set()
+    assert [t.name for t in threading.enumerate() if '_thread_loop' in t.name] == []
+    pids = [p for g in generations['workers'] for p in g]
+    assert pids and [f for p in pids for f in glob.glob(f'/dev/shm/paddle_{p}_*')] == []
+    core._throw_error_if_process_failed()  # raises for a registered worker that died
+
 def _dataset(tmp_path, n, timeout):
     good = write_video(tmp_path / 'good.avi', make_clip(8))
     lines = [f"{tmp_path / f'bad{i}.avi' if i == 1 else good} 0" for i in range(n)]
@@ -140,7 +189,8 @@ def _patch_decoder(monkeypatch, behaviour, bad='bad'):
 
 
 @pytest.mark.parametrize('behaviour', ['sleeps', 'stuck_in_c', 'segfaults'])
-def test_bad_decoder_is_skipped_and_the_epoch_goes_on(tmp_path, monkeypatch, behaviour):
+def test_bad_decoder_is_skipped_and_the_epoch_goes_on(tmp_path, monkeypatch, behaviour,
+                                                      leaves_nothing):
     _patch_decoder(monkeypatch, behaviour, bad='bad1')
     ds = _dataset(tmp_path, 6, timeout=1.0)
     loader = build_loader(ds, batch_size=2, num_workers=1)
@@ -162,7 +212,8 @@ def twelve_clips(tmp_path_factory):
 
 @pytest.mark.parametrize('workers, bad', [(2, i) for i in range(12)] +
                          [(w, i) for w in (1, 3) for i in (0, 5, 11)])
-def test_a_segfaulting_clip_anywhere_costs_only_itself(twelve_clips, monkeypatch, workers, bad):
+def test_a_segfaulting_clip_anywhere_costs_only_itself(twelve_clips, monkeypatch, workers, bad,
+                                                      generations, leaves_nothing):
     """12 clips, batches of 2, one decoder segfault at item `bad`, while the consumer is
     busy between batches (as a training step is): Paddle then reports the death from a
     SIGCHLD handler wherever the main thread is.  Every batch comes, in order, with
@@ -181,3 +232,23 @@ def test_a_segfaulting_clip_anywhere_costs_only_itself(twelve_clips, monkeypatch
         seen.append((i, len(batch['paths']), int(batch['failed'])))
     expected = [(i, 2 - (i == bad // 2), int(i == bad // 2)) for i in range(6)]
     assert seen == expected
+    assert len(generations['workers']) == 2  # the workers restarted once
+    assert generations['alive_at_start'] == [[], []]  # with every old worker gone
+
+
+def _good_loader(tmp, n=6, workers=2):
+    good = write_video(tmp / 'good.avi', make_clip(8))
+    (tmp / 'g.list').write_text(f"{good} 0\n" * n)
+    cfg = parse_config(write_config(tmp / 'c.yaml', {k: dict(v) for k, v in TINY.items()}))
+    return build_loader(get_reader('TSM', 'valid', cfg, filelist=str(tmp / 'g.list')),
+                        batch_size=2, num_workers=workers)
+
+
+def test_an_epoch_that_ends_normally_leaves_nothing(tmp_path, leaves_nothing):
+    assert [len(b['paths']) for _, b in resilient_batches(_good_loader(tmp_path))] == [2, 2, 2]
+
+
+def test_a_consumer_that_stops_early_leaves_nothing(tmp_path, leaves_nothing):
+    batches = resilient_batches(_good_loader(tmp_path))
+    assert next(batches)[0] == 0
+    batches.close()  # as a `break` or an exception in the training step does

@@ -11,7 +11,14 @@ instead of an exception, and resilient_batches checks for deaths between batches
 so a death never surfaces in the middle of a training step.  The item the dead worker
 was reading is then skipped for the rest of the run (counted as failed, named in the
 log) and the workers restart at the first batch not yet delivered: no other video is lost.
+
+How iterators end (close_iterator): on the main thread, before any new worker starts,
+the old workers are ended and reaped, the reader thread joined, the queues closed, the
+shared-memory segments the workers left unlinked.  Workers also die with their parent
+however it dies, SIGKILL included (utils.orphans.die_with_parent, their worker_init_fn).
 """
+import contextlib
+import glob
 import itertools
 import logging
 import multiprocessing
@@ -23,13 +30,17 @@ import time
 
 import numpy as np
 import paddle
+from paddle.io.dataloader.worker import _ResumeIteration
+from paddle.io.multiprocess_utils import _set_SIGCHLD_handler
 
 from reader import collate
 from utils.env import available_cpus
+from utils.orphans import die_with_parent
 
 logger = logging.getLogger(__name__)
 
 MAX_WORKERS = 64  # slots of TrackedDataset; more workers than this are not tracked
+READER_POLL_S = 0.25  # see build_loader
 
 
 class LoaderError(RuntimeError):
@@ -107,6 +118,11 @@ class TrackedDataset(paddle.io.Dataset):
             if slot is not None:
                 self.slots[slot + 1] = -1
 
+    def forget(self):
+        """No worker is reading anything: before workers start (the slots of the dead ones
+        would name their items again)."""
+        self.slots[:] = [-1] * len(self.slots)
+
     def reading(self):
         """{worker pid: item it is reading} (items being read right now)."""
         s = self.slots
@@ -146,9 +162,13 @@ def build_loader(dataset, batch_size, num_workers, rank=0, world=1, shuffle=Fals
                                 batch_size, workers, getattr(dataset, 'num_views', 1))
     if workers > 0:
         dataset = TrackedDataset(dataset)
+    # timeout: how often Paddle's reader thread looks up from the workers' queue to see
+    # whether it was told to stop or a worker died (its default, 5 s, kept it alive that
+    # long after every epoch and delayed noticing a dead worker by as much)
     return paddle.io.DataLoader(dataset, batch_sampler=ResumableBatches(sampler),
                                 num_workers=workers, collate_fn=collate,
-                                use_shared_memory=workers > 0, prefetch_factor=prefetch)
+                                use_shared_memory=workers > 0, prefetch_factor=prefetch,
+                                timeout=READER_POLL_S, worker_init_fn=die_with_parent)
 
 
 _DEATH = re.compile(r'killed by signal|exited unexpectedly|exit unexpectedly|'
@@ -168,6 +188,7 @@ class WorkerDeaths:
         if self._previous is not None or \
                 threading.current_thread() is not threading.main_thread():
             return self
+        _set_SIGCHLD_handler()  # Paddle's, as its first iterator would (once per process)
         previous = signal.getsignal(signal.SIGCHLD)
         if not callable(previous):
             return self
@@ -232,10 +253,11 @@ def resilient_batches(loader, start=0, max_restarts=10):
     try:
         while pos < len(loader):
             sampler.skip = pos
-            it = None
+            if tracked is not None:
+                tracked.forget()
             try:
-                it = iter(loader)  # a worker may die already while this starts them
-                deaths.install()  # after iter(): Paddle installs its SIGCHLD handler there
+                deaths.install()  # before iter(): a worker may die while it starts them
+                it = iter(loader)
                 while not deaths:
                     try:
                         batch = next(it)
@@ -250,7 +272,8 @@ def resilient_batches(loader, start=0, max_restarts=10):
             finally:
                 sampler.skip = 0
             culprits = _culprits(tracked, deaths)
-            it = None  # ends the remaining workers
+            close_iterator(it)  # every old worker is gone before a new one starts
+            it = None
             reason = deaths.messages[0] if deaths.messages else 'a worker died'
             deaths.clear()
             restarts += 1
@@ -274,10 +297,62 @@ def resilient_batches(loader, start=0, max_restarts=10):
                                "batch %d", reason, pos)
                 unknown_at = pos
     finally:
+        # the end, or a consumer that stopped early (an error, a break): the workers end
+        # now, not at exit, where terminating them segfaulted the process (tools/quantize.py)
+        close_iterator(it)
         deaths.uninstall()
-        # closed before the end (a consumer that stops early): the workers end now, not
-        # at exit, where terminating them segfaulted the process (tools/quantize.py: 139)
-        getattr(it, '_try_shutdown_all', lambda: None)()
+
+
+def close_iterator(it, grace=5.0):
+    """End a DataLoader iterator now, on the calling (main) thread: its reader thread
+    stopped and joined, its workers ended and reaped, its queues closed, its C++ reader
+    shut down, its pids out of Paddle's SIGCHLD check.  Without this an iterator dropped
+    after a worker died lives on through its reader thread, which holds it; Paddle's
+    __del__ then tears it down seconds later on that thread, while new workers run,
+    without shutting the reader down.  Workers get SIGTERM (Paddle's handler in them
+    unlinks their /dev/shm segments), SIGKILL after `grace` s."""
+    if it is None:
+        return
+    if not hasattr(it, '_workers'):  # one process: Paddle's own teardown joins its thread
+        it._try_shutdown_all()
+        return
+    thread = getattr(it, '_thread', None)
+    if not it._shutdown:
+        it._exit_thread_expectedly()  # the reader thread stops at its next check
+        it._workers_done_event.set()
+        for w in it._workers:
+            if w.is_alive():
+                w.terminate()
+        deadline = time.monotonic() + grace
+        for w in it._workers:
+            w.join(max(0.0, deadline - time.monotonic()))
+            if w.is_alive():
+                w.kill()
+                w.join()
+        if thread is not None and thread.is_alive():
+            # wakes the reader thread from its wait on the workers' queue (5 s otherwise);
+            # every writer is dead, so this message cannot land inside another
+            it._data_queue._writer.send((_ResumeIteration(), None, None))
+    if thread is not None and thread is not threading.current_thread():
+        thread.join(grace)
+        if thread.is_alive():
+            logger.warning("data loader reader thread did not end in %.0f s", grace)
+    if not it._shutdown:
+        it._reader.shutdown()
+        it._try_shutdown_all(0)  # queues closed, pids erased; the workers are reaped
+    for w in it._workers:
+        if w.exitcode is not None:  # ended and reaped
+            remove_segments(w.pid)
+
+
+def remove_segments(pid):
+    """Unlink the shared-memory segments that ended DataLoader worker `pid` left: those
+    of batches sent but never read (an early stop, a restart) and, when it was SIGKILLed
+    or ended by reader.guard's _exit, every one it made.  Names start with paddle_<pid>_;
+    what the main process has mapped stays valid."""
+    for path in glob.glob(f'/dev/shm/paddle_{pid}_*'):
+        with contextlib.suppress(OSError):
+            os.unlink(path)
 
 
 def _culprits(tracked, deaths, wait=3.0):

@@ -5,6 +5,7 @@ otherwise adopted by init and lives on: a DataLoader worker blocked on its queue
 forever.  Imports nothing heavy, so a worker can call it before Paddle is imported.
 """
 import ctypes
+import multiprocessing
 import os
 import signal
 
@@ -12,12 +13,18 @@ PR_SET_PDEATHSIG = 1
 
 
 def die_with_parent(*_):
-    """The kernel sends this process SIGKILL when the thread that started it ends (for
-    DataLoader workers and pools: the main thread of the parent).  Any arguments are
-    ignored, so it can be a DataLoader's worker_init_fn."""
+    """Ask the kernel to send this process SIGTERM when its parent ends, however it ends.
+
+    The kernel ties the signal to the parent *thread* that forked this process: every
+    caller here is forked or spawned from the parent's main thread (DataLoader iterators
+    and the server's pool are created there), which ends only with the process.  SIGTERM,
+    not SIGKILL: a DataLoader worker's handler (Paddle's) unlinks its shared-memory
+    segments before it dies.  Any arguments are ignored, so it can be a DataLoader's
+    worker_init_fn."""
     try:
-        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
     except (OSError, AttributeError):
-        pass
-    if os.getppid() == 1:  # the parent already went before prctl
-        os._exit(1)
+        return
+    parent = multiprocessing.parent_process()
+    if parent is not None and os.getppid() != parent.pid:  # it ended before prctl
+        os.kill(os.getpid(), signal.SIGTERM)

@@ -78,7 +78,9 @@ def finish(proc, logs, timeout=300):
 
 
 def read_logs(logs):
-    return [(logs / f'workerlog.{r}').read_text(errors='replace')
+    # without NUL bytes: Paddle's C handler writes a worker's segfault message with its
+    # string's terminating NUL, so the rank's next line starts with one ('\0error: ...')
+    return [(logs / f'workerlog.{r}').read_text(errors='replace').replace('\0', '')
             if (logs / f'workerlog.{r}').exists() else '' for r in (0, 1)]
 
 

@@ -15,7 +15,7 @@
                then openvino.convert_model
 
 `backend='auto'` (choose) takes the fastest installed (and usable) engine for the precision,
-from the figures in SECONDS_PER_CLIP.  utils/inference.py caches the exports and checks them
+in FASTEST_FIRST.  utils/inference.py caches the exports and checks them
 against the eager model.
 """
 import importlib
@@ -44,14 +44,13 @@ REQUIRES = {'paddle': {'paddle': 'paddlepaddle'},
 FORMULATION = {'paddle': 'conv', 'onnxruntime': 'split', 'openvino': 'split'}
 BATCH = {'paddle': 1, 'onnxruntime': None, 'openvino': 1}
 
-# s/clip, ResNet-50 TSM, 8 frames at 224, 2 threads, each engine alone in its process
-# (issue 13, this project's 2-core Xeon with AVX-512, AVX512-BF16 and AMX); 'auto' takes
-# the first installed engine in this order.  ONNX Runtime has no bf16 convolutions: its
-# bf16 is its fp32.  The same order on an AMD EPYC host without AMX (2026-12-01): fp32
-# openvino 0.35, onnxruntime 0.38, paddle 0.41; bf16 openvino 0.17, paddle 0.21.
-SECONDS_PER_CLIP = {
-    'fp32': {'openvino': 0.24, 'onnxruntime': 0.26, 'paddle': 0.31},
-    'bf16': {'openvino': 0.075, 'paddle': 0.14, 'onnxruntime': 0.26},
+# The engines, fastest first, per precision: 'auto' takes the first installed and usable
+# one.  The order comes from bench/shift_engines.py (ResNet-50 TSM, 8 frames at 224, 2
+# threads), the same on both hosts measured; the figures are in docs/engines.md.  ONNX
+# Runtime has no bf16 convolutions: its bf16 is its fp32.
+FASTEST_FIRST = {
+    'fp32': ('openvino', 'onnxruntime', 'paddle'),
+    'bf16': ('openvino', 'paddle', 'onnxruntime'),
 }
 
 
@@ -106,14 +105,12 @@ def choose(backend, precision):
     logged with the reason)."""
     if backend != 'auto':
         return backend
-    order = SECONDS_PER_CLIP.get(precision, SECONDS_PER_CLIP['fp32'])
-    ranked = sorted(order, key=order.get)
+    ranked = FASTEST_FIRST.get(precision, FASTEST_FIRST['fp32'])
     absent = [n for n in ranked if missing(n)]
     broken = {n: why for n in ranked if n not in absent and (why := unusable(n))}
     name = next(n for n in ranked if n not in absent and n not in broken)  # paddle always is
-    figures = ', '.join(f"{n} {order[n]:g}" for n in ranked)
-    logger.info("backend auto: %s, the fastest installed engine for %s (s/clip, R50 TSM on "
-                "a 2-core AMX Xeon: %s)%s", name, precision, figures,
+    logger.info("backend auto: %s, the fastest installed engine for %s (fastest first: %s; "
+                "docs/engines.md)%s", name, precision, ', '.join(ranked),
                 f"; not installed: {', '.join(absent)}" if absent else '')
     for reason in dict.fromkeys(broken.values()):  # one line per reason
         logger.warning("backend auto: not %s: %s", ' or '.join(

@@ -123,11 +123,8 @@ def environ_of(pid):
 
 def alive(pid):
     """True while `pid` runs (a zombie has ended)."""
-    try:
-        with open(f'/proc/{pid}/stat', encoding='ascii') as f:
-            return f.read().rsplit(')', 1)[1].split()[0] not in ('Z', 'X')
-    except (OSError, IndexError):
-        return False
+    from utils.orphans import ended
+    return not ended(pid)
 
 
 def tagged(tag):

@@ -35,7 +35,7 @@ from paddle.io.multiprocess_utils import _set_SIGCHLD_handler
 
 from reader import collate
 from utils.env import available_cpus
-from utils.orphans import die_with_parent
+from utils.orphans import die_with_parent, ended
 
 logger = logging.getLogger(__name__)
 
@@ -231,15 +231,6 @@ class WorkerDeaths:
         return bool(self.messages)
 
 
-def _dead(pid):
-    """True when process `pid` has exited (a zombie or gone)."""
-    try:
-        with open(f'/proc/{pid}/stat', encoding='ascii') as f:
-            return f.read().rsplit(')', 1)[1].split()[0] in ('Z', 'X')
-    except (OSError, IndexError):
-        return True
-
-
 def resilient_batches(loader, start=0, max_restarts=10):
     """Yield (index, batch) from batch `start` on.  When a worker process dies, the item
     it was reading is skipped from then on (counted as failed) and the workers restart at
@@ -309,8 +300,9 @@ def close_iterator(it, grace=5.0):
     shut down, its pids out of Paddle's SIGCHLD check.  Without this an iterator dropped
     after a worker died lives on through its reader thread, which holds it; Paddle's
     __del__ then tears it down seconds later on that thread, while new workers run,
-    without shutting the reader down.  Workers get SIGTERM (Paddle's handler in them
-    unlinks their /dev/shm segments), SIGKILL after `grace` s."""
+    without shutting the reader down.  Workers get SIGTERM, SIGKILL after `grace` s; the
+    /dev/shm segments they leave (Paddle's handler skips them for a SIGTERM from the
+    parent) are unlinked here."""
     if it is None:
         return
     if not hasattr(it, '_workers'):  # one process: Paddle's own teardown joins its thread
@@ -365,7 +357,7 @@ def _culprits(tracked, deaths, wait=3.0):
     reading = tracked.reading()
     deadline = time.monotonic() + wait
     while True:
-        pids = [p for p in reading if p in deaths.pids] or [p for p in reading if _dead(p)]
+        pids = [p for p in reading if p in deaths.pids] or [p for p in reading if ended(p)]
         if pids or time.monotonic() > deadline:
             return {reading[p] for p in pids}
         time.sleep(0.05)

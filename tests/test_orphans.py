@@ -1,0 +1,84 @@
+"""utils/orphans.die_with_parent as a paddle.io.DataLoader's worker_init_fn: a process
+SIGKILLed while its workers read ahead leaves neither a worker nor a worker's
+/dev/shm/paddle_* file behind, whichever of its threads started the workers, and workers
+started by a thread that has ended live on while the process does."""
+import contextlib
+import glob
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+
+import pytest
+
+from tests.conftest import ROOT
+from utils.orphans import ended
+
+PARENT = textwrap.dedent('''
+    import os, signal, sys, threading, time
+    sys.path.insert(0, {root!r})
+    import numpy as np
+    import paddle
+    from utils.orphans import die_with_parent
+
+    class Frames(paddle.io.Dataset):
+        def __len__(self):
+            return 10000
+
+        def __getitem__(self, i):
+            return np.full((64, 64, 3), i % 255, dtype=np.float32)
+
+    loader = paddle.io.DataLoader(Frames(), batch_size=4, num_workers=2, prefetch_factor=4,
+                                  use_shared_memory=True, worker_init_fn=die_with_parent)
+    if sys.argv[1] == 'thread':
+        # Paddle sets its SIGCHLD handler at the first iter(), which only the main thread can
+        first = iter(loader)
+        next(first)
+        first._try_shutdown_all()
+        box = {{}}
+        t = threading.Thread(target=lambda: box.update(it=iter(loader)))
+        t.start()
+        t.join()  # the thread that forked the workers has ended
+        it = box['it']
+    else:
+        it = iter(loader)
+    print(*[w.pid for w in it._workers], flush=True)
+    time.sleep(1.5)
+    for n, _ in enumerate(it):  # the workers still deliver
+        if n == 5:
+            break
+    print('read', flush=True)
+    time.sleep(1)  # they read ahead into shared memory
+    os.kill(os.getpid(), signal.SIGKILL)
+''')
+
+
+@pytest.mark.parametrize('forker', ['main', 'thread'])
+def test_loader_workers_end_with_a_killed_parent_and_leave_no_shared_memory(tmp_path, forker):
+    script = tmp_path / 'parent.py'
+    script.write_text(PARENT.format(root=ROOT))
+    out = tmp_path / 'out.txt'
+    with open(out, 'w') as f:  # not a pipe: an orphaned worker would hold it open
+        proc = subprocess.run([sys.executable, str(script), forker], stdout=f,
+                              stderr=subprocess.DEVNULL, timeout=120,
+                              env=dict(os.environ, PYTHONWARNINGS='ignore'))
+    lines = out.read_text().split('\n')
+    workers = [int(p) for p in lines[0].split()]
+    try:
+        assert proc.returncode == -signal.SIGKILL, out.read_text()
+        assert lines[1] == 'read'  # workers forked by an ended thread were not killed
+        t0 = time.time()
+        while not all(ended(p) for p in workers) and time.time() - t0 < 15:
+            time.sleep(0.2)
+        assert [p for p in workers if not ended(p)] == []
+        left = [f for p in workers for f in glob.glob(f'/dev/shm/paddle_{p}_*')]
+        assert left == []
+    finally:
+        for pid in workers:
+            with contextlib.suppress(OSError):
+                os.kill(pid, signal.SIGKILL)
+            for f in glob.glob(f'/dev/shm/paddle_{pid}_*'):
+                with contextlib.suppress(OSError):
+                    os.unlink(f)

@@ -1,6 +1,7 @@
 """Reader: sampled indices and crop boxes against hand-computed values, exact frames from
 generated lossless videos, every source format, list parsing, and counted failures."""
 import pickle
+import time
 
 import cv2
 import numpy as np
@@ -322,3 +323,53 @@ def test_loader_reads_ahead_from_buf_size_in_order(tmp_path, lossless):
     assert [int(b['indices'][0]) for b in loader] == list(range(7))
     # 8 ranks share the buffer: 12 // 8 clips each is less than Paddle's default
     assert build_loader(ds, 1, 2, rank=0, world=8).prefetch_factor == 2
+
+
+class CountingReads(paddle.io.Dataset):
+    """The reader's items, each read appended to a file (workers are other processes)."""
+
+    def __init__(self, dataset, log):
+        self.dataset, self.log = dataset, str(log)
+        self.buf_size = dataset.buf_size
+
+    def __len__(self):
+        return len(self.dataset)
+
+    def __getitem__(self, i):
+        item = self.dataset[i]
+        with open(self.log, 'a', encoding='ascii') as f:
+            f.write(f'{i}\n')
+        return item
+
+
+def test_workers_read_ahead_as_far_as_buf_size_allows(tmp_path, lossless):
+    """buf_size 4, 2 workers, batch 1: 2 batches each ahead.  While the consumer holds
+    the first batch, the workers read exactly 4 more videos, then wait."""
+    from utils.engine import build_loader
+    from utils.env import available_cpus
+    if available_cpus() < 2:
+        pytest.skip('needs 2 cores for 2 workers')
+    _, good = lossless
+    (tmp_path / 'v.list').write_text('\n'.join(f"{good} {i % 3}" for i in range(12)))
+    sections = {k: dict(v) for k, v in TINY.items()}
+    sections['VALID']['buf_size'] = 4
+    cfg = parse_config(write_config(tmp_path / 'c.yaml', sections))
+    log = tmp_path / 'reads.txt'
+    ds = CountingReads(get_reader('TSM', 'valid', cfg, filelist=str(tmp_path / 'v.list')), log)
+    loader = build_loader(ds, 1, 2)
+    assert loader.prefetch_factor == 2
+    it = iter(loader)
+    reads = lambda: len(log.read_text().split()) if log.exists() else 0  # noqa: E731
+    try:
+        assert int(next(it)['indices'][0]) == 0
+        deadline = time.time() + 30
+        while reads() < 5 and time.time() < deadline:
+            time.sleep(0.05)
+        time.sleep(1.0)  # had they not stopped, more would be read by now
+        assert reads() == 5  # the one consumed and 2 x 2 ahead, in order
+        assert sorted(map(int, log.read_text().split())) == list(range(5))
+        assert [int(b['indices'][0]) for b in it] == list(range(1, 12))
+        assert reads() == 12
+    finally:
+        from utils.loader import close_iterator
+        close_iterator(it)

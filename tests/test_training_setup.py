@@ -26,15 +26,37 @@ def test_amp_on_the_cpu_is_a_one_line_error(tiny_dataset):
     assert res.stderr.startswith("error: TRAIN.amp needs a GPU") and res.stderr.count('\n') == 1
 
 
-class RecordingScaler:
-    """A scaler that is on (as on a GPU) and records the state it is given."""
-    _enable = True
+@contextlib.contextmanager
+def device_place():
+    """GradScaler turns itself off on the CPU: while it is built, the tracer's place says
+    GPU, so what follows is the scaler a GPU run has (state_dict and load_state_dict are
+    plain Python over its tensors, which live on the CPU here)."""
+    import paddle.amp.grad_scaler as gs
+    real = gs._dygraph_tracer
 
-    def __init__(self):
-        self.loaded = None
+    class Place:
+        def __init__(self, place):
+            self.place = place
 
-    def load_state_dict(self, state):
-        self.loaded = state
+        def is_gpu_place(self):
+            return True
+
+    class Tracer:
+        def __init__(self, tracer):
+            self._expected_place = Place(tracer._expected_place)
+
+    gs._dygraph_tracer = lambda: Tracer(real())
+    try:
+        yield
+    finally:
+        gs._dygraph_tracer = real
+
+
+def gpu_scaler(**kw):
+    with device_place():
+        scaler = paddle.amp.GradScaler(enable=True, **kw)
+    assert scaler._enable
+    return scaler
 
 
 def _tiny_model(tmp_path):
@@ -43,37 +65,50 @@ def _tiny_model(tmp_path):
 
 
 def test_resume_restores_the_loss_scale(tmp_path):
+    """A real GradScaler's state (its scale grown by steps) -> the checkpoint -> a fresh
+    scaler at resume: the same state."""
     model = _tiny_model(tmp_path)
     opt = paddle.optimizer.Momentum(parameters=model.parameters())
-    saved = {'scale': np.array([1024.0], np.float32), 'incr_ratio': 2.0, 'decr_ratio': 0.5,
-             'incr_every_n_steps': 1000, 'decr_every_n_nan_or_inf': 2, 'incr_count': 7,
-             'decr_count': 1, 'use_dynamic_loss_scaling': True}
+    trained = gpu_scaler(init_loss_scaling=1024.0, incr_every_n_steps=3)
+    trained._scale = paddle.to_tensor([4096.0])  # what growth would have made of it
+    trained._incr_count, trained._decr_count = 2, 1
     prefix = str(tmp_path / 'TSM_epoch0_iter1')
     checkpoint.save_checkpoint(prefix, model, opt, epoch=0, next_iter=1, steps_per_epoch=3,
-                               step=1, seed=5, scaler=saved)
-    scaler = RecordingScaler()
+                               step=1, seed=5, scaler=trained.state_dict())
+    resumed = gpu_scaler(init_loss_scaling=2.0 ** 15)
     args = argparse.Namespace(resume=prefix, pretrain='none', save_dir=str(tmp_path),
                               model_name='TSM')
-    start = jobs.init_weights(_tiny_model(tmp_path), opt, scaler, args, 3, 0, Ranks())
+    start = jobs.init_weights(_tiny_model(tmp_path), opt, resumed, args, 3, 0, Ranks())
     assert start == (0, 1, 5)
-    assert scaler.loaded['incr_count'] == 7 and scaler.loaded['decr_count'] == 1
-    np.testing.assert_array_equal(scaler.loaded['scale'], [1024.0])
+    got, want = resumed.state_dict(), trained.state_dict()
+    assert got.keys() == want.keys()
+    for k in want:
+        np.testing.assert_array_equal(np.asarray(got[k]), np.asarray(want[k]), err_msg=k)
+    assert resumed.get_init_loss_scaling() == 4096.0 and resumed._incr_count == 2
 
 
-def test_evaluation_runs_under_the_training_autocast(tiny_dataset):
+def test_evaluation_runs_under_the_training_autocast(tiny_dataset, monkeypatch):
+    """Each evaluation batch runs inside paddle.amp.auto_cast with training's level and
+    dtype.  On the CPU Paddle's auto_cast turns itself off (the tracer's AMP level stays
+    O0, convolutions stay float32), so what is observed is the call, recorded on its way
+    to the real auto_cast."""
     from reader import get_reader
     from utils.loader import build_loader
     cfg = parse_config(tiny_dataset['config'])
-    entered = []
+    real, calls, batches = paddle.amp.auto_cast, [], []
 
-    class RecordingAmp(Amp):
-        def autocast(self):
-            entered.append(self.level)
-            return contextlib.nullcontext()
+    def recording(**kw):
+        calls.append((kw.get('enable'), kw.get('level'), kw.get('dtype')))
+        return real(**kw)
 
+    monkeypatch.setattr(paddle.amp, 'auto_cast', recording)
+    model = get_model('TSM', cfg, 'valid')
+    model.register_forward_post_hook(lambda layer, x, y: batches.append(len(calls)))
     loader = build_loader(get_reader('TSM', 'valid', cfg), 4, 0)
-    evaluate(get_model('TSM', cfg, 'valid'), loader, amp=RecordingAmp(True, 'O2', 'float16'))
-    assert entered == ['O2'] * len(loader)
+    evaluate(model, loader, amp=Amp(True, 'O2', 'float16'))
+    assert set(calls) == {(True, 'O2', 'float16')}
+    # every forward ran after an auto_cast of its own had been entered
+    assert len(batches) == len(loader) and batches == sorted(set(batches)) and batches[0] >= 1
 
 
 def test_deep_models_without_pretrain_warn(caplog):

@@ -1,5 +1,6 @@
 """train.py with faults injected from the environment, for the distributed tests
-(tests/test_distributed.py launches it with paddle.distributed.launch).  Nothing here is
+(tests/test_distributed.py launches it with paddle.distributed.launch) and the signal tests
+of tests/test_crash_safety.py.  Nothing here is
 part of the project; it only patches it from outside.
 
   TSM_FAULT_SEGV=TEXT        the decoder segfaults on videos whose name contains TEXT
@@ -7,6 +8,9 @@ part of the project; it only patches it from outside.
   TSM_FAULT_NOSPACE=E        rank 0 cannot write the checkpoint that ends epoch E
   TSM_FAULT_OWN_SAVE_DIR=D   ranks other than 0 use D/rank<N> as --save_dir (a machine
                              that does not share rank 0's disk)
+  TSM_FAULT_PAUSE=E:N[:S]    in rank 0's Nth step of epoch E (its forward done), print
+                             PAUSED and wait for S signals (default 1) before going on, so
+                             a test's signal lands in that step and no other
 """
 import errno
 import os
@@ -31,8 +35,12 @@ def segfault_on(text):
 
 def nan_at(rank, epoch, nth):
     """Rank `rank`'s nth loss (0-based, counting the steps that had videos) of `epoch`."""
-    if RANK != rank:
-        return
+    if RANK == rank:
+        on_nth_loss(epoch, nth, lambda loss: loss * float('nan'))
+
+
+def on_nth_loss(epoch, nth, act):
+    """act(loss) -> loss for the nth loss (0-based) of `epoch` in this process."""
     import paddle.nn.functional as F
     from utils import jobs
     real_ce, real_train = F.cross_entropy, jobs.train_one_epoch
@@ -46,9 +54,36 @@ def nan_at(rank, epoch, nth):
         loss = real_ce(*args, **kwargs)
         hit = state['epoch'] == epoch and state['calls'] == nth
         state['calls'] += 1
-        return loss * float('nan') if hit else loss
+        return act(loss) if hit else loss
     F.cross_entropy = cross_entropy
     jobs.train_one_epoch = train_one_epoch
+
+
+def pause_at(epoch, nth, signals=1):
+    """The step waits, inside the project's own signal handlers, for `signals` signals."""
+    if RANK != 0:
+        return
+    import time
+
+    def pause(loss):
+        seen = []
+        handlers = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
+
+        def recording(signum, frame):
+            seen.append(signum)
+            handlers[signum](signum, frame)  # the project's: may raise (a second signal)
+
+        for s in handlers:
+            signal.signal(s, recording)
+        try:
+            print('PAUSED', flush=True)
+            while len(seen) < signals:
+                time.sleep(0.02)
+        finally:
+            for s, h in handlers.items():
+                signal.signal(s, h)
+        return loss
+    on_nth_loss(epoch, nth, pause)
 
 
 def no_space_at(epoch):
@@ -71,6 +106,8 @@ def main():
         segfault_on(env['TSM_FAULT_SEGV'])
     if env.get('TSM_FAULT_NAN'):
         nan_at(*map(int, env['TSM_FAULT_NAN'].split(':')))
+    if env.get('TSM_FAULT_PAUSE'):
+        pause_at(*map(int, env['TSM_FAULT_PAUSE'].split(':')))
     if env.get('TSM_FAULT_NOSPACE'):
         no_space_at(int(env['TSM_FAULT_NOSPACE']))
     argv = sys.argv[1:]

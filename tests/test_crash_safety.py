@@ -37,8 +37,9 @@ def assert_same_weights(a, b):
         np.testing.assert_allclose(wa[k], wb[k], rtol=1e-5, atol=1e-6, err_msg=k)
 
 
-def start(args, tag=''):
-    env = dict(os.environ, PYTHONWARNINGS='ignore', PYTHONUNBUFFERED='1', TSM_TEST_TAG=tag)
+def start(args, tag='', **faults):
+    env = dict(os.environ, PYTHONWARNINGS='ignore', PYTHONUNBUFFERED='1', TSM_TEST_TAG=tag,
+               **faults)
     return subprocess.Popen([sys.executable, *args], cwd=ROOT, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True, env=env)
 
@@ -84,21 +85,47 @@ def test_sigkill_at_several_moments_then_resume_latest(reference, tmp_path):
 
 
 def test_sigterm_and_sigint_save_then_resume(reference, tmp_path):
+    """Each signal lands in a chosen step (tests/faulty_train.py pauses it until the signal
+    is in): mid-epoch, the last step of an epoch, the last step of the run."""
     data, final = reference
     out = tmp_path / 'term'
-    base = [*TRAIN, '--config', data['config'], '--save_dir', str(out)]
-    for sig, marker in ((signal.SIGTERM, 'Epoch 0, iter 0/2'), (signal.SIGINT, 'Epoch 1, iter 0/2')):
-        proc = start(base + ['--resume', 'latest'])
-        wait_for(proc, marker)
+    base = ['tests/faulty_train.py', *TRAIN[1:], '--config', data['config'], '--save_dir',
+            str(out), '--resume', 'latest']
+    # (signal, pause at epoch:step of this process, the line it ends with)
+    for sig, pause, said in ((signal.SIGTERM, '0:0', 'interrupted at epoch 0, iteration 1'),
+                             (signal.SIGINT, '0:0', 'interrupted after epoch 0')):
+        proc = start(base, TSM_FAULT_PAUSE=pause)
+        wait_for(proc, 'PAUSED')
         proc.send_signal(sig)
         _, err = proc.communicate(timeout=120)
         assert proc.returncode == 130, err[-2000:]
-        assert err.startswith('error: interrupted') and 'Traceback' not in err
+        assert err.startswith(f'error: {said}') and 'Traceback' not in err, err[-2000:]
         prefix = err.split('continue with --resume ')[1].strip()
         assert os.path.isfile(prefix + '.pdparams') and os.path.isfile(prefix + '.pdopt')
-    res = run_cli(*base, '--resume', prefix)
-    assert res.returncode == 0, res.stderr[-2000:]
+    # in the run's last step there is nothing left to stop: it ends as planned
+    proc = start(base, TSM_FAULT_PAUSE='1:1')
+    before = wait_for(proc, 'PAUSED')
+    proc.send_signal(signal.SIGTERM)
+    after, err = proc.communicate(timeout=120)
+    assert proc.returncode == 0, err[-2000:]
+    assert 'resumed from' in before and 'got SIGTERM' in after + err
     assert_same_weights(out / 'TSM.pdparams', final)
+
+
+def test_a_second_signal_stops_at_once_without_a_checkpoint(reference, tmp_path):
+    data, _ = reference
+    out = tmp_path / 'twice'
+    proc = start(['tests/faulty_train.py', *TRAIN[1:], '--config', data['config'],
+                  '--save_dir', str(out)], TSM_FAULT_PAUSE='0:0:2')
+    wait_for(proc, 'PAUSED')
+    proc.send_signal(signal.SIGTERM)
+    time.sleep(0.3)  # the first is handled (either order ends the same way)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130
+    assert err.startswith('error: interrupted before a checkpoint could be saved')
+    assert 'Traceback' not in err and err.count('\n') == 1, err[-2000:]
+    assert glob.glob(str(out / '*.pdparams')) == []
 
 
 def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(tiny_dataset, tmp_path):

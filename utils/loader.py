@@ -220,7 +220,9 @@ class WorkerDeaths:
             self._previous = None
 
     def record(self, text):
-        self.messages.append(text.split(' (at ')[0].strip())
+        # Paddle's messages go on with '[Hint: ...]' lines and ' (at file:line)': the first
+        # line is the reason, so the warnings and a LoaderError stay one line
+        self.messages.append(text.strip().split('\n')[0].split(' (at ')[0].strip())
         self.pids.update(int(p) for p in _PID.findall(text))
 
     def clear(self):

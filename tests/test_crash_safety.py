@@ -16,8 +16,8 @@ import pytest
 
 from reader import get_reader
 from reader import kinetics_reader
-from tests.conftest import (ROOT, TINY, alive, gone_within, make_clip, run_cli, write_config,
-                            write_video)
+from tests.conftest import (ROOT, TINY, alive, gone_within, make_clip, run_cli, tagged,
+                            write_config, write_video)
 from utils.config_utils import parse_config
 from utils.engine import build_loader, resilient_batches
 from utils.safe_pickle import safe_load
@@ -74,10 +74,14 @@ def test_sigkill_at_several_moments_then_resume_latest(reference, tmp_path):
         tag = f'sigkill-{os.getpid()}-{time.time()}'
         proc = start(args + ['-o', 'TRAIN.num_reader_threads=2'], tag)  # with workers
         wait_for(proc, marker)
+        workers = [p for p in tagged(tag) if p != proc.pid]
         proc.send_signal(signal.SIGKILL)
         proc.wait(timeout=30)
         assert proc.returncode == -signal.SIGKILL
+        assert len(workers) == (2 if 'iter' in marker else 0)  # none between epochs
         assert gone_within(tag, 10) == []  # its loader workers died with it
+        # and unlinked their shared memory (batches read ahead, never read)
+        assert [f for p in workers for f in glob.glob(f'/dev/shm/paddle_{p}_*')] == []
     res = run_cli(*args)
     assert res.returncode == 0, res.stderr[-2000:]
     assert 'resumed from' in res.stdout

@@ -24,6 +24,13 @@ logger = logging.getLogger(__name__)
 NAME = 'openvino'
 HINTS = {'fp32': 'f32', 'bf16': 'bf16', 'int8': 'f32'}  # int8: the IR's own quantized ops,
 #                                                        the rest in f32
+# One Core for the process (OpenVINO's advice), so one CPU plugin that is never destroyed.
+# Each plugin gives the thread that first compiles with it an alternate signal stack and, when
+# destroyed, puts back the stack it found if its own is still current.  Plugins destroyed in
+# another order than made put back a stack another one already unmapped, and the next signal
+# with a handler (SIGINT's, Paddle's SIGCHLD) then segfaults or overwrites memory
+# (docs/single_process_crash.md).
+CORE = ov.Core()
 
 
 def versions():
@@ -54,8 +61,7 @@ class OpenVinoRunner(Runner):
     def __init__(self, xml, threads=1, precision='fp32', batch=None):
         if precision not in HINTS:
             raise EngineError(f"OpenVINO runs fp32, bf16 or int8, not {precision!r}")
-        core = ov.Core()
-        model = core.read_model(xml)
+        model = CORE.read_model(xml)
         shape = model.inputs[0].get_partial_shape()
         if shape[0].is_dynamic:
             static = [batch or 1] + [d.get_length() for d in list(shape)[1:]]
@@ -64,7 +70,7 @@ class OpenVinoRunner(Runner):
         config = {'INFERENCE_PRECISION_HINT': HINTS[precision],
                   'INFERENCE_NUM_THREADS': max(1, int(threads)),
                   'PERFORMANCE_HINT': 'LATENCY', 'NUM_STREAMS': 1}
-        self.compiled = core.compile_model(model, 'CPU', config)
+        self.compiled = CORE.compile_model(model, 'CPU', config)
         self.request = self.compiled.create_infer_request()
         self.info = {'engine': NAME, 'version': ov.__version__, 'precision': precision,
                      'artifact': xml, 'threads': int(threads), 'batch': self.batch,

@@ -38,8 +38,8 @@ def quantize_openvino(xml, clips, subset):
     `subset` items of `clips` (an iterable of float32 model inputs, iterated again on
     each pass NNCF makes); -> openvino.Model."""
     import nncf
-    import openvino as ov
-    model = ov.Core().read_model(xml)
+    from engines.openvino_engine import CORE  # one Core per process (docs/single_process_crash.md)
+    model = CORE.read_model(xml)
     qmodel = nncf.quantize(model, nncf.Dataset(clips), subset_size=subset)
     quantize_moved_folds(qmodel)
     return qmodel

@@ -17,7 +17,7 @@ import pytest
 
 import engines
 from engines.base import EngineError, cpu_has_bf16
-from tests.conftest import TINY, run_cli, write_config
+from tests.conftest import ROOT, TINY, run_cli, write_config
 from tests.test_inference import softmax, tiny_tsm
 from utils import inference
 
@@ -121,6 +121,35 @@ def test_onnxruntime_threads_are_set(exported):
     runner = engines.engine('onnxruntime').load(artifact, threads=2)
     opts = runner.session.get_session_options()
     assert opts.intra_op_num_threads == 2 and opts.inter_op_num_threads == 1
+
+
+SIGNAL_AFTER_RUNNERS = r"""
+import os, signal, sys, numpy as np, openvino as ov
+from engines import openvino_engine
+x = ov.opset8.parameter([1, 3, 8, 8], np.float32)
+w = ov.opset8.constant(np.ones((4, 3, 3, 3), np.float32))
+xml = os.path.join(sys.argv[1], 'conv.xml')
+ov.save_model(ov.Model([ov.opset8.convolution(x, w, [1, 1], [0, 0], [0, 0], [1, 1])], [x]), xml)
+first = openvino_engine.load(xml)
+second = openvino_engine.load(xml)
+del first, second  # released in the order they were made, as a test or a reload does
+got = []
+signal.signal(signal.SIGUSR1, lambda *_: got.append(1))  # Python's handlers: SA_ONSTACK
+for _ in range(3):
+    os.kill(os.getpid(), signal.SIGUSR1)
+print('handled', len(got))
+"""
+
+
+def test_signals_are_handled_after_runners_are_released(tmp_path):
+    """OpenVINO's CPU plugin gives the thread that compiles a model an alternate signal
+    stack of its own, and when it is destroyed it restores the stack it found, which an
+    earlier plugin may have unmapped meanwhile: the next signal with a handler then
+    segfaulted (docs/single_process_crash.md).  The runners share one plugin."""
+    res = subprocess.run([sys.executable, '-c', SIGNAL_AFTER_RUNNERS, str(tmp_path)],
+                         cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0, (res.returncode, res.stderr[-2000:])
+    assert res.stdout.split() == ['handled', '3']
 
 
 @pytest.mark.skipif(not cpu_has_bf16(), reason='this CPU has no bf16 kernels (AVX512-BF16 or AMX)')

@@ -111,20 +111,21 @@ assert not ours, ours
 
 
 def runtime_precisions(xml, layer_type='Convolution'):
-    """How OpenVINO's CPU plugin runs each `layer_type` layer of the compiled IR."""
-    import openvino as ov
-    core = ov.Core()
-    compiled = core.compile_model(core.read_model(xml), 'CPU', {'INFERENCE_PRECISION_HINT': 'f32'})
+    """How OpenVINO's CPU plugin runs each `layer_type` layer of the compiled IR (the
+    engine's Core: a Core of its own could leave an unmapped signal stack behind,
+    docs/single_process_crash.md)."""
+    from engines.openvino_engine import CORE
+    compiled = CORE.compile_model(CORE.read_model(xml), 'CPU', {'INFERENCE_PRECISION_HINT': 'f32'})
     return [op.get_rt_info()['runtimePrecision'].astype(str)
             for op in compiled.get_runtime_model().get_ops()
             if op.get_rt_info()['layerType'].astype(str) == layer_type]
 
 
 def test_quantize_writes_an_int8_ir_that_plain_openvino_runs(quantized, tmp_path):
-    import openvino as ov
+    from engines.openvino_engine import CORE
     out = quantized['dir'] / 'out'
     assert sorted(os.listdir(out)) == ['TSM.bin', 'TSM.xml']  # no temporary left
-    ops = [op.get_type_name() for op in ov.Core().read_model(str(out / 'TSM.xml')).get_ops()]
+    ops = [op.get_type_name() for op in CORE.read_model(str(out / 'TSM.xml')).get_ops()]
     assert ops.count('FakeQuantize') >= 20  # R18's 20 convolutions and the classifier
     # the plugin runs every convolution in int8 (those reading moved folds too, by
     # quantize_moved_folds: 8 of the split export's 45 here), the float32 export's in f32

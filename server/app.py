@@ -245,6 +245,8 @@ def create_app(service, pool, settings):
         except streaming.ClientGone:
             metrics.rejected.labels('client_gone').inc()
             return error(499, 'the client closed the connection')
+        except asyncio.CancelledError:  # still running when SIGTERM's grace ran out
+            return error(503, 'the server is shutting down', {'Connection': 'close'})
         finally:
             upload.remove()
         metrics.decode.observe(decoded['decode_s'])

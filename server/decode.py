@@ -10,6 +10,7 @@ watchdog) breaks the pool; DecodePool starts a fresh one and tries the call once
 there, so the other requests of that moment are not lost and the server lives on."""
 import asyncio
 import base64
+import ctypes
 import io
 import logging
 import multiprocessing
@@ -29,7 +30,7 @@ from .limits import (DecodeFailed, DecodeLimits, check_header, check_length, che
 logger = logging.getLogger(__name__)
 
 THUMB_HEIGHT = 96
-KILL_AFTER_S = 1.0  # close(): what idle workers get to leave before busy ones are killed
+KILL_AFTER_S = 2.0  # close(): what idle workers get to leave before busy ones are killed
 _reader = None  # the worker's KineticsReader (infer mode), made by init_worker
 _limits = None  # the worker's DecodeLimits
 
@@ -49,10 +50,21 @@ def init_worker(cfg, limits):
     cap_memory(limits.memory_mb)
 
 
+M_ARENA_MAX, M_MMAP_THRESHOLD = -8, -3  # glibc mallopt parameters
+
+
 def cap_memory(memory_mb):
-    """RLIMIT_AS = this process's size now (the imports) + memory_mb; 0: no cap."""
+    """RLIMIT_AS = this process's size now (the imports) + memory_mb; 0: no cap.  glibc
+    first: two malloc arenas (each thread's own arena reserves 64 MB of address space),
+    and large blocks (frames) always mmapped, so they go back to the system when freed."""
     if not memory_mb:
         return
+    try:
+        libc = ctypes.CDLL(None)
+        libc.mallopt(M_ARENA_MAX, 2)
+        libc.mallopt(M_MMAP_THRESHOLD, 128 * 1024)
+    except (OSError, AttributeError):  # not glibc
+        pass
     with open('/proc/self/status') as f:
         size_kb = next(int(line.split()[1]) for line in f if line.startswith('VmSize:'))
     limit = size_kb * 1024 + int(memory_mb) * 2 ** 20
@@ -86,24 +98,33 @@ def thumbnails(clip, mean, std, seg_num, seglen):
 def _bounded(work, path, seconds):
     """work() within `seconds` -> (its result, seconds taken); every failure -> DecodeFailed
     with a message that names no server path."""
-    from reader.guard import VideoTimeout, deadline
-    from reader.video_backends import VideoDecodeError
+    from reader.guard import deadline
     t0 = time.perf_counter()
     try:
         with deadline(max(seconds, 1e-3) if seconds else 0, hard=True):
             return work(), time.perf_counter() - t0
-    except VideoDecodeError as e:
-        raise DecodeFailed(f"cannot decode the video: {str(e).replace(path, 'upload')}") from None
-    except VideoTimeout:
-        raise DecodeFailed(f"decoding took over INFER.video_timeout "
-                           f"({_reader.video_timeout} s for the whole request)") from None
-    except MemoryError:
-        raise DecodeFailed("decoding the video needs more memory than a decode worker has "
-                           "(--decode_memory_mb)") from None
-    except DecodeFailed:
-        raise
-    except Exception as e:  # a decoder's own error on a strange file: still the file's fault
-        raise DecodeFailed(f"cannot decode the video ({type(e).__name__})") from None
+    except Exception as e:
+        failure = _as_failure(e, path)
+    # raised out here, with no __context__: the failed decode's frames (its traceback's
+    # locals) are freed now, not when the worker's next task replaces this exception
+    raise failure
+
+
+def _as_failure(e, path):
+    from reader.guard import VideoTimeout
+    from reader.video_backends import VideoDecodeError
+    if isinstance(e, DecodeFailed):
+        return DecodeFailed(str(e))
+    if isinstance(e, VideoDecodeError):
+        return DecodeFailed(f"cannot decode the video: {str(e).replace(path, 'upload')}")
+    if isinstance(e, VideoTimeout):
+        return DecodeFailed(f"decoding took over INFER.video_timeout "
+                            f"({_reader.video_timeout} s for the whole request)")
+    if isinstance(e, MemoryError):
+        return DecodeFailed("decoding the video needs more memory than a decode worker has "
+                            "(--decode_memory_mb)")
+    # a decoder's own error on a strange file: still the file's fault
+    return DecodeFailed(f"cannot decode the video ({type(e).__name__})")
 
 
 def _open(path, count=None):

@@ -144,9 +144,12 @@ def probe_upload(path, window_seconds=None, stride_seconds=None, seconds=0):
                 if not container.streams.video:
                     raise DecodeFailed("cannot decode the video: no video stream")
                 check_header(*header_facts(container), _limits)
+        except av.ArgumentError:  # what FFmpeg says of a demuxer off the allow-list
+            raise DecodeFailed("cannot decode the video: not one of the containers this "
+                               "server reads (mp4, mov, mkv, webm, avi, y4m)") from None
         except av.FFmpegError as e:
-            raise DecodeFailed(f"cannot decode the video: not one of the containers this "
-                               f"server reads ({type(e).__name__})") from None
+            raise DecodeFailed(f"cannot decode the video: not a video file "
+                               f"({type(e).__name__})") from None
         video = _open(path)
         try:
             count, fps = video.num_frames, video.fps

@@ -33,6 +33,7 @@ THUMB_HEIGHT = 96
 KILL_AFTER_S = 2.0  # close(): what idle workers get to leave before busy ones are killed
 _reader = None  # the worker's KineticsReader (infer mode), made by init_worker
 _limits = None  # the worker's DecodeLimits
+_kept = None  # (path, open video) of a request whose next chunk may come here
 
 
 def init_worker(cfg, limits):
@@ -132,11 +133,32 @@ def _open(path, count=None):
     return open_upload(path, count, max_frames=_limits.max_frames)
 
 
+def _video(path, count):
+    """The upload, open: as the previous chunk of its request left it (a decoder in order
+    goes on from there, PyAVVideo keeps its index), else opened afresh."""
+    global _kept
+    if _kept is not None and _kept[0] == path:  # upload names are random: the same request
+        video, _kept = _kept[1], None
+        return video
+    _release()
+    return _open(path, count)
+
+
+def _release():
+    """Close the video an unfinished request left open (its client went, say)."""
+    global _kept
+    if _kept is not None:
+        _kept[1].close()
+        _kept = None
+
+
 def probe_upload(path, window_seconds=None, stride_seconds=None, seconds=0):
     """In a worker: the limits on the headers, then the frame count, then the windows ->
     {'num_frames', 'fps', 'spans': [(first, stop)] or None, 'times', 'decode_s'}."""
     def probe():
+        global _kept
         import av
+        _release()  # a new request
         from reader.sampling import window_spans
         from reader.video_backends import UPLOAD_OPTIONS
         try:
@@ -153,35 +175,44 @@ def probe_upload(path, window_seconds=None, stride_seconds=None, seconds=0):
         video = _open(path)
         try:
             count, fps = video.num_frames, video.fps
-        finally:
+            check_length(count, count / fps if fps else None, _limits)
+            out = {'num_frames': count, 'fps': fps, 'spans': None, 'times': None}
+            if window_seconds:
+                if not fps:
+                    raise DecodeFailed("the video has no frame rate: windows need one")
+                stride = stride_seconds or window_seconds
+                check_windows(count / fps, window_seconds, stride, _limits)
+                spans = window_spans(count, fps, window_seconds, stride)
+                out['spans'] = [(first, stop) for first, stop, _, _ in spans]
+                out['times'] = [(round(start, 3), round(end, 3)) for _, _, start, end in spans]
+        except BaseException:
             video.close()
-        check_length(count, count / fps if fps else None, _limits)
-        out = {'num_frames': count, 'fps': fps, 'spans': None, 'times': None}
-        if window_seconds:
-            if not fps:
-                raise DecodeFailed("the video has no frame rate: windows need one")
-            stride = stride_seconds or window_seconds
-            check_windows(count / fps, window_seconds, stride, _limits)
-            spans = window_spans(count, fps, window_seconds, stride)
-            out['spans'] = [(first, stop) for first, stop, _, _ in spans]
-            out['times'] = [(round(start, 3), round(end, 3)) for _, _, start, end in spans]
+            raise
+        _kept = (path, video)  # opened (and counted) once: the first chunk goes on from here
         return out
     out, taken = _bounded(probe, path, seconds)
     return {**out, 'decode_s': taken}
 
 
-def decode_windows(path, count, spans, with_frames=False, seconds=0):
-    """In a worker: the clips of `spans` ([(first, stop)], or [None]: the whole video),
-    the video opened once -> {'clips': float32 [K, (V,) T, 3L, S, S], 'frames': K lists
-    of data URLs or None, 'decode_s'}."""
+def decode_windows(path, count, spans, with_frames=False, seconds=0, last=True):
+    """In a worker: the clips of `spans` ([(first, stop)], or [None]: the whole video)
+    -> {'clips': float32 [K, (V,) T, 3L, S, S], 'frames': K lists of data URLs or None,
+    'decode_s'}.  Unless `last`, the video stays open for the request's next chunk."""
     reader = _reader
 
     def decode():
-        video = _open(path, count)
+        global _kept
+        video = _video(path, count)
         try:
-            return [reader.views(reader.read(video, None, span)) for span in spans]  # eval: no rng
-        finally:
+            clips = [reader.views(reader.read(video, None, span)) for span in spans]  # eval: no rng
+        except BaseException:
             video.close()
+            raise
+        if last:
+            video.close()
+        else:
+            _kept = (path, video)
+        return clips
     clips, taken = _bounded(decode, path, seconds)
     frames = None
     if with_frames:

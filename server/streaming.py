@@ -41,7 +41,8 @@ async def classify(pool, batcher, path, options, chunk, on_windows=None):
             raise DecodeFailed(f"decoding took over INFER.video_timeout ({timeout} s for "
                                f"the whole request)")
         return asyncio.ensure_future(pool.call(decode_windows, path, meta['num_frames'],
-                                               spans[i:i + chunk], with_frames, left))
+                                               spans[i:i + chunk], with_frames, left,
+                                               i + chunk >= len(spans)))
     results, frames = [], [] if with_frames else None
     pending = next_chunk(0)
     try:

@@ -217,6 +217,33 @@ def test_chunks_of_windows_bound_the_clips_in_memory():
     assert chunk_windows([4, 3, 32, 32]) == 32  # at most MAX_CHUNK
 
 
+@pytest.mark.parametrize('kind', ['avi', 'mp4'])
+def test_windows_decoded_in_chunks_equal_one_call(kind, media, tmp_path, monkeypatch):
+    """The chunks of a request share the open upload (a decoder in order goes on where the
+    last chunk stopped): the clips equal those of one call.  FFV1 avi goes through
+    PyAVInOrder, H.264 mp4 through PyAVVideo."""
+    from reader import KineticsReader
+    from server import decode
+    from server.limits import DecodeLimits
+    from utils.config_utils import parse_config
+    path = (write_video(tmp_path / 'v.avi', make_clip(50)) if kind == 'avi'
+            else write_mp4(tmp_path / 'v.mp4', make_clip(50)))
+    monkeypatch.setattr(decode, '_reader', KineticsReader('infer', parse_config(media['config']),
+                                                          items=[]))
+    monkeypatch.setattr(decode, '_limits', DecodeLimits())
+    meta = decode.probe_upload(path, 0.4)
+    spans = meta['spans']
+    assert len(spans) == 5  # 50 frames at 25 fps, 0.4 s windows
+    whole = decode.decode_windows(path, meta['num_frames'], spans)['clips']
+    assert decode._kept is None
+    decode.probe_upload(path, 0.4)
+    parts = [decode.decode_windows(path, meta['num_frames'], spans[i:i + 2], last=i + 2 >= 5)
+             ['clips'] for i in range(0, 5, 2)]
+    assert decode._kept is None
+    np.testing.assert_array_equal(np.concatenate(parts), whole)
+    assert not np.array_equal(whole[0], whole[1])  # the windows differ
+
+
 # ---- 7. network demuxers ----
 
 def test_playlists_concat_scripts_and_images_are_refused(server, media):

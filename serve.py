@@ -13,10 +13,12 @@ def add_decode_limits(p):
     g = p.add_argument_group('decode limits', 'an upload over one gets a 422 before it is '
                              'decoded; INFER.video_timeout bounds the decode time of a whole '
                              'request')
-    g.add_argument('--max_fps', type=float, default=d.max_fps, help='largest frame rate (default %(default)s)')
+    g.add_argument('--max_fps', type=float, default=d.max_fps,
+                   help='largest frame rate (default %(default)s)')
     g.add_argument('--max_duration', type=float, default=d.max_duration_s,
                    help='longest video, in seconds (default %(default)s)')
-    g.add_argument('--max_frames', type=int, default=d.max_frames, help='most frames (default %(default)s)')
+    g.add_argument('--max_frames', type=int, default=d.max_frames,
+                   help='most frames (default %(default)s)')
     g.add_argument('--max_pixels', type=int, default=d.max_pixels,
                    help='largest frame, width x height (default 4096x2160)')
     g.add_argument('--max_aspect', type=float, default=d.max_aspect,

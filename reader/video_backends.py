@@ -398,7 +398,8 @@ def open_upload(path, num_frames=None, threads=1, max_frames=None):
     module docstring); PyAVVideo where it applies, else PyAVInOrder."""
     if av is None:
         raise VideoDecodeError(f"{path}: uploads need PyAV (pip install av)")
-    in_order = lambda: PyAVInOrder(path, num_frames, threads, UPLOAD_OPTIONS, max_frames)  # noqa: E731
+    def in_order():
+        return PyAVInOrder(path, num_frames, threads, UPLOAD_OPTIONS, max_frames)
     try:
         return PyAVVideo(path, num_frames, threads, UPLOAD_OPTIONS, max_frames, fallback=in_order)
     except NotFastPath:

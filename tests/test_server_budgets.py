@@ -21,7 +21,7 @@ import pytest
 
 from server.harness import Served
 from tests.conftest import TINY, alive, make_clip, write_config, write_mp4, write_video
-from tests.test_server import children, http, json_error, metric, post
+from tests.test_server import children, json_error, metric, post
 
 WINDOWS = 250  # of the long video at WINDOW_S: under the server's 256
 
@@ -270,6 +270,17 @@ def test_playlists_concat_scripts_and_images_are_refused(server, media):
             write_video(media['dir'] / name, make_clip(10), fourcc='FFV1'), 'rb').read()
         r = post(server.url, data=data, filename=name)
         assert r.status_code == 200, (name, r.text)
+    answers_a_good_request(server, media)
+
+
+# ---- 10. malformed files ----
+
+def test_undecodable_files_get_one_log_line_each(server, media, tmp_path):
+    """Issue 6's inventory of broken files: a 422 and one log line each, no traceback."""
+    from tests.test_bad_inputs import CASES, make_bad
+    for kind in sorted(k for k, decodes in CASES.items() if not decodes and k != 'missing'):
+        message = refused(server, make_bad(kind, tmp_path).read_bytes(), f'{kind}.mp4')
+        assert message.startswith('cannot decode the video'), (kind, message)
     answers_a_good_request(server, media)
 
 

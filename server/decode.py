@@ -10,7 +10,9 @@ watchdog) breaks the pool; DecodePool starts a fresh one and tries the call once
 there, so the other requests of that moment are not lost and the server lives on."""
 import asyncio
 import base64
+import contextlib
 import ctypes
+import faulthandler
 import io
 import logging
 import multiprocessing
@@ -96,13 +98,29 @@ def thumbnails(clip, mean, std, seg_num, seglen):
     return urls
 
 
+@contextlib.contextmanager
+def _quiet_watchdog(seconds):
+    """reader.guard's hard limit without its stack dump (one log line, the pool's, when a
+    decode stuck in C code ends its worker at twice the deadline)."""
+    if not seconds:
+        yield
+        return
+    with open(os.devnull, 'w') as devnull:
+        faulthandler.dump_traceback_later(2 * seconds, exit=True, file=devnull)
+        try:
+            yield
+        finally:
+            faulthandler.cancel_dump_traceback_later()
+
+
 def _bounded(work, path, seconds):
     """work() within `seconds` -> (its result, seconds taken); every failure -> DecodeFailed
     with a message that names no server path."""
     from reader.guard import deadline
     t0 = time.perf_counter()
+    seconds = max(seconds, 1e-3) if seconds else 0
     try:
-        with deadline(max(seconds, 1e-3) if seconds else 0, hard=True):
+        with deadline(seconds), _quiet_watchdog(seconds):
             return work(), time.perf_counter() - t0
     except Exception as e:
         failure = _as_failure(e, path)

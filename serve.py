@@ -6,6 +6,33 @@ import os
 from utils.cli import add_inference_flags, base_parser, run_job
 
 
+def add_decode_limits(p):
+    """Checked on an upload's headers before it is decoded (docs/serving.md)."""
+    from server.limits import DecodeLimits
+    d = DecodeLimits()
+    g = p.add_argument_group('decode limits', 'an upload over one gets a 422 before it is '
+                             'decoded; INFER.video_timeout bounds the decode time of a whole '
+                             'request')
+    g.add_argument('--max_fps', type=float, default=d.max_fps,
+                   help='largest frame rate (default %(default)s)')
+    g.add_argument('--max_duration', type=float, default=d.max_duration_s,
+                   help='longest video, in seconds (default %(default)s)')
+    g.add_argument('--max_frames', type=int, default=d.max_frames,
+                   help='most frames (default %(default)s)')
+    g.add_argument('--max_pixels', type=int, default=d.max_pixels,
+                   help='largest frame, width x height (default 4096x2160)')
+    g.add_argument('--max_aspect', type=float, default=d.max_aspect,
+                   help='largest aspect ratio, long side / short side '
+                        '(default %(default)s)')
+    g.add_argument('--max_windows', type=int, default=d.max_windows,
+                   help='most windows (window_seconds, stride_seconds) per request '
+                        '(default %(default)s)')
+    g.add_argument('--decode_memory_mb', type=int, default=d.memory_mb,
+                   help="memory a decode worker may take beyond its start-up size "
+                        "(RLIMIT_AS, default %(default)s; 0: no cap): a decode over it fails "
+                        "in that worker, which is replaced")
+
+
 def parse_args(argv=None):
     p = base_parser('Serve TSM over HTTP', save_dir='data/serve')
     p.add_argument('--weights', default=None,
@@ -28,17 +55,21 @@ def parse_args(argv=None):
     p.add_argument('--batch_wait_ms', type=float, default=5,
                    help='how long a clip waits for others to share its model call '
                         '(up to INFER.batch_size clips)')
+    add_decode_limits(p)
     p.add_argument('--max_online', type=int, default=2, help='online (camera) sessions at once')
     p.add_argument('--online_window', type=int, default=None,
                    help='online: frames averaged by the head (default MODEL.seg_num; 0: all)')
     args = p.parse_args(argv)
     if not 0 <= args.port <= 65535:
         p.error('--port must be in [0, 65535]')
-    for name in ('max_upload_mb', 'max_queue', 'max_online'):
+    for name in ('max_upload_mb', 'max_queue', 'max_online', 'max_fps', 'max_duration',
+                 'max_frames', 'max_pixels', 'max_aspect', 'max_windows'):
         if getattr(args, name) <= 0:
             p.error(f'--{name} must be positive')
-    if args.batch_wait_ms < 0 or args.decode_workers < 0:
-        p.error('--batch_wait_ms and --decode_workers must be >= 0')
+    if args.batch_wait_ms < 0 or args.decode_workers < 0 or args.decode_memory_mb < 0:
+        p.error('--batch_wait_ms, --decode_workers and --decode_memory_mb must be >= 0')
+    if args.max_aspect < 1:
+        p.error('--max_aspect must be at least 1')
     if args.online_window is not None and args.online_window < 0:
         p.error('--online_window must be >= 0')
     from server.main import is_loopback

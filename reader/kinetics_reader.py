@@ -124,16 +124,21 @@ class KineticsReader(paddle.io.Dataset):
         span = self.items[index][3] if len(self.items[index]) > 3 else None
         video = open_video(path, self.fmt, nframes, self.decode_threads)
         try:
-            count = video.num_frames
-            for _ in range(3):
-                indices = self.sample(count, rng, span)
-                try:
-                    return video.get_frames(indices), getattr(video, 'label', None)
-                except FrameCountChanged as e:  # header promised more frames than decode
-                    count = e.num_frames
-            raise VideoDecodeError(f"{path}: frame count keeps changing")
+            return self.read(video, rng, span), getattr(video, 'label', None)
         finally:
             video.close()
+
+    def read(self, video, rng, span=None):
+        """The sampled frames of an open video (of `span`, or all of it) -> uint8
+        [seg_num*seglen (x clips), H, W, 3]; raises VideoDecodeError."""
+        count = video.num_frames
+        for _ in range(3):
+            indices = self.sample(count, rng, span)
+            try:
+                return video.get_frames(indices)
+            except FrameCountChanged as e:  # header promised more frames than decode
+                count = e.num_frames
+        raise VideoDecodeError(f"{video.path}: frame count keeps changing")
 
     @property
     def num_views(self):

@@ -14,6 +14,12 @@ caller samples again within that count.
 mp4 format: H.264 in mp4/mov/mkv/webm goes through PyAV (PyAVVideo: the frames decord
 gives, for a third less decoding), everything else, and anything PyAVVideo is unsure of,
 through decord, then OpenCV.
+
+upload format (files from the network, server/): PyAV only, opened with FFmpeg's
+allow-lists (UPLOAD_OPTIONS: the UPLOAD_FORMATS demuxers, the file protocol), PyAVVideo
+where it applies and PyAVInOrder otherwise.  decord and OpenCV bundle FFmpeg builds with
+every demuxer and protocol and take no allow-list: an HLS playlist or concat script
+would make them open the paths or URLs it names.
 """
 import bisect
 import os
@@ -34,6 +40,12 @@ try:
     import av
 except ImportError:  # decord does it all
     av = None
+
+
+# FFmpeg demuxer names (av_match_list: 'mov' is mov,mp4,m4a,3gp,3g2,mj2; 'matroska' is
+# matroska,webm); not the playlist (hls), script (concat), image or device demuxers
+UPLOAD_FORMATS = ('mov', 'matroska', 'avi', 'yuv4mpegpipe')
+UPLOAD_OPTIONS = {'format_whitelist': ','.join(UPLOAD_FORMATS), 'protocol_whitelist': 'file'}
 
 
 class VideoDecodeError(RuntimeError):
@@ -173,11 +185,15 @@ class PyAVVideo:
     # keyframes at 0 and 250 of 300 frames decoded faster that way)
     PARALLEL_SHARE = 0.8
 
-    def __init__(self, path, num_frames=None, threads=1):
+    def __init__(self, path, num_frames=None, threads=1, options=None, max_frames=None,
+                 fallback=None):
         self.path, self._given, self._fallback = path, num_frames, None
         self._threads, self._more = max(1, int(threads)), []
+        self._options = options  # av.open's (the allow-lists of uploads)
+        # the decoder of the whole call when this one gives up: decord's chain by default
+        self._reopen = fallback or (lambda: _open_mp4(path, num_frames, fast=False))
         try:
-            container = av.open(path)
+            container = av.open(path, options=options)
         except av.FFmpegError:
             raise NotFastPath() from None
         try:
@@ -187,6 +203,8 @@ class PyAVVideo:
                 raise NotFastPath()
             pts, keys = [], []
             for packet in container.demux(stream):  # the index, as decord's open reads it
+                if max_frames and len(pts) > max_frames:
+                    raise VideoDecodeError(f"{path}: over {max_frames} frames")
                 if packet.size:  # the last packet is an empty one that flushes
                     if packet.pts is None or packet.is_corrupt:  # cut short: decord refuses
                         raise NotFastPath()
@@ -198,6 +216,9 @@ class PyAVVideo:
         except (NotFastPath, av.FFmpegError):
             container.close()
             raise NotFastPath() from None
+        except VideoDecodeError:
+            container.close()
+            raise
         self._pts, self._keys = sorted(pts), sorted(keys)
         self.num_frames = num_frames or len(pts)
         self.fps = _valid_fps(stream.average_rate)
@@ -208,7 +229,7 @@ class PyAVVideo:
             try:
                 return self._decode(indices)
             except (NotFastPath, av.FFmpegError):
-                self._fallback = _open_mp4(self.path, self._given, fast=False)
+                self._fallback = self._reopen()
         return self._fallback.get_frames(indices)
 
     def _decode(self, indices):
@@ -225,7 +246,7 @@ class PyAVVideo:
             got = _decode_runs(self._container, self._stream, parts[0], want)
         else:
             while len(self._more) < len(parts):
-                container = av.open(self.path)
+                container = av.open(self.path, options=self._options)
                 self._more.append((container, container.streams.video[0]))
             got = {}
             with ThreadPoolExecutor(len(parts)) as pool:
@@ -294,6 +315,95 @@ def _decode_runs(container, stream, runs, want):
         if left:
             raise NotFastPath()  # frames that do not decode: decord counts what does
     return got
+
+
+class PyAVInOrder:
+    """Any video stream PyAV opens, decoded from its start in presentation order: frame i
+    is the i-th frame out of the decoder, as decord numbers them (no seeking: an upload's
+    timestamps are not trusted).  A later call for earlier frames starts over; frames
+    after the last sampled one are not decoded.  The count comes from the packets
+    (demuxed, not decoded), refused past `max_frames`."""
+
+    def __init__(self, path, num_frames=None, threads=1, options=None, max_frames=None):
+        self.path, self._options, self._threads = path, options, max(1, int(threads))
+        container = self._open()
+        try:
+            stream = container.streams.video[0]
+            count = 0
+            for packet in container.demux(stream):
+                count += packet.size > 0  # the last packet is an empty one that flushes
+                if max_frames and count > max_frames:
+                    raise VideoDecodeError(f"{path}: over {max_frames} frames")
+            self.fps = _valid_fps(stream.average_rate or stream.guessed_rate)
+        except av.FFmpegError as e:
+            raise VideoDecodeError(f"{path}: cannot read video ({_first_line(e)})") from None
+        finally:
+            container.close()
+        self.num_frames = num_frames or count
+        if self.num_frames <= 0:
+            raise VideoDecodeError(f"{path}: no video frames")
+        self._container, self._frames, self._next = None, None, 0
+
+    def _open(self):
+        try:
+            container = av.open(self.path, options=self._options)
+        except av.FFmpegError as e:
+            raise VideoDecodeError(f"{self.path}: cannot open video ({_first_line(e)})") from None
+        if not container.streams.video:
+            container.close()
+            raise VideoDecodeError(f"{self.path}: no video stream")
+        return container
+
+    def _restart(self):
+        self.close()
+        self._container = self._open()
+        stream = self._container.streams.video[0]
+        if self._threads > 1:
+            stream.thread_type, stream.thread_count = 'AUTO', self._threads
+        self._frames, self._next = self._container.decode(stream), 0
+
+    def get_frames(self, indices):
+        wanted = sorted(set(int(i) for i in indices))
+        if self._frames is None or wanted[0] < self._next:
+            self._restart()
+        got = {}
+        try:
+            while self._next <= wanted[-1]:
+                frame = next(self._frames)
+                if self._next in wanted:
+                    got[self._next] = _upright(frame)
+                self._next += 1
+        except (StopIteration, av.FFmpegError):  # fewer frames than counted: the caller resamples
+            if self._next == 0:
+                raise VideoDecodeError(f"{self.path}: no frame decodes") from None
+            count, self._frames = self._next, None
+            raise FrameCountChanged(count) from None
+        return np.stack([got[int(i)] for i in indices])
+
+    def close(self):
+        if self._container is not None:
+            self._container.close()
+            self._container, self._frames = None, None
+
+
+def _upright(frame):
+    """A PyAV frame -> RGB [H, W, 3], turned as its display matrix says (as decord does)."""
+    rgb = _as_rgb(frame.to_ndarray(format='rgb24'))
+    turns = int(round(getattr(frame, 'rotation', 0) / 90)) % 4
+    return np.ascontiguousarray(np.rot90(rgb, turns)) if turns else rgb
+
+
+def open_upload(path, num_frames=None, threads=1, max_frames=None):
+    """A file from the network: PyAV only, within UPLOAD_OPTIONS' allow-lists (see the
+    module docstring); PyAVVideo where it applies, else PyAVInOrder."""
+    if av is None:
+        raise VideoDecodeError(f"{path}: uploads need PyAV (pip install av)")
+    def in_order():
+        return PyAVInOrder(path, num_frames, threads, UPLOAD_OPTIONS, max_frames)
+    try:
+        return PyAVVideo(path, num_frames, threads, UPLOAD_OPTIONS, max_frames, fallback=in_order)
+    except NotFastPath:
+        return in_order()
 
 
 def _decode_jpeg(data, where):

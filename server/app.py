@@ -16,7 +16,6 @@ import logging
 import math
 import os
 import shutil
-import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
 
@@ -26,7 +25,7 @@ from fastapi.responses import FileResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
 from starlette.exceptions import HTTPException
 
-from . import uploads
+from . import streaming, uploads
 from .batching import MicroBatcher
 from .decode import DecodeFailed
 from .metrics import CONTENT_TYPE_LATEST, Metrics
@@ -149,7 +148,8 @@ def create_app(service, pool, settings):
     model_thread = ThreadPoolExecutor(1, thread_name_prefix='model')
     batcher = MicroBatcher(service.probabilities, service.cfg.INFER.batch_size,
                            settings.batch_wait_s, model_thread, metrics.observe_batch)
-    folder = tempfile.mkdtemp(prefix='tsm-serve-')  # mode 0700: this user only
+    folder = uploads.private_folder()
+    chunk = streaming.chunk_windows(service.clip_shape)
     state = {'in_flight': 0, 'online': 0, 'ready': True}
 
     @contextlib.asynccontextmanager
@@ -233,17 +233,24 @@ def create_app(service, pool, settings):
         except uploads.UploadError as e:  # the rest of the body is not read: close after
             metrics.rejected.labels(str(e.status)).inc()
             raise HTTPException(e.status, str(e), {'Connection': 'close'}) from None
+        t1 = time.perf_counter()
         try:
             topk, options = parse_options(upload.fields, service)
-            decoded = await pool.decode(upload.path, **options)
+            decoded = await streaming.unless_client_leaves(request, streaming.classify(
+                pool, batcher, upload.path, options, chunk, metrics.decoded_windows.inc))
         except DecodeFailed as e:
             metrics.rejected.labels('undecodable').inc()
+            logger.info("refused an upload: %s", e)
             raise HTTPException(422, str(e)) from None
+        except streaming.ClientGone:
+            metrics.rejected.labels('client_gone').inc()
+            return error(499, 'the client closed the connection')
+        except asyncio.CancelledError:  # still running when SIGTERM's grace ran out
+            return error(503, 'the server is shutting down', {'Connection': 'close'})
         finally:
             upload.remove()
         metrics.decode.observe(decoded['decode_s'])
-        t1 = time.perf_counter()
-        results = await batcher.submit(list(decoded['clips']))
+        results = decoded['results']
         batches = list({id(info): info for _, info in results}.values())
         model_s = sum(b['model_s'] for b in batches)
         records = []
@@ -257,7 +264,8 @@ def create_app(service, pool, settings):
                'video': {'num_frames': n, 'fps': fps, 'duration': round(n / fps, 3) if fps else None,
                          'bytes': upload.size},
                'timings': {'decode': round(decoded['decode_s'], 4), 'model': round(model_s, 4),
-                           'queue': round(max(0.0, time.perf_counter() - t1 - model_s), 4),
+                           'queue': round(max(0.0, time.perf_counter() - t1 - model_s
+                                                  - decoded['decode_s']), 4),
                            'total': round(time.perf_counter() - t0, 4)},
                'batch_sizes': [b['batch'] for b in batches]}
         if decoded['frames'] is not None:

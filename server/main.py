@@ -7,6 +7,8 @@ from utils.env import EnvError, available_cpus
 
 logger = logging.getLogger(__name__)
 
+SHUTDOWN_GRACE_S = 5  # SIGTERM to exit: this, the workers' KILL_AFTER_S, the clean-up
+
 
 def is_loopback(host):
     """127.0.0.0/8, ::1 or a name that resolves only to them (localhost)."""
@@ -39,6 +41,15 @@ def decode_workers(args, cfg):
     return max(1, min(wanted, available_cpus()))
 
 
+def decode_limits(args):
+    """serve.py's --max_fps ... --decode_memory_mb -> DecodeLimits."""
+    from .limits import DecodeLimits
+    return DecodeLimits(max_fps=args.max_fps, max_duration_s=args.max_duration,
+                        max_frames=args.max_frames, max_pixels=args.max_pixels,
+                        max_aspect=args.max_aspect, max_windows=args.max_windows,
+                        memory_mb=args.decode_memory_mb)
+
+
 def serve_job(args, cfg):
     import uvicorn
     from .app import Settings, create_app
@@ -48,7 +59,7 @@ def serve_job(args, cfg):
         logger.warning("serving on %s without a token (--insecure): anyone who reaches the "
                        "port can use the model", args.host)
     sock = listen(args.host, args.port)  # a port in use fails before the model loads
-    pool = DecodePool(cfg, decode_workers(args, cfg))
+    pool = DecodePool(cfg, decode_workers(args, cfg), decode_limits(args))
     try:
         workers_ready = pool.warm()  # the workers start while the model loads
         service = Service(args, cfg)
@@ -67,4 +78,7 @@ def serve_job(args, cfg):
                 ', bearer token required' if settings.token else '')
     config = uvicorn.Config(app, log_config=None, ws='websockets-sansio', ws_max_size=4 << 20,
                             server_header=False, lifespan='on')
+    # SIGTERM: requests still running after SHUTDOWN_GRACE_S are cancelled, then the
+    # lifespan's pool.close() kills a worker stuck in a decode
+    config.timeout_graceful_shutdown = SHUTDOWN_GRACE_S
     uvicorn.Server(config).run(sockets=[sock])

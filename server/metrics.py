@@ -33,6 +33,8 @@ class Metrics:
                                      registry=r)
         self.online_frames = Counter('tsm_online_frames', 'Camera frames classified online',
                                      registry=r)
+        self.decoded_windows = Counter('tsm_decoded_windows',
+                                       'Windows (clips) decoded for predict requests', registry=r)
 
     def observe_batch(self, info):
         self.model.observe(info['model_s'])

@@ -1,9 +1,15 @@
 """An upload, read safely: the multipart/form-data body is streamed to a file of a private
 temporary folder under a generated name (never the client's), its bytes counted as they
 come, so an upload over the limit is refused (413) having read no more than the limit.
-The caller removes the file (Upload.remove) whatever happens next."""
+The caller removes the file (Upload.remove) whatever happens next.  The folder's name
+holds the server's pid and start time, so the next server removes the folder of one that
+was killed (SIGKILL, OOM) before it could."""
+import glob
 import os
+import re
 import secrets
+import shutil
+import tempfile
 
 from python_multipart import MultipartParser
 from python_multipart.exceptions import MultipartParseError
@@ -15,6 +21,36 @@ from utils.predict_modes import VIDEO_EXTENSIONS
 FIELD_BYTES = 256        # a form field (topk, window_seconds, ...) is a short number
 MAX_PARTS = 16
 OVERHEAD = 64 * 1024     # boundaries and part headers around the file, at most
+
+
+FOLDER_PREFIX = 'tsm-serve-'
+FOLDER_NAME = re.compile(FOLDER_PREFIX + r'(\d+)-(\d+)-')  # pid, start time (clock ticks)
+
+
+def _start_ticks(pid):
+    """A process's start time (clock ticks after boot, /proc/PID/stat field 22), or None
+    when it is gone: with the pid, it names one process (pids are reused)."""
+    try:
+        with open(f'/proc/{pid}/stat') as f:
+            return int(f.read().rsplit(')', 1)[1].split()[19])
+    except (OSError, IndexError, ValueError):
+        return None
+
+
+def private_folder():
+    """A new folder for this server's uploads (mode 0700: this user only), after removing
+    those of servers that are no longer running."""
+    root = tempfile.gettempdir()
+    for path in glob.glob(os.path.join(root, FOLDER_PREFIX + '*')):
+        m = FOLDER_NAME.match(os.path.basename(path))
+        try:
+            mine = os.lstat(path).st_uid == os.getuid()
+        except OSError:
+            continue
+        if m and mine and _start_ticks(int(m.group(1))) != int(m.group(2)):
+            shutil.rmtree(path, ignore_errors=True)
+    pid = os.getpid()
+    return tempfile.mkdtemp(prefix=f'{FOLDER_PREFIX}{pid}-{_start_ticks(pid)}-', dir=root)
 
 
 class UploadError(Exception):

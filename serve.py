@@ -6,6 +6,44 @@ import os
 from utils.cli import add_inference_flags, base_parser, run_job
 
 
+POSITIVE = ('max_connections', 'header_timeout', 'body_timeout', 'min_body_kbps',
+            'keep_alive_timeout', 'send_timeout', 'ws_idle_timeout', 'max_frame_pixels')
+
+
+def add_security_flags(p):
+    """Who may talk to the server and how long a client may take (docs/serving.md#security)."""
+    g = p.add_argument_group('limits and origins (docs/serving.md, Security)')
+    g.add_argument('--allow_host', action='append', default=[], metavar='NAME',
+                   help='a Host name browsers may use besides IP addresses, localhost, --host '
+                        'and (listening beyond loopback) this machine\'s name; repeatable; '
+                        "'*': any (turns off the DNS-rebinding check)")
+    g.add_argument('--allow_origin', action='append', default=[], metavar='URL',
+                   help='a web origin (https://example.org) whose pages may POST and open the '
+                        "WebSocket, besides the server's own page; repeatable; '*': any")
+    g.add_argument('--max_connections', type=int, default=64,
+                   help='open connections at once; a request beyond gets 503')
+    g.add_argument('--header_timeout', type=float, default=10,
+                   help='seconds for a request line and its headers to arrive (then 408)')
+    g.add_argument('--body_timeout', type=float, default=30,
+                   help='seconds an upload may pause, and its grace before --min_body_kbps '
+                        'applies (then 408)')
+    g.add_argument('--min_body_kbps', type=float, default=16,
+                   help='slowest average upload rate, in KiB/s, after --body_timeout')
+    g.add_argument('--keep_alive_timeout', type=float, default=5,
+                   help='seconds an idle kept-alive connection stays open')
+    g.add_argument('--send_timeout', type=float, default=30,
+                   help='seconds a client may read nothing of what the server sends before its '
+                        'connection is reset (frees its --max_online slot)')
+    g.add_argument('--ws_idle_timeout', type=float, default=60,
+                   help='seconds an online session may send nothing before it is closed')
+    g.add_argument('--max_frame_pixels', type=int, default=4096 * 4096,
+                   help='largest online camera frame, width x height, read from its header '
+                        'before it is decoded')
+    g.add_argument('--docs', action='store_true',
+                   help='serve the OpenAPI page at /docs (its script comes from a CDN); '
+                        '/openapi.json is always served')
+
+
 def parse_args(argv=None):
     p = base_parser('Serve TSM over HTTP', save_dir='data/serve')
     p.add_argument('--weights', default=None,
@@ -31,16 +69,23 @@ def parse_args(argv=None):
     p.add_argument('--max_online', type=int, default=2, help='online (camera) sessions at once')
     p.add_argument('--online_window', type=int, default=None,
                    help='online: frames averaged by the head (default MODEL.seg_num; 0: all)')
+    add_security_flags(p)
     args = p.parse_args(argv)
     if not 0 <= args.port <= 65535:
         p.error('--port must be in [0, 65535]')
-    for name in ('max_upload_mb', 'max_queue', 'max_online'):
-        if getattr(args, name) <= 0:
+    for name in ('max_upload_mb', 'max_queue', 'max_online', *POSITIVE):
+        if not getattr(args, name) > 0:
             p.error(f'--{name} must be positive')
     if args.batch_wait_ms < 0 or args.decode_workers < 0:
         p.error('--batch_wait_ms and --decode_workers must be >= 0')
     if args.online_window is not None and args.online_window < 0:
         p.error('--online_window must be >= 0')
+    from server.guard import origin_of
+    for origin in args.allow_origin:
+        try:
+            origin != '*' and origin_of(origin)
+        except ValueError:
+            p.error(f'--allow_origin {origin!r}: give scheme://host[:port], e.g. https://example.org')
     from server.main import is_loopback
     if not args.token and not args.insecure and not is_loopback(args.host):
         p.error(f'--host {args.host} is reachable from other machines: give --token '

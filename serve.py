@@ -80,6 +80,10 @@ def parse_args(argv=None):
         p.error('--batch_wait_ms and --decode_workers must be >= 0')
     if args.online_window is not None and args.online_window < 0:
         p.error('--online_window must be >= 0')
+    if args.token is not None and not (args.token.isascii() and args.token.isprintable()
+                                       and args.token.strip() == args.token):
+        p.error('--token (or $TSM_SERVE_TOKEN) must be printable ASCII without surrounding '
+                'spaces: browsers send other characters in headers in different encodings')
     from server.guard import origin_of
     for origin in args.allow_origin:
         try:

@@ -108,19 +108,22 @@ class BackpressuredWebSocket(WebSocketsSansIOProtocol):
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
         self.conn.logger = HANDSHAKE_LOGGER  # uvicorn logs each refusal already
+        self.writes_paused = False  # uvicorn before 0.52.1 has no pause_writing of its own
 
     def pause_writing(self):
         super().pause_writing()
+        self.writes_paused = True
         self.transport.pause_reading()
 
     def resume_writing(self):
         super().resume_writing()
+        self.writes_paused = False
         if not self.read_paused:  # uvicorn's own pause: a message waits for the app
             self.transport.resume_reading()
 
     def data_received(self, data):
         super().data_received(data)
-        if not self.writable.is_set():  # the app's receive() may have resumed reading
+        if self.writes_paused:  # the app's receive() may have resumed reading
             self.transport.pause_reading()
 
 

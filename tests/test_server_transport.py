@@ -15,6 +15,7 @@ from urllib.parse import urlparse
 
 import pytest
 
+from tests.conftest import run_cli
 from tests.test_server import (BOUNDARY, PART, files, http, json_error, metric,  # noqa: F401
                                online_frames, png, post, start)
 
@@ -252,6 +253,14 @@ def test_frame_bombs_are_refused_from_their_header(server):
         assert 'times as long as wide' in json.loads(ws.recv(30))['error']
         ws.send(png(online_frames(1)[0]))
         assert json.loads(ws.recv(30))['frame'] == 0
+    from websockets.exceptions import ConnectionClosed
+    with connect(server, additional_headers=auth()) as ws:  # over ws_max_size (2 MiB)
+        assert json.loads(ws.recv(30))['ready']
+        ws.send(b'\0' * (3 << 20))
+        with pytest.raises(ConnectionClosed) as closed:
+            ws.recv(30)
+        assert closed.value.rcvd.code == 1009
+    still_serves(server)
 
 
 def test_websocket_refused_before_the_handshake(server):
@@ -448,3 +457,10 @@ def test_every_html_answer_forbids_framing(server):
         assert "default-src 'self'" in r.headers['content-security-policy']
     assert http().get(server.url + '/docs').status_code == 404
     assert http().get(server.url + '/healthz').headers['x-content-type-options'] == 'nosniff'
+
+
+def test_flags_are_checked(files):  # noqa: F811
+    for flags, words in ((['--token', 'caf\u00e9'], 'ASCII'), (['--allow_origin', 'evil'], 'scheme'),
+                         (['--header_timeout', '0'], 'positive')):
+        r = run_cli('serve.py', '--config', files['config'], *flags, timeout=60)
+        assert r.returncode == 2 and words in r.stderr and 'Traceback' not in r.stderr, r.stderr

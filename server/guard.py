@@ -209,6 +209,13 @@ class BodyDeadline:
         return message
 
 
+def has_body(scope):
+    """Whether the request announced a body (a length over 0, or chunks)."""
+    length = header(scope, b'content-length')
+    return (length is not None and length.strip() not in (b'', b'0')) or \
+        header(scope, b'transfer-encoding') is not None
+
+
 def secure_headers(path, headers):
     """The response headers plus nosniff, and the CSP on HTML."""
     names = {k.lower() for k, _ in headers}
@@ -223,8 +230,9 @@ def secure_headers(path, headers):
 
 
 class Guard:
-    """The ASGI middleware (see the module docstring); `limits`: body_timeout (s) and
-    min_body_rate (bytes/s)."""
+    """The ASGI middleware (see the module docstring): body_timeout in s, min_body_rate
+    in bytes/s.  An answer sent before the body was read closes the connection (uvicorn
+    would otherwise read the rest of it, however slowly it came)."""
 
     def __init__(self, app, policy, metrics, route_of, body_timeout, min_body_rate):
         self.app, self.policy, self.metrics, self.route_of = app, policy, metrics, route_of
@@ -244,11 +252,16 @@ class Guard:
         route, t = self.route_of(scope['path']), time.perf_counter()
         status = [500]
 
+        deadline = BodyDeadline(receive, self.body_timeout, self.min_body_rate)
+
         async def send_secured(message):
             if message['type'] == 'http.response.start':
                 status[0] = message['status']
-                message = {**message, 'headers': secure_headers(scope['path'],
-                                                                message.get('headers', []))}
+                headers = secure_headers(scope['path'], message.get('headers', []))
+                if has_body(scope) and not deadline.done:  # nothing would bound the rest
+                    headers = [(k, v) for k, v in headers if k.lower() != b'connection']
+                    headers.append((b'connection', b'close'))
+                message = {**message, 'headers': headers}
             await send(message)
         try:
             if refused:
@@ -256,7 +269,6 @@ class Guard:
                 await error(refused[0], refused[1], {**(refused[2] or {}), **extra})(
                     scope, receive, send_secured)
                 return
-            deadline = BodyDeadline(receive, self.body_timeout, self.min_body_rate)
             await self.app(scope, deadline, send_secured)
         finally:
             self.metrics.requests.labels(route, method_label(scope['method']), str(status[0])).inc()

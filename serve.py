@@ -1,17 +1,30 @@
 """Serve TSM over HTTP: a JSON API (/v1/predict, /v1/labels, /v1/model, /metrics,
 /healthz), a page at / to upload a video or classify the camera online, OpenAPI docs
-at /docs.  The model is loaded as predict.py loads it (same flags, engines, config)."""
+at /docs with --docs.  The model is loaded as predict.py loads it (same flags, engines, config)."""
 import os
 
 from utils.cli import add_inference_flags, base_parser, run_job
 
 
-POSITIVE = ('max_connections', 'header_timeout', 'body_timeout', 'min_body_kbps',
-            'keep_alive_timeout', 'send_timeout', 'ws_idle_timeout', 'max_frame_pixels')
+LIMITS = (  # (flag, type, default, help), each a positive number (docs/serving.md)
+    ('max_connections', int, 64, 'open connections at once; a request beyond gets 503'),
+    ('header_timeout', float, 10, 'seconds for a request line and its headers to arrive '
+                                  '(then 408)'),
+    ('body_timeout', float, 30, 'seconds an upload may pause, and its grace before '
+                                '--min_body_kbps applies (then 408)'),
+    ('min_body_kbps', float, 16, 'slowest average upload rate, in KiB/s, after --body_timeout'),
+    ('keep_alive_timeout', float, 5, 'seconds an idle kept-alive connection stays open'),
+    ('send_timeout', float, 30, 'seconds a client may read nothing of what the server sends '
+                                'before its connection is reset (frees its --max_online slot)'),
+    ('ws_idle_timeout', float, 60, 'seconds an online session may send nothing before it is '
+                                   'closed'),
+    ('max_frame_pixels', int, 4096 * 4096, 'largest online camera frame, width x height, read '
+                                           'from its header before it is decoded'),
+)
 
 
 def add_security_flags(p):
-    """Who may talk to the server and how long a client may take (docs/serving.md#security)."""
+    """Who may talk to the server and how long a client may take."""
     g = p.add_argument_group('limits and origins (docs/serving.md, Security)')
     g.add_argument('--allow_host', action='append', default=[], metavar='NAME',
                    help='a Host name browsers may use besides IP addresses, localhost, --host '
@@ -20,25 +33,8 @@ def add_security_flags(p):
     g.add_argument('--allow_origin', action='append', default=[], metavar='URL',
                    help='a web origin (https://example.org) whose pages may POST and open the '
                         "WebSocket, besides the server's own page; repeatable; '*': any")
-    g.add_argument('--max_connections', type=int, default=64,
-                   help='open connections at once; a request beyond gets 503')
-    g.add_argument('--header_timeout', type=float, default=10,
-                   help='seconds for a request line and its headers to arrive (then 408)')
-    g.add_argument('--body_timeout', type=float, default=30,
-                   help='seconds an upload may pause, and its grace before --min_body_kbps '
-                        'applies (then 408)')
-    g.add_argument('--min_body_kbps', type=float, default=16,
-                   help='slowest average upload rate, in KiB/s, after --body_timeout')
-    g.add_argument('--keep_alive_timeout', type=float, default=5,
-                   help='seconds an idle kept-alive connection stays open')
-    g.add_argument('--send_timeout', type=float, default=30,
-                   help='seconds a client may read nothing of what the server sends before its '
-                        'connection is reset (frees its --max_online slot)')
-    g.add_argument('--ws_idle_timeout', type=float, default=60,
-                   help='seconds an online session may send nothing before it is closed')
-    g.add_argument('--max_frame_pixels', type=int, default=4096 * 4096,
-                   help='largest online camera frame, width x height, read from its header '
-                        'before it is decoded')
+    for name, kind, default, text in LIMITS:
+        g.add_argument('--' + name, type=kind, default=default, help=f'{text} (default {default})')
     g.add_argument('--docs', action='store_true',
                    help='serve the OpenAPI page at /docs (its script comes from a CDN); '
                         '/openapi.json is always served')
@@ -73,7 +69,7 @@ def parse_args(argv=None):
     args = p.parse_args(argv)
     if not 0 <= args.port <= 65535:
         p.error('--port must be in [0, 65535]')
-    for name in ('max_upload_mb', 'max_queue', 'max_online', *POSITIVE):
+    for name in ('max_upload_mb', 'max_queue', 'max_online', *(f[0] for f in LIMITS)):
         if not getattr(args, name) > 0:
             p.error(f'--{name} must be positive')
     if args.batch_wait_ms < 0 or args.decode_workers < 0:

@@ -171,7 +171,6 @@ def create_app(service, pool, settings):
                            settings.batch_wait_s, model_thread, metrics.observe_batch)
     online = OnlineEndpoint(service, settings, metrics, model_thread)
     folder = tempfile.mkdtemp(prefix='tsm-serve-')  # mode 0700: this user only
-    state = {'in_flight': 0}
 
     @contextlib.asynccontextmanager
     async def lifespan(app):
@@ -197,6 +196,13 @@ def create_app(service, pool, settings):
     add_error_handlers(app)
     add_info_routes(app, service, pool, settings, metrics)
     app.add_api_websocket_route('/v1/online', online)
+    add_predict_route(app, service, pool, settings, metrics, batcher, folder)
+    return app
+
+
+def add_predict_route(app, service, pool, settings, metrics, batcher, folder):
+    """POST /v1/predict: at most settings.max_queue at once, counted once the body is in."""
+    state = {'in_flight': 0}
 
     def busy():
         metrics.rejected.labels('queue_full').inc()
@@ -262,5 +268,3 @@ def create_app(service, pool, settings):
         if decoded['frames'] is not None:
             out['frames'] = decoded['frames']
         return out
-
-    return app

@@ -53,18 +53,19 @@ def still_serves(server):
 
 
 def log_after(server, attack):
-    """The server's log lines that `attack()` caused: those before a marked /healthz
-    request sent after it (whose own access line closes the span)."""
-    mark = f'mark{random.randrange(10 ** 9)}'
-    first = len(server.lines)
+    """The server's log lines that `attack()` caused: those between two marked /healthz
+    requests, one sent (and its access line seen) before it, one after (the log is read
+    from a pipe, so an earlier test's last line may still be on its way)."""
+    def marked():
+        mark = f'mark{random.randrange(10 ** 9)}'
+        http().get(server.url + f'/healthz?{mark}', timeout=30)
+        until = time.monotonic() + 10
+        while not any(mark in line for line in server.lines) and time.monotonic() < until:
+            time.sleep(0.05)
+        return next(i for i, line in enumerate(server.lines) if mark in line)
+    start = marked()
     attack()
-    http().get(server.url + f'/healthz?{mark}', timeout=30)
-    until = time.monotonic() + 10
-    while not any(mark in line for line in server.lines[first:]) and time.monotonic() < until:
-        time.sleep(0.05)
-    lines = server.lines[first:]
-    end = next(i for i, line in enumerate(lines) if mark in line)
-    return lines[:end]
+    return server.lines[start + 1:marked()]
 
 
 def quiet(lines):

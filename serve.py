@@ -1,6 +1,6 @@
 """Serve TSM over HTTP: a JSON API (/v1/predict, /v1/labels, /v1/model, /metrics,
 /healthz), a page at / to upload a video or classify the camera online, OpenAPI docs
-at /docs.  The model is loaded as predict.py loads it (same flags, engines, config)."""
+at /docs with --docs.  The model is loaded as predict.py loads it (same flags, engines, config)."""
 import os
 
 from utils.cli import add_inference_flags, base_parser, run_job
@@ -33,6 +33,40 @@ def add_decode_limits(p):
                         "in that worker, which is replaced")
 
 
+LIMITS = (  # (flag, type, default, help), each a positive number (docs/serving.md)
+    ('max_connections', int, 64, 'open connections at once; a request beyond gets 503'),
+    ('header_timeout', float, 10, 'seconds for a request line and its headers to arrive '
+                                  '(then 408)'),
+    ('body_timeout', float, 30, 'seconds an upload may pause, and its grace before '
+                                '--min_body_kbps applies (then 408)'),
+    ('min_body_kbps', float, 16, 'slowest average upload rate, in KiB/s, after --body_timeout'),
+    ('keep_alive_timeout', float, 5, 'seconds an idle kept-alive connection stays open'),
+    ('send_timeout', float, 30, 'seconds a client may read nothing of what the server sends '
+                                'before its connection is reset (frees its --max_online slot)'),
+    ('ws_idle_timeout', float, 60, 'seconds an online session may send nothing before it is '
+                                   'closed'),
+    ('max_frame_pixels', int, 4096 * 4096, 'largest online camera frame, width x height, read '
+                                           'from its header before it is decoded'),
+)
+
+
+def add_security_flags(p):
+    """Who may talk to the server and how long a client may take."""
+    g = p.add_argument_group('limits and origins (docs/serving.md, Security)')
+    g.add_argument('--allow_host', action='append', default=[], metavar='NAME',
+                   help='a Host name browsers may use besides IP addresses, localhost, --host '
+                        'and (listening beyond loopback) this machine\'s name; repeatable; '
+                        "'*': any (turns off the DNS-rebinding check)")
+    g.add_argument('--allow_origin', action='append', default=[], metavar='URL',
+                   help='a web origin (https://example.org) whose pages may POST and open the '
+                        "WebSocket, besides the server's own page; repeatable; '*': any")
+    for name, kind, default, text in LIMITS:
+        g.add_argument('--' + name, type=kind, default=default, help=f'{text} (default {default})')
+    g.add_argument('--docs', action='store_true',
+                   help='serve the OpenAPI page at /docs (its script comes from a CDN); '
+                        '/openapi.json is always served')
+
+
 def parse_args(argv=None):
     p = base_parser('Serve TSM over HTTP', save_dir='data/serve')
     p.add_argument('--weights', default=None,
@@ -59,12 +93,13 @@ def parse_args(argv=None):
     p.add_argument('--max_online', type=int, default=2, help='online (camera) sessions at once')
     p.add_argument('--online_window', type=int, default=None,
                    help='online: frames averaged by the head (default MODEL.seg_num; 0: all)')
+    add_security_flags(p)
     args = p.parse_args(argv)
     if not 0 <= args.port <= 65535:
         p.error('--port must be in [0, 65535]')
     for name in ('max_upload_mb', 'max_queue', 'max_online', 'max_fps', 'max_duration',
-                 'max_frames', 'max_pixels', 'max_aspect', 'max_windows'):
-        if getattr(args, name) <= 0:
+                 'max_frames', 'max_pixels', 'max_aspect', 'max_windows', *(f[0] for f in LIMITS)):
+        if not getattr(args, name) > 0:  # NaN too
             p.error(f'--{name} must be positive')
     if args.batch_wait_ms < 0 or args.decode_workers < 0 or args.decode_memory_mb < 0:
         p.error('--batch_wait_ms, --decode_workers and --decode_memory_mb must be >= 0')
@@ -72,6 +107,16 @@ def parse_args(argv=None):
         p.error('--max_aspect must be at least 1')
     if args.online_window is not None and args.online_window < 0:
         p.error('--online_window must be >= 0')
+    if args.token is not None and not (args.token.isascii() and args.token.isprintable()
+                                       and args.token.strip() == args.token):
+        p.error('--token (or $TSM_SERVE_TOKEN) must be printable ASCII without surrounding '
+                'spaces: browsers send other characters in headers in different encodings')
+    from server.guard import origin_of
+    for origin in args.allow_origin:
+        try:
+            origin != '*' and origin_of(origin)
+        except ValueError:
+            p.error(f'--allow_origin {origin!r}: give scheme://host[:port], e.g. https://example.org')
     from server.main import is_loopback
     if not args.token and not args.insecure and not is_loopback(args.host):
         p.error(f'--host {args.host} is reachable from other machines: give --token '

@@ -1,17 +1,18 @@
-"""The HTTP app: routes, bearer-token check, metrics, errors as JSON, the page.
+"""The HTTP app: routes, errors as JSON, the page; what every request passes first
+(Host, Origin, token, body deadline, metrics) is guard.Guard.
 
     GET  /              the page (static/), no CDN
-    GET  /healthz       200 once the model is loaded and warm
+    GET  /healthz       200 {"status": "ok"} once the model is loaded and warm
     POST /v1/predict    multipart: video (file), topk, window_seconds, stride_seconds, frames
     GET  /v1/labels     the class names
     GET  /v1/model      config, weights sha256, engine, precision, test protocol
     GET  /metrics       Prometheus text format
-    WS   /v1/online     JPEG frames in, one online-TSM answer per frame out
+    WS   /v1/online     JPEG frames in, one online-TSM answer per frame out (online.py)
+    GET  /docs          the OpenAPI page, with --docs only (it loads Swagger from a CDN)
 """
 import asyncio
 import contextlib
-import hmac
-import json
+import dataclasses
 import logging
 import math
 import os
@@ -19,25 +20,24 @@ import shutil
 import time
 from concurrent.futures import ThreadPoolExecutor
 
-from fastapi import FastAPI, Request, WebSocket, WebSocketDisconnect
+from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import FileResponse, JSONResponse, Response
+from fastapi.responses import FileResponse, Response
 from fastapi.staticfiles import StaticFiles
 from starlette.exceptions import HTTPException
 
 from . import streaming, uploads
 from .batching import MicroBatcher
 from .decode import DecodeFailed
+from .guard import BodyTimeout, Guard, Policy, error
 from .metrics import CONTENT_TYPE_LATEST, Metrics
-from .online import FrameError, OnlineSession
+from .online import OnlineEndpoint
 
 logger = logging.getLogger(__name__)
 
 STATIC = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'static')
 ROUTES = ('/', '/healthz', '/v1/predict', '/v1/labels', '/v1/model', '/metrics', '/v1/online',
           '/docs', '/openapi.json')
-PAGE_CSP = ("default-src 'self'; img-src 'self' data: blob:; media-src 'self' blob:; "
-            "connect-src 'self'; object-src 'none'; base-uri 'none'")
 PREDICT_FORM = {'requestBody': {'required': True, 'content': {'multipart/form-data': {'schema': {
     'type': 'object', 'required': ['video'], 'properties': {
         'video': {'type': 'string', 'format': 'binary', 'description': 'the video file'},
@@ -49,18 +49,30 @@ PREDICT_FORM = {'requestBody': {'required': True, 'content': {'multipart/form-da
                                                       'JPEG data URLs'}}}}}}}
 
 
+@dataclasses.dataclass
 class Settings:
-    """What serve.py's flags set beyond the model."""
+    """What serve.py's flags set beyond the model and the connections (transport.Limits)."""
+    token: str = None
+    max_upload_mb: float = 200
+    max_queue: int = 32
+    batch_wait_ms: float = 5
+    max_online: int = 2
+    online_window: int = None
+    allow_hosts: tuple = ()
+    allow_origins: tuple = ()
+    body_timeout: float = 30
+    min_body_rate: float = 16 << 10   # bytes/s, averaged, once body_timeout has passed
+    ws_idle_timeout: float = 60
+    max_frame_pixels: int = 4096 * 4096
+    docs: bool = False
 
-    def __init__(self, token=None, max_upload_mb=200, max_queue=32, batch_wait_ms=5,
-                 max_online=2, online_window=None):
-        self.token, self.max_upload_bytes = token or None, int(max_upload_mb * 2 ** 20)
-        self.max_queue, self.batch_wait_s = int(max_queue), batch_wait_ms / 1000
-        self.max_online, self.online_window = int(max_online), online_window
+    @property
+    def max_upload_bytes(self):
+        return int(self.max_upload_mb * 2 ** 20)
 
-
-def error(status, message, headers=None):
-    return JSONResponse({'error': message, 'status': status}, status, headers=headers)
+    @property
+    def batch_wait_s(self):
+        return self.batch_wait_ms / 1000
 
 
 def route_of(path):
@@ -68,46 +80,16 @@ def route_of(path):
     return path if path in ROUTES else '/static' if path.startswith('/static/') else 'other'
 
 
-def needs_token(path):
-    """The API and metrics; not the page, its files, /healthz or the OpenAPI docs."""
-    return path.startswith('/v1/') or path == '/metrics'
-
-
-def token_ok(expected, authorization):
-    scheme, _, given = (authorization or '').partition(' ')
-    return scheme.lower() == 'bearer' and hmac.compare_digest(given.strip().encode(),
-                                                             expected.encode())
-
-
-class Guard:
-    """ASGI middleware: the bearer token on protected HTTP routes, and per-route request
-    counts and latency (WebSockets check their token themselves: browsers cannot send
-    headers on them)."""
-
-    def __init__(self, app, token, metrics):
-        self.app, self.token, self.metrics = app, token, metrics
-
-    async def __call__(self, scope, receive, send):
-        if scope['type'] != 'http':
-            return await self.app(scope, receive, send)
-        route, t = route_of(scope['path']), time.perf_counter()
-        status = [500]
-
-        async def send_status(message):
-            if message['type'] == 'http.response.start':
-                status[0] = message['status']
-            await send(message)
-        try:
-            headers = dict(scope['headers'])
-            if (self.token and needs_token(scope['path'])
-                    and not token_ok(self.token, headers.get(b'authorization', b'').decode('latin-1'))):
-                await error(401, 'missing or wrong bearer token (Authorization: Bearer TOKEN)',
-                            {'WWW-Authenticate': 'Bearer'})(scope, receive, send_status)
-                return
-            await self.app(scope, receive, send_status)
-        finally:
-            self.metrics.requests.labels(route, scope['method'], str(status[0])).inc()
-            self.metrics.latency.labels(route).observe(time.perf_counter() - t)
+def without_paths(value):
+    """`value` with every absolute path cut to its file name: what the server says
+    about itself names no folder of its machine."""
+    if isinstance(value, dict):
+        return {k: without_paths(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [without_paths(v) for v in value]
+    if isinstance(value, str) and os.path.isabs(value):
+        return os.path.basename(value.rstrip(os.sep)) or value
+    return value
 
 
 def parse_options(fields, service):
@@ -134,41 +116,7 @@ def parse_options(fields, service):
     return topk, {'window_seconds': window, 'stride_seconds': stride, 'with_frames': frames}
 
 
-def _is_reset(text):
-    """The page's {"reset": true}: start the stream afresh (caches and window emptied)."""
-    try:
-        return json.loads(text or '').get('reset') is True
-    except (ValueError, AttributeError):
-        return False
-
-
-def create_app(service, pool, settings):
-    """The app over a loaded Service and a DecodePool (both warm)."""
-    metrics = Metrics(service.cfg.INFER.batch_size)
-    model_thread = ThreadPoolExecutor(1, thread_name_prefix='model')
-    batcher = MicroBatcher(service.probabilities, service.cfg.INFER.batch_size,
-                           settings.batch_wait_s, model_thread, metrics.observe_batch)
-    folder = uploads.private_folder()
-    chunk = streaming.chunk_windows(service.clip_shape)
-    state = {'in_flight': 0, 'online': 0, 'ready': True}
-
-    @contextlib.asynccontextmanager
-    async def lifespan(app):
-        batcher.start()
-        yield
-        await batcher.stop()
-        pool.close()
-        model_thread.shutdown(wait=False)
-        shutil.rmtree(folder, ignore_errors=True)
-
-    app = FastAPI(title='TSM prediction server', lifespan=lifespan,
-                  description='Video classification with the Temporal Shift Module. '
-                              'With --token, /v1/* and /metrics need '
-                              '`Authorization: Bearer TOKEN`.')
-    app.state.metrics, app.state.upload_dir = metrics, folder
-    pool.on_restart = metrics.decoder_restarts.inc
-    app.add_middleware(Guard, token=settings.token, metrics=metrics)
-
+def add_error_handlers(app):
     @app.exception_handler(HTTPException)
     async def http_error(request, exc):
         return error(exc.status_code, str(exc.detail), getattr(exc, 'headers', None))
@@ -179,23 +127,27 @@ def create_app(service, pool, settings):
         where = '.'.join(str(p) for p in first.get('loc', ()))
         return error(422, f"{where}: {first.get('msg', 'invalid request')}")
 
+    @app.exception_handler(BodyTimeout)
+    async def slow_body(request, exc):  # the rest of the body is not read: close after
+        return error(408, str(exc), {'Connection': 'close'})
+
     @app.exception_handler(Exception)
     async def internal(request, exc):  # logged with its traceback here, never sent
         logger.exception("internal error on %s", request.url.path)
         return error(500, 'internal error (see the server log)')
 
+
+def add_info_routes(app, service, pool, settings, metrics):
+    """The page, its files, /healthz, /v1/labels, /v1/model, /metrics."""
     @app.get('/', include_in_schema=False)
     async def page():
-        return FileResponse(os.path.join(STATIC, 'index.html'),
-                            headers={'Content-Security-Policy': PAGE_CSP})
+        return FileResponse(os.path.join(STATIC, 'index.html'))  # its CSP: guard.secure_headers
 
     app.mount('/static', StaticFiles(directory=STATIC), name='static')
 
     @app.get('/healthz')
-    async def healthz():
-        if not state['ready']:
-            return error(503, 'loading')
-        return {'status': 'ok', 'model': service.model_name, **service.engine}
+    async def healthz():  # no token needed, so nothing about the model
+        return {'status': 'ok'}
 
     @app.get('/v1/labels')
     async def labels():
@@ -203,36 +155,91 @@ def create_app(service, pool, settings):
 
     @app.get('/v1/model')
     async def model():
-        return {**service.describe(), 'max_upload_mb': settings.max_upload_bytes / 2 ** 20,
-                'decode_workers': pool.workers, 'max_queue': settings.max_queue}
+        return without_paths({**service.describe(), 'max_upload_mb': settings.max_upload_mb,
+                              'decode_workers': pool.workers, 'max_queue': settings.max_queue})
 
     @app.get('/metrics')
     async def metrics_text():
         return Response(metrics.text(), media_type=CONTENT_TYPE_LATEST)
 
+
+def create_app(service, pool, settings):
+    """The app over a loaded Service and a DecodePool (both warm)."""
+    metrics = Metrics(service.cfg.INFER.batch_size)
+    model_thread = ThreadPoolExecutor(1, thread_name_prefix='model')
+    batcher = MicroBatcher(service.probabilities, service.cfg.INFER.batch_size,
+                           settings.batch_wait_s, model_thread, metrics.observe_batch)
+    online = OnlineEndpoint(service, settings, metrics, model_thread)
+    folder = uploads.private_folder()
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app):
+        batcher.start()
+        yield
+        await batcher.stop()
+        pool.close()
+        online.close()
+        model_thread.shutdown(wait=False)
+        shutil.rmtree(folder, ignore_errors=True)
+
+    docs = {} if settings.docs else {'docs_url': None, 'redoc_url': None}
+    app = FastAPI(title='TSM prediction server', lifespan=lifespan, **docs,
+                  description='Video classification with the Temporal Shift Module. '
+                              'With --token, /v1/* and /metrics need '
+                              '`Authorization: Bearer TOKEN`.')
+    app.state.metrics, app.state.upload_dir = metrics, folder
+    pool.on_restart = metrics.decoder_restarts.inc
+    app.add_middleware(Guard, policy=Policy(settings.token, settings.allow_hosts,
+                                            settings.allow_origins),
+                       metrics=metrics, route_of=route_of, body_timeout=settings.body_timeout,
+                       min_body_rate=settings.min_body_rate)
+    add_error_handlers(app)
+    add_info_routes(app, service, pool, settings, metrics)
+    app.add_api_websocket_route('/v1/online', online)
+    add_predict_route(app, service, pool, settings, metrics, batcher, folder)
+    return app
+
+
+def add_predict_route(app, service, pool, settings, metrics, batcher, folder):
+    """POST /v1/predict: at most settings.max_queue at once, counted once the body is in;
+    the windows decoded and classified in chunks (streaming.py)."""
+    state = {'in_flight': 0}
+    chunk = streaming.chunk_windows(service.clip_shape)
+
+    def busy():
+        metrics.rejected.labels('queue_full').inc()
+        return error(503, f"busy: {settings.max_queue} requests in progress; retry shortly",
+                     {'Retry-After': '1'})
+
     @app.post('/v1/predict', openapi_extra=PREDICT_FORM)
     async def predict(request: Request):
         """The video of the form's `video` field -> predict_results.json's records
         (windows: one per window, with start and end), plus timings in seconds."""
-        if state['in_flight'] >= settings.max_queue:
-            metrics.rejected.labels('queue_full').inc()
-            return error(503, f"busy: {settings.max_queue} requests in progress; retry shortly",
-                         {'Retry-After': '1'})
-        state['in_flight'] += 1
-        metrics.in_flight.inc()
+        if state['in_flight'] >= settings.max_queue:  # refused before reading the body
+            return busy()
         t0 = time.perf_counter()
+        upload = await receive(request)  # no queue slot held: a slow upload blocks no other
         try:
-            return await _predict(request, t0)
+            if state['in_flight'] >= settings.max_queue:
+                return busy()
+            state['in_flight'] += 1
+            metrics.in_flight.inc()
+            try:
+                return await _predict(request, upload, t0)
+            finally:
+                state['in_flight'] -= 1
+                metrics.in_flight.dec()
         finally:
-            state['in_flight'] -= 1
-            metrics.in_flight.dec()
+            upload.remove()
 
-    async def _predict(request, t0):
+    async def receive(request):
         try:
-            upload = await uploads.receive(request, folder, settings.max_upload_bytes)
+            return await uploads.receive(request, folder, settings.max_upload_bytes)
         except uploads.UploadError as e:  # the rest of the body is not read: close after
             metrics.rejected.labels(str(e.status)).inc()
             raise HTTPException(e.status, str(e), {'Connection': 'close'}) from None
+
+    async def _predict(request, upload, t0):
         t1 = time.perf_counter()
         try:
             topk, options = parse_options(upload.fields, service)
@@ -271,60 +278,3 @@ def create_app(service, pool, settings):
         if decoded['frames'] is not None:
             out['frames'] = decoded['frames']
         return out
-
-    @app.websocket('/v1/online')
-    async def online(ws: WebSocket):
-        await ws.accept()
-        loop = asyncio.get_running_loop()
-        try:
-            if settings.token and not token_ok(settings.token, ws.headers.get('authorization')):
-                first = await asyncio.wait_for(ws.receive_text(), 10)
-                try:
-                    given = json.loads(first).get('token', '')
-                except (ValueError, AttributeError):
-                    given = ''
-                if not token_ok(settings.token, f"Bearer {given}"):
-                    await ws.close(1008, 'missing or wrong token')
-                    return
-            if not service.describe()['online']['available']:
-                await ws.send_json({'error': 'online mode needs weights whose first fold looks '
-                                             'back (MODEL.shift_direction backward), and seglen 1'})
-                await ws.close(1011)
-                return
-            if state['online'] >= settings.max_online:
-                await ws.send_json({'error': f"{settings.max_online} online sessions open; "
-                                             "try again later"})
-                await ws.close(1013)
-                return
-            state['online'] += 1
-            metrics.online_sessions.inc()
-            try:
-                await _online(ws, loop)
-            finally:
-                state['online'] -= 1
-                metrics.online_sessions.dec()
-        except (WebSocketDisconnect, asyncio.TimeoutError):
-            pass
-
-    async def _online(ws, loop):
-        session = await loop.run_in_executor(model_thread, OnlineSession, service,
-                                             settings.online_window)
-        info = service.describe()['online']
-        await ws.send_json({'ready': True, 'window': session.window, **info})
-        while True:
-            message = await ws.receive()
-            if message['type'] == 'websocket.disconnect':
-                return
-            if message.get('bytes') is not None:
-                try:
-                    answer = await loop.run_in_executor(model_thread, session.step,
-                                                        message['bytes'])
-                    metrics.online_frames.inc()
-                except FrameError as e:
-                    answer = {'error': str(e)}
-                await ws.send_json(answer)
-            elif _is_reset(message.get('text')):
-                await loop.run_in_executor(model_thread, session.reset)
-                await ws.send_json({'reset': True})
-
-    return app

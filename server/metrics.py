@@ -5,6 +5,13 @@ from prometheus_client import CONTENT_TYPE_LATEST  # noqa: F401  (the /metrics m
 from prometheus_client import disable_created_metrics
 
 LATENCY_BUCKETS = (.005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30, 60)
+METHODS = frozenset({'GET', 'HEAD', 'POST', 'PUT', 'DELETE', 'OPTIONS', 'PATCH'})
+
+
+def method_label(method):
+    """The HTTP method, or 'other' for any outside RFC 9110's common ones: a client may
+    send any token as a method, and each label value is a series kept for good."""
+    return method if method in METHODS else 'other'
 
 
 class Metrics:

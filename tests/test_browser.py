@@ -96,3 +96,35 @@ def test_camera_online_over_the_websocket(url):
     finally:
         d.quit()
     assert metric(url, 'tsm_online_frames_total') >= before + 3
+
+
+def test_camera_with_a_token_sends_it_as_the_subprotocol(files):  # noqa: F811
+    """With --token the page asks for it, then opens the WebSocket with the token as the
+    subprotocol tsm.bearer.<base64url> (checked before the handshake); a wrong token is
+    refused at the handshake and the page asks again."""
+    token = 'cam+token/??~'  # its base64url has '_' and would end in '=='
+    s = start(files, 'browser_token', '--token', token)
+    d = chromium_driver(fake_camera=True)
+    try:
+        url = s.wait().url
+        d.get(url + '/')
+        for given in ('wrong', token):
+            WebDriverWait(d, 30).until(lambda d: d.find_element(By.ID, 'token').is_displayed())
+            d.find_element(By.ID, 'token').clear()
+            d.find_element(By.ID, 'token').send_keys(given)
+            d.find_element(By.ID, 'token-save').click()
+            if given == 'wrong':  # /v1/model refuses it too: the row comes back
+                continue
+            WebDriverWait(d, 30).until(lambda d: 'TSM' in d.find_element(By.ID, 'model-info').text)
+        d.find_element(By.ID, 'cam-start').click()
+        WebDriverWait(d, 60).until(lambda d: int(d.find_element(By.ID, 'online-stats')
+                                                 .get_attribute('data-answered') or 0) >= 2)
+        d.find_element(By.ID, 'cam-stop').click()
+        d.execute_script("sessionStorage.setItem('tsm-token', 'wrong'); location.reload();")
+        WebDriverWait(d, 30).until(lambda d: d.find_element(By.ID, 'token').is_displayed())
+        d.find_element(By.ID, 'cam-start').click()
+        WebDriverWait(d, 30).until(lambda d: 'refused' in d.find_element(By.ID, 'online-stats').text)
+    finally:
+        d.quit()
+        s.stop()
+    assert '"WebSocket /v1/online" 401' in s.log and '[accepted]' in s.log

@@ -202,12 +202,24 @@ async function startCamera() {
   video.srcObject = cam.stream;
   await video.play();
   $('cam-stop').disabled = false;
-  const ws = cam.ws = new WebSocket(`${location.protocol === 'https:' ? 'wss' : 'ws'}://${location.host}/v1/online`);
+  // browsers cannot set headers on a WebSocket: the token goes as a subprotocol, checked
+  // before the server accepts the connection
+  const protocols = ['tsm.online'];
+  if (state.token) protocols.push('tsm.bearer.' + base64url(state.token));
+  const ws = cam.ws = new WebSocket(`${location.protocol === 'https:' ? 'wss' : 'ws'}://${location.host}/v1/online`, protocols);
   const counts = { sent: 0, answered: 0, skipped: 0, inFlight: 0, ms: 0 };
   const canvas = document.createElement('canvas');
-  ws.onopen = () => { if (state.token) ws.send(JSON.stringify({ token: state.token })); };
+  let opened = false;
+  ws.onopen = () => { opened = true; };
   ws.onclose = (ev) => {
-    if (cam.ws === ws) { $('online-stats').textContent += ` · closed${ev.reason ? ': ' + ev.reason : ''}`; stopCamera(); }
+    if (cam.ws !== ws) return;
+    if (!opened) {  // refused at the handshake: a token is missing or wrong, or another origin
+      $('online-stats').textContent = 'the server refused the camera connection (token?)';
+      $('token-row').hidden = false;
+    } else {
+      $('online-stats').textContent += ` · closed${ev.reason ? ': ' + ev.reason : ''}`;
+    }
+    stopCamera();
   };
   ws.onmessage = (ev) => {
     const msg = JSON.parse(ev.data);
@@ -233,6 +245,13 @@ async function startCamera() {
       `${counts.skipped} skipped (server busy) · model ${(counts.ms / counts.answered).toFixed(0)} ms/frame`;
     $('online-stats').dataset.answered = counts.answered;
   };
+}
+
+function base64url(text) {
+  const bytes = new TextEncoder().encode(text);
+  let binary = '';
+  bytes.forEach((b) => { binary += String.fromCharCode(b); });
+  return btoa(binary).replace(/\+/g, '-').replace(/\//g, '_').replace(/=+$/, '');
 }
 
 function sendFrame(ws, video, canvas, counts) {

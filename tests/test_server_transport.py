@@ -1,0 +1,472 @@
+"""Hostile clients against serve.py on a loopback port (issue 21, the transport side):
+slow or silent connections, ping floods and clients that never read, foreign origins and
+hosts, odd methods, malformed tokens and boundaries.  Every attack is bounded in time and
+requests, and is followed by a good request the server must still answer.  The server runs
+with tight limits so each timeout passes in seconds."""
+import base64
+import json
+import os
+import random
+import socket
+import threading
+import time
+import zlib
+from urllib.parse import urlparse
+
+import pytest
+
+from tests.conftest import run_cli
+from tests.test_server import (BOUNDARY, PART, files, http, json_error, metric,  # noqa: F401
+                               online_frames, png, post, start)
+
+TOKEN = 'transport-7'
+FRIEND = 'http://friend.example'
+LIMITS = {'--header_timeout': 2, '--body_timeout': 2, '--min_body_kbps': 64,
+          '--send_timeout': 3, '--ws_idle_timeout': 4, '--keep_alive_timeout': 1,
+          '--max_connections': 40, '--max_queue': 2, '--max_online': 2,
+          '--max_frame_pixels': 1000000}
+
+
+@pytest.fixture(scope='module')
+def server(files):  # noqa: F811
+    flags = [str(x) for kv in LIMITS.items() for x in kv]
+    s = start(files, 'transport', '--token', TOKEN, '--allow_origin', FRIEND,
+              '--allow_host', 'tsm.example', *flags)
+    try:
+        yield s.wait()
+    finally:
+        s.stop()
+
+
+def auth():
+    return {'Authorization': f'Bearer {TOKEN}'}
+
+
+def address(server):
+    u = urlparse(server.url)
+    return u.hostname, u.port
+
+
+def still_serves(server):
+    """A good request after an attack: a prediction, and /healthz."""
+    assert http().get(server.url + '/healthz', timeout=30).json() == {'status': 'ok'}
+
+
+def log_after(server, attack):
+    """The server's log lines that `attack()` caused: those between two marked /healthz
+    requests, one sent (and its access line seen) before it, one after (the log is read
+    from a pipe, so an earlier test's last line may still be on its way)."""
+    def marked():
+        mark = f'mark{random.randrange(10 ** 9)}'
+        http().get(server.url + f'/healthz?{mark}', timeout=30)
+        until = time.monotonic() + 10
+        while not any(mark in line for line in server.lines) and time.monotonic() < until:
+            time.sleep(0.05)
+        return next(i for i, line in enumerate(server.lines) if mark in line)
+    start = marked()
+    attack()
+    return server.lines[start + 1:marked()]
+
+
+def quiet(lines):
+    """At most one log line (besides a WebSocket's '[accepted]'), and no traceback."""
+    assert len([line for line in lines if '[accepted]' not in line]) <= 1, lines
+    assert not any('Traceback' in line or 'Error' in line for line in lines), lines
+
+
+def raw(server, data, timeout=20, rcvbuf=None):
+    """Send bytes on a fresh connection, read until the server closes; -> what it sent."""
+    sock = socket.socket()
+    if rcvbuf:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
+    sock.settimeout(timeout)
+    sock.connect(address(server))
+    try:
+        sock.sendall(data)
+        out = b''
+        while True:
+            more = sock.recv(65536)
+            if not more:
+                return out
+            out += more
+    finally:
+        sock.close()
+
+
+def status_of(answer):
+    return int(answer.split(b' ', 2)[1])
+
+
+# ---- WebSocket, by hand: a client that chooses when (and whether) to read ----
+
+def masked(opcode, payload):
+    """A client frame (FIN set, masked, payload up to 125 bytes or 64 KiB)."""
+    key = os.urandom(4)
+    n = len(payload)
+    head = bytes([0x80 | opcode]) + (bytes([0x80 | n]) if n < 126 else
+                                     bytes([0x80 | 126]) + n.to_bytes(2, 'big'))
+    return head + key + bytes(b ^ key[i % 4] for i, b in enumerate(payload))
+
+
+class RawWebSocket:
+    """A WebSocket client on a bare socket with a small receive buffer."""
+
+    def __init__(self, server, headers=(), rcvbuf=4096):
+        self.sock = socket.socket()
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
+        self.sock.settimeout(10)
+        self.sock.connect(address(server))
+        host, port = address(server)
+        own_host = [] if any(h.lower().startswith('host:') for h in headers) else [f'Host: {host}:{port}']
+        head = ['GET /v1/online HTTP/1.1', *own_host, 'Upgrade: websocket',
+                'Connection: Upgrade', 'Sec-WebSocket-Version: 13',
+                'Sec-WebSocket-Key: ' + base64.b64encode(os.urandom(16)).decode(), *headers]
+        self.sock.sendall(('\r\n'.join(head) + '\r\n\r\n').encode())
+        self.buf = b''
+        while b'\r\n\r\n' not in self.buf:
+            self.buf += self.sock.recv(1)
+        self.status = status_of(self.buf)
+        self.buf = b''
+
+    def message(self):
+        """The next server frame -> (opcode, payload)."""
+        while True:
+            if len(self.buf) >= 2:
+                n, at = self.buf[1] & 0x7f, 2
+                if n == 126:
+                    n, at = int.from_bytes(self.buf[2:4], 'big'), 4
+                if len(self.buf) >= at + n:
+                    op, data, self.buf = self.buf[0] & 0x0f, self.buf[at:at + n], self.buf[at + n:]
+                    return op, data
+            more = self.sock.recv(65536)
+            if not more:
+                raise ConnectionError('closed')
+            self.buf += more
+
+    def flood(self, frame, limit=128 << 20):
+        """Send `frame` over and over without reading until the server stops taking them
+        (a send blocks for the socket timeout, or the connection is reset); -> bytes sent."""
+        chunk, sent = frame * max(1, 65536 // len(frame)), 0
+        try:
+            while sent < limit:
+                self.sock.sendall(chunk)
+                sent += len(chunk)
+        except OSError:  # timeout (the server reads no more) or reset
+            pass
+        return sent
+
+    def close(self):
+        self.sock.close()
+
+
+def session(server):
+    """A ready online session on a raw socket (the token in the header)."""
+    ws = RawWebSocket(server, [f'Authorization: Bearer {TOKEN}'])
+    assert ws.status == 101
+    op, data = ws.message()
+    assert json.loads(data)['ready']
+    return ws
+
+
+def connect(server, **kwargs):
+    from websockets.sync.client import connect as ws_connect
+    return ws_connect('ws' + server.url[4:] + '/v1/online', open_timeout=30, **kwargs)
+
+
+def third_session_within(server, seconds):
+    """Whether a new session gets 'ready' (not '... sessions open') within `seconds`."""
+    until = time.monotonic() + seconds
+    while time.monotonic() < until:
+        with connect(server, additional_headers=auth()) as ws:
+            if json.loads(ws.recv(30)).get('ready'):
+                return True
+        time.sleep(0.5)
+    return False
+
+
+def test_ping_flood_without_reading(server):
+    """uvicorn answers each ping at once; a client that pings and never reads would grow
+    the server's write buffer without end.  The server stops reading instead (the client
+    cannot send on), and --send_timeout resets the connection."""
+    ws = session(server)
+    try:
+        sent = ws.flood(masked(0x9, b'p' * 125))
+    finally:
+        ws.close()
+    assert sent < 32 << 20  # of 128 MiB of pings (answers: 97% of that)
+    still_serves(server)
+    assert third_session_within(server, 30)
+
+
+def test_two_clients_that_stop_reading_do_not_lock_out_a_third(server):
+    """Two sessions (--max_online 2) send a frame, then pings, and read nothing: the
+    server's sends to them stall (its answer, or the close at --ws_idle_timeout), the
+    kernel resets them after --send_timeout, and their slots come free."""
+    stalled = [session(server), session(server)]
+    try:
+        with connect(server, additional_headers=auth()) as ws:
+            assert 'sessions open' in json.loads(ws.recv(30))['error']
+        frame, ping = masked(0x2, png(online_frames(1)[0])), masked(0x9, b'p' * 125)
+        for ws in stalled:
+            ws.sock.sendall(frame)
+            threading.Thread(target=ws.flood, args=(ping, 32 << 20), daemon=True).start()
+        assert third_session_within(server, 60)
+    finally:
+        for ws in stalled:
+            ws.close()
+    still_serves(server)
+
+
+def test_idle_session_is_closed(server):
+    from websockets.exceptions import ConnectionClosed
+    with connect(server, additional_headers=auth()) as ws:
+        assert json.loads(ws.recv(30))['ready']
+        with pytest.raises(ConnectionClosed) as closed:
+            ws.recv(30)  # --ws_idle_timeout 4
+    assert closed.value.rcvd.code == 1000 and 'no frame' in closed.value.rcvd.reason
+    still_serves(server)
+
+
+def bomb_png(width, height):
+    """A 1-bit grey PNG of zeros: width x height pixels in a few hundred KB."""
+    def chunk(kind, data):
+        return (len(data).to_bytes(4, 'big') + kind + data
+                + zlib.crc32(kind + data).to_bytes(4, 'big'))
+    z = zlib.compressobj(9)
+    row = b'\0' * (1 + (width + 7) // 8)
+    idat = b''.join(z.compress(row) for _ in range(height)) + z.flush()
+    ihdr = width.to_bytes(4, 'big') + height.to_bytes(4, 'big') + bytes([1, 0, 0, 0, 0])
+    return b'\x89PNG\r\n\x1a\n' + chunk(b'IHDR', ihdr) + chunk(b'IDAT', idat) + chunk(b'IEND', b'')
+
+
+def test_frame_bombs_are_refused_from_their_header(server):
+    """A 30000 x 30000 PNG (2.7 GB decoded), a 1200 x 1000 one (over --max_frame_pixels)
+    and a 4000 x 60 one: refused before decoding; the session goes on."""
+    big, thin = bomb_png(30000, 30000), bomb_png(4000, 60)
+    assert len(big) < 2 << 20
+    with connect(server, additional_headers=auth()) as ws:
+        assert json.loads(ws.recv(30))['ready']
+        for bomb in (big, bomb_png(1200, 1000)):
+            ws.send(bomb)
+            assert 'over 1000000 pixels' in json.loads(ws.recv(30))['error']
+        ws.send(thin)
+        assert 'times as long as wide' in json.loads(ws.recv(30))['error']
+        ws.send(png(online_frames(1)[0]))
+        assert json.loads(ws.recv(30))['frame'] == 0
+    from websockets.exceptions import ConnectionClosed
+    with connect(server, additional_headers=auth()) as ws:  # over ws_max_size (2 MiB)
+        assert json.loads(ws.recv(30))['ready']
+        ws.send(b'\0' * (3 << 20))
+        with pytest.raises(ConnectionClosed) as closed:
+            ws.recv(30)
+        assert closed.value.rcvd.code == 1009
+    still_serves(server)
+
+
+def test_websocket_refused_before_the_handshake(server):
+    """Token, Origin and Host are checked before the server accepts: an HTTP error, no
+    session, one log line."""
+    host, port = address(server)
+    token = f'Authorization: Bearer {TOKEN}'
+    cases = [([], 401), ([token, 'Origin: http://evil.example'], 403),
+             ([token, 'Origin: null'], 403), ([token, 'Host: evil.example'], 400),
+             ([token, 'Origin: http://evil.example', 'Host: evil.example'], 400)]
+    for headers, status in cases:
+        statuses = []
+        quiet(log_after(server, lambda: statuses.append(RawWebSocket(server, headers).status)))
+        assert statuses == [status], headers
+    for headers in (['Origin: ' + FRIEND], [f'Origin: http://{host}:{port}'],
+                    [f'Origin: http://localhost:{port}', f'Host: localhost:{port}']):
+        ws = RawWebSocket(server, [token, *headers])
+        try:
+            assert ws.status == 101 and json.loads(ws.message()[1])['ready'], headers
+        finally:
+            ws.close()
+
+
+def test_malformed_websocket_messages(server):
+    """A binary first message that is no image: an error answer, the session goes on; a
+    text message that is neither a frame nor a reset: closed with a reason.  Neither
+    leaves a traceback in the log."""
+    from websockets.exceptions import ConnectionClosed
+
+    def attack():
+        with connect(server, additional_headers=auth()) as ws:
+            assert json.loads(ws.recv(30))['ready']
+            ws.send(b'\xff\x00' * 100)
+            assert 'not a JPEG or PNG' in json.loads(ws.recv(30))['error']
+            ws.send('{"token": "\\udc80"}')
+            with pytest.raises(ConnectionClosed) as closed:
+                ws.recv(30)
+            assert closed.value.rcvd.code == 1003 and 'binary' in closed.value.rcvd.reason
+    quiet(log_after(server, attack))
+
+    def invalid_utf8():
+        ws = session(server)
+        try:
+            ws.sock.sendall(masked(0x1, b'{"reset": "\xed\xb2\x80"}'))
+            op, data = ws.message()
+            assert op == 0x8 and int.from_bytes(data[:2], 'big') == 1007
+        finally:
+            ws.close()
+    quiet(log_after(server, invalid_utf8))
+    still_serves(server)
+
+
+# ---- HTTP ----
+
+def test_slow_and_silent_headers_are_cut(server):
+    host, port = address(server)
+    answer = raw(server, f'GET /healthz HTTP/1.1\r\nHost: {host}\r\n'.encode())  # and no end
+    assert status_of(answer) == 408
+    assert raw(server, b'') == b''  # a silent connection: closed within --header_timeout
+    # an answer sent before the body was read closes the connection: the rest of a body
+    # announced but never sent cannot hold it
+    answer = raw(server, f'GET /healthz HTTP/1.1\r\nHost: {host}\r\n'
+                         'Content-Length: 1000000\r\n\r\nx'.encode(), timeout=5)
+    assert status_of(answer) == 200 and b'connection: close' in answer.lower()
+    still_serves(server)
+
+
+def test_idle_keep_alive_connection_is_closed(server):
+    host, _ = address(server)
+    answer = raw(server, f'GET /healthz HTTP/1.1\r\nHost: {host}\r\n\r\n'.encode())
+    assert status_of(answer) == 200 and answer.endswith(b'{"status":"ok"}')  # then closed
+
+
+def slow_upload(server, answers):
+    """A /v1/predict upload sending one byte a second, until the server answers."""
+    host, _ = address(server)
+    sock = socket.create_connection(address(server), timeout=20)
+    head = (f'POST /v1/predict HTTP/1.1\r\nHost: {host}\r\nAuthorization: Bearer {TOKEN}\r\n'
+            f'Content-Type: multipart/form-data; boundary={BOUNDARY.decode()}\r\n'
+            'Content-Length: 100000\r\n\r\n').encode()
+    try:
+        sock.sendall(head + PART)
+        sock.setblocking(False)
+        for _ in range(20):
+            sock.send(b'\0')
+            time.sleep(1)
+            try:
+                answers.append(sock.recv(65536))
+                return
+            except BlockingIOError:
+                pass
+        answers.append(b'')
+    finally:
+        sock.close()
+
+
+def test_slow_uploads_take_no_queue_slot_and_time_out(files, server):  # noqa: F811
+    """32 uploads at a byte a second: other requests still get served (a slot of
+    --max_queue 2 is taken once a body is in), and each slow one gets 408 once under
+    --min_body_kbps after --body_timeout."""
+    answers = []
+    threads = [threading.Thread(target=slow_upload, args=(server, answers)) for _ in range(32)]
+    for t in threads:
+        t.start()
+    time.sleep(0.5)
+    r = post(server.url, files['clip'], headers=auth())
+    assert r.status_code == 200, r.text
+    for t in threads:
+        t.join(30)
+    assert len(answers) == 32 and all(status_of(a) == 408 for a in answers), answers[:3]
+    assert b'too slowly' in answers[0]
+    still_serves(server)
+
+
+def test_connection_limit(server):
+    """--max_connections 40: with 39 idle connections open, a request gets 503; they
+    are cut after --header_timeout, and the server answers again."""
+    socks = [socket.create_connection(address(server), timeout=10) for _ in range(39)]
+    try:
+        time.sleep(0.3)
+        r = http().get(server.url + '/healthz', timeout=30)
+        assert r.status_code == 503
+        for s in socks:
+            assert s.recv(10) == b''  # closed by the server
+    finally:
+        for s in socks:
+            s.close()
+    still_serves(server)
+
+
+def test_cross_origin_and_rebinding(files, server):  # noqa: F811
+    """POSTs from a foreign Origin: 403 (before the token); the page's own origin, an
+    --allow_origin and clients without Origin are served.  A Host that is not an IP,
+    localhost, or an --allow_host: 400 on every route (DNS rebinding)."""
+    host, port = address(server)
+    for origin in ('http://evil.example', 'null', f'http://{host}:{port + 1}',
+                   f'https://{host}:{port}'):
+        r = post(server.url, files['clip'], headers={'Origin': origin, **auth()})
+        assert 'cross-origin' in json_error(r, 403)
+    for origin in (f'http://{host}:{port}', FRIEND, None):
+        r = post(server.url, files['clip'], headers={**auth(), **({'Origin': origin} if origin else {})})
+        assert r.status_code == 200, (origin, r.text)
+    assert http().get(server.url + '/v1/labels', headers={**auth(), 'Origin': 'http://evil.example'}
+                      ).status_code == 200  # a cross-site GET's answer is the browser's to withhold
+    for name in ('evil.example', f'evil.example:{port}', 'localhost.evil.example'):
+        r = http().get(server.url + '/healthz', headers={'Host': name})
+        assert 'Host' in json_error(r, 400)
+    for name in (f'localhost:{port}', '[::1]', f'{host}:{port}', 'tsm.example', 'TSM.example.'):
+        assert http().get(server.url + '/healthz', headers={'Host': name}).status_code == 200
+    # behind a TLS proxy on this machine (X-Forwarded-Proto trusted from 127.0.0.1):
+    r = post(server.url, files['clip'], headers={**auth(), 'Host': 'tsm.example',
+                                                  'X-Forwarded-Proto': 'https',
+                                                  'Origin': 'https://tsm.example'})
+    assert r.status_code == 200, r.text
+
+
+def test_odd_methods_share_one_metric_label(server):
+    methods = ['X' + ''.join(random.choices('ABCDEFGHIJKLMNOP', k=8)) for _ in range(6)]
+    for m in methods:
+        assert http().request(m, server.url + '/healthz').status_code == 405
+    text = http().get(server.url + '/metrics', headers=auth()).text
+    assert not any(m in text for m in methods)
+    assert metric_with_auth(server, route='/healthz', method='other') >= 6
+
+
+def metric_with_auth(server, **labels):
+    from prometheus_client.parser import text_string_to_metric_families
+    text = http().get(server.url + '/metrics', headers=auth()).text
+    return sum(s.value for f in text_string_to_metric_families(text) for s in f.samples
+               if s.name == 'tsm_http_requests_total'
+               and all(s.labels.get(k) == v for k, v in labels.items()))
+
+
+def test_malformed_tokens_and_boundaries_log_one_line(server):
+    host, _ = address(server)
+    surrogate = b'\xed\xb2\x80'  # a lone surrogate, UTF-8 style
+    for request in (
+            b'GET /v1/labels HTTP/1.1\r\nHost: %s\r\nAuthorization: Bearer %s\r\n\r\n',
+            b'GET /v1/labels HTTP/1.1\r\nHost: %s\r\nAuthorization: %s\r\n\r\n'):
+        answers = []
+        quiet(log_after(server, lambda: answers.append(
+            raw(server, request % (host.encode(), surrogate)))))
+        assert status_of(answers[0]) == 401
+    answers = []
+    body = b'--' + b'b' * 300 + b'--\r\n'
+    quiet(log_after(server, lambda: answers.append(raw(server, (
+        b'POST /v1/predict HTTP/1.1\r\nHost: %s\r\nAuthorization: Bearer %s\r\n'
+        b'Content-Type: multipart/form-data; boundary=%s\r\nContent-Length: %d\r\n\r\n%s'
+        % (host.encode(), TOKEN.encode(), b'b' * 300, len(body), body))))))
+    assert status_of(answers[0]) == 400 and b'boundary' in answers[0]
+    still_serves(server)
+
+
+def test_every_html_answer_forbids_framing(server):
+    for path in ('/', '/static/index.html'):
+        r = http().get(server.url + path)
+        assert r.status_code == 200 and r.headers['content-type'].startswith('text/html')
+        assert "frame-ancestors 'none'" in r.headers['content-security-policy']
+        assert "default-src 'self'" in r.headers['content-security-policy']
+    assert http().get(server.url + '/docs').status_code == 404
+    assert http().get(server.url + '/healthz').headers['x-content-type-options'] == 'nosniff'
+
+
+def test_flags_are_checked(files):  # noqa: F811
+    for flags, words in ((['--token', 'caf\u00e9'], 'ASCII'), (['--allow_origin', 'evil'], 'scheme'),
+                         (['--header_timeout', '0'], 'positive')):
+        r = run_cli('serve.py', '--config', files['config'], *flags, timeout=60)
+        assert r.returncode == 2 and words in r.stderr and 'Traceback' not in r.stderr, r.stderr

@@ -189,17 +189,19 @@ def test_a_client_that_leaves_cancels_its_decode(server, media):
     hand is decoded, and the worker serves the next request."""
     data = long_video(media['dir']).read_bytes()
     body, ctype = multipart({'window_seconds': str(80 / WINDOWS)}, 'long.mp4', data)
-    head = (b'POST /v1/predict HTTP/1.1\r\nHost: test\r\nContent-Type: %s\r\n'
-            b'Content-Length: %d\r\n\r\n' % (ctype, len(body)))
+    u = urlparse(server.url)
+    head = (b'POST /v1/predict HTTP/1.1\r\nHost: %s\r\nContent-Type: %s\r\n'
+            b'Content-Length: %d\r\n\r\n' % (u.netloc.encode(), ctype, len(body)))
     windows = metric(server.url, 'tsm_decoded_windows_total')
     gone = metric(server.url, 'tsm_predict_rejected_total', reason='client_gone')
-    u = urlparse(server.url)
     with socket.create_connection((u.hostname, u.port), timeout=30) as sock:
         sock.sendall(head + body)
         for _ in range(600):  # at most 30 s
             if upload_in(server, len(data)):
                 break
             time.sleep(0.05)
+        else:
+            pytest.fail('the server never stored the upload')
     for _ in range(200):  # the server notices the client has gone
         if metric(server.url, 'tsm_predict_rejected_total', reason='client_gone') > gone:
             break

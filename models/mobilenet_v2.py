@@ -7,7 +7,7 @@ stages (expansion t, channels c, blocks n, first stride s), a 1x1 conv to 1280 c
 ReLU6 throughout.  MIT's TSN inserts the shift in every block with an expansion conv and
 a residual connection (`len(m.conv) == 8 and m.use_res_connect`), on the input of that
 first 1x1 conv; the shortcut keeps the unshifted input (its "blockres").  Those are 10
-of the 17 blocks (`shifted_blocks`); the online demo's `shift_block_idx` lists the same.
+of the 17 blocks (`shiftable_blocks`); the online demo's `shift_block_idx` lists the same.
 """
 import math
 
@@ -24,6 +24,22 @@ INVERTED_RESIDUAL_SETTING = [
 ]
 STEM_CHANNELS, LAST_CHANNELS = 32, 1280
 SHIFT_PLACES = ('blockres', 'block')
+
+
+def block_specs():
+    """[(in_channels, out_channels, stride, expansion)] of the 17 blocks, in order."""
+    specs, in_ch = [], STEM_CHANNELS
+    for t, c, n, s in INVERTED_RESIDUAL_SETTING:
+        for i in range(n):
+            specs.append((in_ch, c, s if i == 0 else 1, t))
+            in_ch = c
+    return specs
+
+
+def shiftable_blocks():
+    """Indices of the blocks MIT shifts: an expansion conv and a residual connection
+    (`len(m.conv) == 8 and m.use_res_connect`)."""
+    return [i for i, (a, b, s, t) in enumerate(block_specs()) if t != 1 and s == 1 and a == b]
 
 
 def _conv_bn(in_ch, out_ch, kernel, stride=1, act='relu6', groups=1):
@@ -46,10 +62,6 @@ class InvertedResidual(nn.Layer):
         self.depthwise = _conv_bn(hidden, hidden, 3, stride, groups=hidden)
         self.project = _conv_bn(hidden, out_ch, 1, act=False)
 
-    def can_shift(self):
-        """MIT shifts the blocks with an expansion conv and a residual connection."""
-        return self.expand is not None and self.use_res_connect
-
     def forward(self, x, shift_place='blockres'):
         short, x = block_inputs(self.shift, x, shift_place)
         h = self.expand(x) if self.expand is not None else x
@@ -65,18 +77,14 @@ class MobileNetV2TSM(ShiftBackbone):
         super().__init__()
         self.seg_num = seg_num
         self.stem = _conv_bn(in_channels, STEM_CHANNELS, 3, 2)
-        blocks, in_ch = [], STEM_CHANNELS
-        for t, c, n, s in INVERTED_RESIDUAL_SETTING:
-            for i in range(n):
-                blocks.append(InvertedResidual(in_ch, c, s if i == 0 else 1, t))
-                in_ch = c
-        self.blocks = nn.LayerList(blocks)
-        self.last = _conv_bn(in_ch, LAST_CHANNELS, 1)
+        specs = block_specs()
+        self.blocks = nn.LayerList([InvertedResidual(*spec) for spec in specs])
+        self.last = _conv_bn(specs[-1][1], LAST_CHANNELS, 1)
         self.out_channels = LAST_CHANNELS
         self.set_shift(shift_ratio, shift_direction, shift_place, shift_every)
 
     def set_shift(self, shift_ratio, shift_direction, shift_place, shift_every=1):
-        """(Re)place the temporal shifts in place, in every block that `can_shift`; ratio 0:
+        """(Re)place the temporal shifts in place, in every block of `shiftable_blocks()`; ratio 0:
         no shift (TSN).  shift_every is ResNet's (every 2nd block of deep ResNets): MIT's
         MobileNetV2 shifts each such block, so only 1 is accepted."""
         check_shift_options(shift_ratio, shift_direction, shift_place, shift_every,
@@ -86,12 +94,9 @@ class MobileNetV2TSM(ShiftBackbone):
                              f"shifts), got {shift_every}")
         self.shift_ratio, self.shift_direction = shift_ratio, shift_direction
         self.shift_place, self.shift_every = shift_place, 1
-        for block in self.blocks:
-            block.shift = self.new_shift() if shift_ratio > 0 and block.can_shift() else None
-
-    def shifted_blocks(self):
-        """Indices (into `blocks`) of the blocks that can take a shift."""
-        return [i for i, block in enumerate(self.blocks) if block.can_shift()]
+        shiftable = set(shiftable_blocks()) if shift_ratio > 0 else set()
+        for i, block in enumerate(self.blocks):
+            block.shift = self.new_shift() if i in shiftable else None
 
     def forward(self, x):
         x = self.stem(x)

@@ -145,9 +145,10 @@ def _adapt(model, state, kind, options, path):
 def _check_meta(model, options, path, full):
     """Say which config key to change when the file's depth or class count differs."""
     depth, classes = options.get('num_layers'), options.get('num_classes')
-    backbone, own_backbone = options.get('backbone', 'resnet'), getattr(model, 'backbone_name',
-                                                                       'resnet')
-    if backbone != own_backbone:
+    # converted ResNets name their depth; this project's checkpoints their backbone
+    backbone = options.get('backbone') or ('resnet' if depth is not None else None)
+    own_backbone = getattr(model, 'backbone_name', 'resnet')
+    if backbone is not None and backbone != own_backbone:
         raise WeightsError(f"{path} holds a {backbone} TSM, the model's MODEL.backbone is "
                            f"{own_backbone}: set MODEL.backbone: {backbone}, or give "
                            f"{own_backbone} weights")

@@ -4,9 +4,9 @@ of the TSM paper's online results.
 The layout is MIT temporal-shift-module's `archs/mobilenet_v2.py` (after tonylins'
 pytorch-mobilenet-v2): a 3x3/2 stem of 32 channels, 17 inverted-residual blocks in 7
 stages (expansion t, channels c, blocks n, first stride s), a 1x1 conv to 1280 channels,
-ReLU6 throughout.  MIT's TSN inserts the shift in every block with an expansion conv and
-a residual connection (`len(m.conv) == 8 and m.use_res_connect`), on the input of that
-first 1x1 conv; the shortcut keeps the unshifted input (its "blockres").  Those are 10
+ReLU6 after every conv but each block's last (linear) one.  MIT's TSN inserts the shift
+in every block with an expansion conv and a residual connection (`len(m.conv) == 8 and
+m.use_res_connect`), on the input of that first 1x1 conv; the shortcut keeps the unshifted input (its "blockres").  Those are 10
 of the 17 blocks (`shiftable_blocks`); the online demo's `shift_block_idx` lists the same.
 """
 import math

@@ -423,3 +423,18 @@ def test_training_without_pretrain_warns(caplog):
     with caplog.at_level(logging.WARNING):
         _pretrain(net, None)
     assert any('no ImageNet mobilenetv2 weights' in r.getMessage() for r in caplog.records)
+
+
+def test_demo_flags_build_an_online_mobilenet():
+    """tools/demo.py --backbone mobilenetv2 --online: the -o flags it passes to every step
+    give a MobileNetV2 TSM with the backward shift, which online mode accepts."""
+    from tools.demo import parse_args, variant_overrides
+    o = variant_overrides(parse_args(['--backbone', 'mobilenetv2', '--online']))
+    assert o == ['MODEL.backbone=mobilenetv2', 'MODEL.shift_direction=backward']
+    assert variant_overrides(parse_args([])) == []
+    cfg = apply_overrides(parse_config('configs/tsm_demo.yaml'), o)
+    net = get_model('TSM', cfg, 'infer')
+    assert type(net.backbone).__name__ == 'MobileNetV2TSM'
+    assert {s.direction for _, _, s in find_shifts(net.backbone)} == {'backward'}
+    online = OnlineTSM(net, window=cfg.MODEL.seg_num)
+    assert online.step(paddle.to_tensor(clip(10, frames=1)[0, :, :, :32, :32])).shape == [1, 8]

@@ -22,7 +22,7 @@ import collections
 import paddle
 import paddle.nn as nn
 
-from .temporal_shift import fold_sizes
+from .temporal_shift import find_shifts, fold_sizes
 
 
 class OnlineShift(nn.Layer):
@@ -59,11 +59,10 @@ class OnlineTSM:
             raise ValueError(f"window must be >= 0, got {window}")
         model.eval()
         self.model, self.window = model, int(window)
-        self.shifts = []
-        for block in backbone.blocks:
-            if block.shift is not None:
-                block.shift = OnlineShift(block.shift.shift_ratio)
-                self.shifts.append(block.shift)
+        self.shifts = []  # in the order the network runs them (any backbone)
+        for parent, name, shift in find_shifts(backbone):
+            setattr(parent, name, OnlineShift(shift.shift_ratio))
+            self.shifts.append(getattr(parent, name))
         self.reset()
 
     def reset(self):

@@ -51,10 +51,15 @@ def fetch_if_url(path):
     return fetch_url(path) if path and path.startswith(('http://', 'https://')) else path
 
 
-def resolve_weights(path):
-    """--weights as given, or the released model-zoo TSM (downloaded when absent)."""
+def resolve_weights(path, backbone='resnet'):
+    """--weights as given, or the released model-zoo TSM (downloaded when absent; a
+    ResNet-50, so there is none for MODEL.backbone mobilenetv2)."""
     if path:
         return fetch_if_url(path)
+    if backbone != 'resnet':
+        raise WeightsError(f"no released weights for MODEL.backbone {backbone}: pass --weights "
+                           f"(MIT's MobileNetV2-TSM converted with tools/convert_weights.py, "
+                           f"or a checkpoint of train.py)")
     logger.info("no --weights given: using the released model-zoo TSM weights")
     return released_weights('TSM')
 
@@ -345,8 +350,14 @@ def _start_point(model, args, steps_per_epoch, seed, keep=()):
 
 def _pretrain(model, pretrain, keep=()):
     """--pretrain: a file, folder or URL; absent: ImageNet ResNet-50 (the model zoo
-    publishes no other depth); 'none': from scratch."""
-    if pretrain is None and model.backbone_depth == 50:
+    publishes no other depth, and no MobileNetV2); 'none': from scratch."""
+    if pretrain is None and model.backbone_name != 'resnet':
+        logger.warning("no --pretrain given and there are no ImageNet %s weights in this "
+                       "project's format: training from scratch (pass --pretrain PATH, e.g. "
+                       "MIT's Kinetics MobileNetV2-TSM converted with "
+                       "tools/convert_weights.py, or --pretrain none to say so)",
+                       model.backbone_name)
+    elif pretrain is None and model.backbone_depth == 50:
         logger.info("no --pretrain given: using the ImageNet ResNet-50 weights")
         pretrain = released_weights('ResNet50_pretrained')
     elif pretrain is None:
@@ -404,7 +415,7 @@ def eval_job(args, cfg):
     print_configs(cfg, 'Test', logger)
     logger.info("[TEST] protocol: %s", predict_modes.protocol_text(cfg.TEST, cfg.MODEL.seg_num))
     model = get_model(args.model_name, cfg, 'test')
-    weights = resolve_weights(args.weights)
+    weights = resolve_weights(args.weights, cfg.MODEL.backbone)
     load_weights(model, weights, keep=explicit_keys(cfg, 'MODEL'))
     model = for_inference(model, args, cfg, 'TEST', weights)
     loader = build_loader(get_reader(args.model_name, 'test', cfg),
@@ -438,7 +449,7 @@ def eval_job(args, cfg):
 def predict_job(args, cfg):
     setup_runtime(cfg, args)
     model = get_model(args.model_name, cfg, 'infer')
-    weights = resolve_weights(args.weights)
+    weights = resolve_weights(args.weights, cfg.MODEL.backbone)
     load_weights(model, weights, keep=explicit_keys(cfg, 'MODEL'))
     names = read_labels(cfg.INFER.kinetics_labels, cfg.MODEL.num_classes)
     if getattr(args, 'online', False):

@@ -1,7 +1,9 @@
 """Export TSM for an inference engine, checked against the eager model right after export
 (same top-5, probabilities within 1e-5): input 'image' float32 [batch, seg_num,
-3*seglen, H, W], output class probabilities.  --batch N fixes the batch (default 1: what
-engines compile fastest; OpenVINO runs a dynamic-batch IR slower), -1 leaves it dynamic.
+3*seglen, H, W], output class probabilities.  The batch is fixed where it matters, as the
+project's own runners use it (engines.BATCH: 1 for OpenVINO, which runs a dynamic-batch IR
+slower, and for Paddle, whose frame moves become static slices; any for ONNX Runtime,
+where no difference was measured); --batch N fixes N, --batch -1 leaves it dynamic.
 
 --online writes the per-frame model of online TSM instead (models/online.py), checked
 against the eager online model over 16 frames (logits within 1e-4 of their scale):
@@ -32,14 +34,15 @@ def parse_args(argv=None):
                         'default: the engine\'s (engines.FORMULATION, split today): split '
                         'and conv equal eager within float rounding; slice is bit for bit the '
                         'eager shift; fused is Paddle\'s op')
-    p.add_argument('--batch', type=int, default=1,
+    p.add_argument('--batch', type=int, default=None,
                    help='clips (--online: streams) per engine call, fixed in the exported '
-                        'program; -1: any (dynamic); default 1')
+                        'program; -1: any (dynamic); default: the engine\'s (engines.BATCH: '
+                        '1 for openvino and paddle, any for onnxruntime)')
     p.add_argument('--online', action='store_true',
                    help='export the per-frame online model (inputs frame and states, outputs '
                         'logits and the new states)')
     args = p.parse_args(argv)
-    if args.batch == 0 or args.batch < -1:
+    if args.batch is not None and (args.batch == 0 or args.batch < -1):
         p.error(f'--batch must be positive, or -1 for a dynamic batch; got {args.batch}')
     if args.online and args.formulation is not None:
         p.error('--formulation applies to the clip model, not --online')

@@ -541,7 +541,8 @@ def online_for_inference(model, args, cfg, section, weights, threads=None):
 
 def export_job(args, cfg):
     """Save `<save_dir>/<MODEL_NAME>` (--online: `<MODEL_NAME>_online`, the per-frame
-    model) for --backend's engine with --batch (-1: any), checked against the eager model;
+    model) for --backend's engine with --batch (-1: any; default engines.BATCH), checked
+    against the eager model;
     -> (the artifact's path, the files written)."""
     import engines
     from models.online import check_online
@@ -558,9 +559,9 @@ def export_job(args, cfg):
         except ValueError as e:
             raise ConfigError(str(e)) from None
         formulation = inference.ONLINE
-    batch = getattr(args, 'batch', 1)
+    batch = getattr(args, 'batch', None)
+    batch = engines.BATCH[backend] if batch is None else None if batch == -1 else batch
     path = os.path.join(args.save_dir, args.model_name.upper() + ('_online' if online else ''))
     return inference.export_artifact(model, backend, path,
                                      inference.input_shape_of(cfg, 'INFER', online), precision,
-                                     formulation, inference.threads(),
-                                     None if batch == -1 else batch)
+                                     formulation, inference.threads(), batch)

@@ -127,8 +127,7 @@ class TemporalShift(paddle.nn.Layer):
 def find_shifts(layer, kind=TemporalShift):
     """[(parent, attribute, shift)] of every sublayer of type `kind` under `layer`, in
     registration order, which is the order the backbones run their blocks.  How
-    models/online.py swaps the shifts for caches on any backbone (kind=OnlineShift finds
-    those caches again)."""
+    models/online.py swaps the shifts for per-frame StepShifts on any backbone."""
     found = []
     for _, parent in layer.named_sublayers(include_self=True):
         found += [(parent, name, child) for name, child in parent.named_children()

@@ -18,7 +18,7 @@ import torch.nn as tnn
 
 from models import get_model, load_weights
 from models.convert import ConvertError
-from models.online import OnlineShift, OnlineTSM
+from models.online import OnlineTSM, StepShift
 from models.shift_conv import inference_copy
 from models.temporal_shift import TemporalShift, find_shifts
 from models.weights import OPTIONS_KEY, WeightsError
@@ -239,7 +239,7 @@ def test_jester_online_matches_demo_step_by_step(jester):
         got = online.step(paddle.to_tensor(frame[None])).numpy()
         want = want.detach().numpy()
         np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4 * np.abs(want).max())
-    assert [list(s.cache.shape) for s in online.shifts] == [list(s) for s in sizes]
+    assert [list(s.shape) for s in online.states] == [list(s) for s in sizes]
 
 
 def _fold_sizes(ref, frame):
@@ -343,10 +343,10 @@ def test_online_tsm_replaces_every_mobilenet_shift():
     net = get_model('TSM', cfg, 'infer')
     online = OnlineTSM(net, window=2)
     assert find_shifts(net.backbone) == []  # no offline shift left
-    caches = [s for _, _, s in find_shifts(net.backbone, OnlineShift)]
-    assert caches == online.shifts and len(caches) == len(DEMO_SHIFT_BLOCKS)
+    steps = [s for _, _, s in find_shifts(net.backbone, StepShift)]
+    assert [s.index for s in steps] == list(range(len(DEMO_SHIFT_BLOCKS)))
     online.step(paddle.to_tensor(clip(7, frames=1)[0]))
-    assert [s.cache.shape[1] for s in caches] == [3, 4, 4, 8, 8, 8, 12, 12, 20, 20]
+    assert [s.shape[1] for s in online.states] == [3, 4, 4, 8, 8, 8, 12, 12, 20, 20]
 
 
 # ---- conversion errors, config, training, export ------------------------------------------

@@ -75,6 +75,25 @@ def export(model, onnx_file, input_shape, formulation='split', batch=None,
     try:
         prefix = paddle_engine.export(model, os.path.join(tmp, 'model'), input_shape,
                                       formulation, batch, probabilities)
-        return convert(prefix, onnx_file, fold)
+        convert(prefix, onnx_file, fold)
+        if formulation == paddle_engine.ONLINE:
+            name_outputs(onnx_file)
+        return onnx_file
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+def name_outputs(onnx_file):
+    """The online model's outputs renamed logits, new_state_0 ... (Paddle names them
+    fetch_name_i); rewritten in place."""
+    import onnx
+    from models.online import output_names
+    model = onnx.load(onnx_file)
+    graph = model.graph
+    renames = dict(zip([o.name for o in graph.output], output_names(len(graph.output) - 1)))
+    for node in graph.node:
+        node.output[:] = [renames.get(n, n) for n in node.output]
+        node.input[:] = [renames.get(n, n) for n in node.input]
+    for out in graph.output:
+        out.name = renames[out.name]
+    onnx.save(model, onnx_file)

@@ -16,7 +16,7 @@ import tempfile
 
 import openvino as ov
 
-from engines import onnx_export
+from engines import onnx_export, paddle_engine
 from engines.base import EngineError, Runner
 
 logger = logging.getLogger(__name__)
@@ -43,10 +43,24 @@ def export(model, prefix, input_shape, formulation='split', batch=None, probabil
     try:
         onnx_file = onnx_export.export(model, os.path.join(tmp, 'model.onnx'), input_shape,
                                        formulation, batch, probabilities, fold=False)
-        ov.save_model(ov.convert_model(onnx_file), prefix + '.xml', compress_to_fp16=False)
+        model = ov.convert_model(onnx_file)
+        if formulation == paddle_engine.ONLINE:
+            clean_input_names(model)
+        ov.save_model(model, prefix + '.xml', compress_to_fp16=False)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return prefix + '.xml'
+
+
+def clean_input_names(model):
+    """The online model's inputs named frame, state_0 ... only (paddle2onnx's casts add
+    aliases that get_any_name would return)."""
+    from models.online import state_names
+    names = ['frame'] + state_names(len(model.inputs) - 1)[0]
+    for port, name in zip(model.inputs, names):
+        if name not in port.get_names():
+            raise EngineError(f"the converted online model has no input {name!r}")
+        port.get_tensor().set_names({name})
 
 
 def find(prefix):
@@ -62,10 +76,10 @@ class OpenVinoRunner(Runner):
         if precision not in HINTS:
             raise EngineError(f"OpenVINO runs fp32, bf16 or int8, not {precision!r}")
         model = CORE.read_model(xml)
-        shape = model.inputs[0].get_partial_shape()
-        if shape[0].is_dynamic:
-            static = [batch or 1] + [d.get_length() for d in list(shape)[1:]]
-            model.reshape({model.inputs[0]: ov.PartialShape(static)})
+        dynamic = {i: [batch or 1] + [d.get_length() for d in list(i.get_partial_shape())[1:]]
+                   for i in model.inputs if i.get_partial_shape()[0].is_dynamic}
+        if dynamic:  # every input: the online model has its states beside the frame
+            model.reshape({i: ov.PartialShape(shape) for i, shape in dynamic.items()})
         self.batch = model.inputs[0].get_partial_shape()[0].get_length()
         config = {'INFERENCE_PRECISION_HINT': HINTS[precision],
                   'INFERENCE_NUM_THREADS': max(1, int(threads)),
@@ -78,6 +92,11 @@ class OpenVinoRunner(Runner):
 
     def _infer(self, x):
         return self.request.infer({0: x})[0]  # a copy (share_outputs=False)
+
+    def run_many(self, arrays):
+        """float32 arrays for the inputs in order -> every output in order (copies)."""
+        out = self.request.infer(dict(enumerate(arrays)))
+        return [out[o] for o in self.compiled.outputs]
 
 
 def conv_kernels(compiled):

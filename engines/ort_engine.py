@@ -55,6 +55,11 @@ class OrtRunner(Runner):
     def _infer(self, x):
         return self.session.run(None, {self.input: x})[0]
 
+    def run_many(self, arrays):
+        """float32 arrays for the inputs in order -> every output in order."""
+        names = [i.name for i in self.session.get_inputs()]
+        return self.session.run(None, dict(zip(names, arrays)))
+
 
 def load(artifact, threads=1, precision='fp32', batch=None):
     """`batch` is the artifact's own (read from the model)."""

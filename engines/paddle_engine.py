@@ -4,18 +4,21 @@ The artifact is a jit.save'd program: <prefix>.json (Paddle 3, PIR) or <prefix>.
 (Paddle 2.6), and <prefix>.pdiparams.  Input 'image' float32 [batch or None, T, 3L, S, S].
 bf16 is oneDNN's bfloat16 pass at load time (the artifact stays float32).
 """
+import copy
 import logging
 import os
 
 import paddle
 
 from engines.base import EngineError, Runner
+from models.online import OnlineStep
 from models.shift_conv import inference_copy
 from utils.env import keep_freed_memory
 
 logger = logging.getLogger(__name__)
 
 NAME = 'paddle'
+ONLINE = 'online'  # the per-frame model, as a formulation of the export
 
 
 def versions():
@@ -35,13 +38,20 @@ class Softmax(paddle.nn.Layer):
 
 def export(model, prefix, input_shape, formulation='split', batch=None, probabilities=False):
     """paddle.jit.save a copy of `model` in `formulation` with input [batch or None,
-    *input_shape] float32 named 'image'; -> prefix."""
-    net = inference_copy(model, formulation, batch)
-    if probabilities:
-        net = Softmax(net)
+    *input_shape] float32 named 'image'; -> prefix.  formulation 'online' (ONLINE): the
+    per-frame model of models/online.py (input_shape [3, S, S]; inputs frame, state_0...,
+    outputs logits then the new states)."""
+    if formulation == ONLINE:
+        net = OnlineStep(copy.deepcopy(model))
         net.eval()
-    spec = paddle.static.InputSpec([batch or None, *input_shape], 'float32', 'image')
-    paddle.jit.save(net, prefix, input_spec=[spec])
+        spec = net.input_spec(input_shape[-1], batch or None)
+    else:
+        net = inference_copy(model, formulation, batch)
+        if probabilities:
+            net = Softmax(net)
+            net.eval()
+        spec = [paddle.static.InputSpec([batch or None, *input_shape], 'float32', 'image')]
+    paddle.jit.save(net, prefix, input_spec=spec)
     return prefix
 
 
@@ -98,6 +108,17 @@ class PaddleRunner(Runner):
         self._input.copy_from_cpu(x)
         self.predictor.run()
         return self._output.copy_to_cpu()
+
+    def run_many(self, arrays):
+        """float32 arrays for the inputs in order -> every output in order (no chunking:
+        the arrays have the program's batch).  The online model's step."""
+        p = self.predictor
+        for name, x in zip(p.get_input_names(), arrays):
+            handle = p.get_input_handle(name)
+            handle.reshape(list(x.shape))
+            handle.copy_from_cpu(x)
+        p.run()
+        return [p.get_output_handle(name).copy_to_cpu() for name in p.get_output_names()]
 
 
 def load(artifact, threads=1, precision='fp32', batch=None):

@@ -9,7 +9,10 @@ their code, cited below):
   mit          module.base_model.layer1.0.conv1.net.weight   mit, 1/shift_div           logit_mean
   mmaction2    backbone.layer1.0.conv1.conv.net.weight       mit, 1/shift_div           logit_mean
 
-Every source is first read into one canonical form, the model zoo's fluid names
+MIT's MobileNetV2-TSM files (its Kinetics TSM, `--from mit` as the ResNets, and the online
+demo's Jester model, `mit_online`) go straight to this project's keys
+(models/convert_mobilenet.py); `to_arrays` picks the path.  For the ResNets, every source
+is first read into one canonical form, the model zoo's fluid names
 (`res2a_branch2a_weights`, `bn2a_branch2a_scale`, `fc_0.w_0` as [in, out]); `TSM.fluid_names`
 maps those onto the model's keys by rule.  What the weights need besides their values (shift
 direction, ratio, placement, which blocks shift, head) comes back as an options dict that
@@ -25,7 +28,7 @@ from .resnet import NET_CONFIG, STAGE_WIDTHS, block_name
 from .temporal_shift import fold_sizes
 from .weights import WeightsError, arrays_of, is_torch_file, read_checkpoint
 
-SOURCES = ('modelzoo', 'paddlevideo', 'mit', 'mmaction2')
+SOURCES = ('modelzoo', 'paddlevideo', 'mit', 'mmaction2', 'mit_online')
 
 _BRANCH = ('2a', '2b', '2c', '1')  # fluid suffixes: residual convs a/b/c, shortcut 1
 _TORCH_BN = {'weight': 'scale', 'bias': 'offset', 'running_mean': 'mean',
@@ -56,6 +59,8 @@ def detect_source(state):
         return 'mmaction2'
     if any(k.startswith(('base_model.', 'module.base_model.')) for k in keys):
         return 'mit'
+    if 'features.0.0.weight' in keys and 'classifier.weight' in keys:
+        return 'mit_online'  # MIT online_demo's MobileNetV2 (no TSN wrapper)
     return None
 
 
@@ -312,25 +317,48 @@ def to_fluid(state, source):
     return out, info
 
 
-def _check_div(shift_div):
+def to_arrays(state, source):
+    """Source-named arrays -> (arrays, info): fluid-named for a ResNet (to_fluid), this
+    project's keys for MIT's MobileNetV2 (info['backbone'] 'mobilenetv2', with the shift
+    as its keys show it: shifted, shift_place, shift_every)."""
+    from . import convert_mobilenet as mbv2
+    state = strip_prefix(state)
+    if source not in ('mit', 'mit_online') or (source == 'mit' and not mbv2.is_mobilenet(state)):
+        return to_fluid(state, source)
+    arrays, info = mbv2.to_model_state(state, source)
+    info.update(shifted=mbv2.check_shifted(info['shifted'], source), shift_place='blockres',
+                shift_every=1)
+    return arrays, info
+
+
+def _check_div(shift_div, backbone='resnet'):
     """The torch sources shift fold = C // shift_div channels each way (2*fold in all);
     the paddle op, which this project's shift follows, cuts at int(C*r) and int(2*C*r).
-    Accept a shift_div only where both agree on every ResNet channel count."""
+    Accept a shift_div only where both agree on every channel count of the backbone."""
+    from .mobilenet_v2 import block_specs
     if not isinstance(shift_div, int) or shift_div < 2:
         raise ConvertError(f"shift_div must be an integer >= 2, got {shift_div!r}")
-    for width in STAGE_WIDTHS:
-        for c in (width, width * 2, width * 4):
-            if fold_sizes(c, 1.0 / shift_div) != (c // shift_div, 2 * (c // shift_div)):
-                raise ConvertError(f"shift_div {shift_div} splits {c} channels differently "
-                                   f"from the paddle op; not supported")
+    channels = ({a for a, _, _, _ in block_specs()} if backbone == 'mobilenetv2' else
+                {w * k for w in STAGE_WIDTHS for k in (1, 2, 4)})
+    for c in sorted(channels):
+        if fold_sizes(c, 1.0 / shift_div) != (c // shift_div, 2 * (c // shift_div)):
+            raise ConvertError(f"shift_div {shift_div} splits {c} channels differently "
+                               f"from the paddle op; not supported")
 
 
 def source_options(source, info=None, shift_div=8, seg_num=8):
     """The model options under which `source` weights compute what they were trained to,
-    plus what is known about them (source; num_layers, num_classes from to_fluid's info)."""
+    plus what is known about them (source; num_layers or backbone, num_classes from
+    to_arrays' info)."""
     meta = {'source': source}
     if info:
-        meta.update(num_layers=info['num_layers'], num_classes=info['num_classes'])
+        meta.update({k: info[k] for k in ('num_layers', 'backbone', 'num_classes') if k in info})
+    if source == 'mit_online':
+        # online_demo/mobilenet_v2_tsm.py InvertedResidualWithShift: channels [0, c//8) of
+        # frame t are frame t-1's (the shift buffer), before the expansion conv, the
+        # shortcut unshifted; one frame in, its logits out
+        return dict(shift_direction='backward', shift_ratio=0.125, shift_place='blockres',
+                    shift_every=1, head='logit_mean', **meta)
     if source == 'modelzoo':
         # PaddleCV/video/models/tsm: fluid temporal_shift with ratio 1/8 before branch2a;
         # pool -> dropout(0.5, fluid default downgrade_in_infer) -> mean over T -> fc
@@ -345,7 +373,7 @@ def source_options(source, info=None, shift_div=8, seg_num=8):
     else:
         # mit ops/temporal_shift.py / mmaction2 resnet_tsm.py: first fold from t+1, second
         # from t-1 ("mit"); consensus averages the per-frame logits
-        _check_div(shift_div)
+        _check_div(shift_div, (info or {}).get('backbone', 'resnet'))
         opts = dict(shift_direction='mit',
                     shift_ratio=1.0 / shift_div if info['shifted'] else 0.0,
                     shift_place=info['shift_place'], shift_every=info['shift_every'],

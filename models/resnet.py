@@ -6,7 +6,7 @@ Layers carry the fluid names of the model zoo (`res2a_branch2a`, `bn2a_branch2a`
 import paddle
 import paddle.nn as nn
 
-from .temporal_shift import DIRECTIONS, FORMULATIONS, TemporalShift
+from .temporal_shift import ShiftBackbone, block_inputs, check_shift_options
 
 # depth -> (block type, blocks per stage)
 NET_CONFIG = {
@@ -21,15 +21,17 @@ SHIFT_PLACES = ('blockres', 'block')
 
 
 class ConvBN(nn.Layer):
-    """conv (no bias) -> BN -> optional ReLU, named like the model zoo's conv_bn_layer."""
+    """conv (no bias) -> BN -> optional ReLU (act=True; 'relu6': ReLU6, MobileNetV2's),
+    named like the model zoo's conv_bn_layer; groups=in_ch: a depthwise conv."""
 
-    def __init__(self, in_ch, out_ch, kernel, stride=1, act=True, name=''):
+    def __init__(self, in_ch, out_ch, kernel, stride=1, act=True, name='', groups=1,
+                 weight_attr=None):
         super().__init__()
         self.fluid_name = name
         self.conv = nn.Conv2D(in_ch, out_ch, kernel, stride=stride, padding=(kernel - 1) // 2,
-                              bias_attr=False)
+                              groups=groups, weight_attr=weight_attr, bias_attr=False)
         self.bn = nn.BatchNorm2D(out_ch, momentum=0.9, epsilon=1e-5)
-        self.act = nn.ReLU() if act else None
+        self.act = (nn.ReLU6() if act == 'relu6' else nn.ReLU()) if act else None
 
     def forward(self, x):
         x = self.bn(self.conv(x))
@@ -49,11 +51,8 @@ class _Block(nn.Layer):
         self.relu = nn.ReLU()
 
     def forward(self, x, shift_place='blockres'):
-        if self.shift is not None and shift_place == 'block':
-            x = self.shift(x)  # shift the block input for both paths
-        short = x if self.shortcut is None else self.shortcut(x)
-        if self.shift is not None and shift_place == 'blockres':
-            x = self.shift(x)  # shift only the residual branch (model zoo, MIT "blockres")
+        short, x = block_inputs(self.shift, x, shift_place)
+        short = short if self.shortcut is None else self.shortcut(short)
         return self.relu(short + self.branch(x))
 
 
@@ -85,7 +84,7 @@ def block_name(stage, index, depth):
     return f"res{stage + 2}{chr(97 + index)}"
 
 
-class ResNetTSM(nn.Layer):
+class ResNetTSM(ShiftBackbone):
     """[N*T, C_in, H, W] -> [N*T, 512*expansion, H/32, W/32] feature maps."""
 
     def __init__(self, depth=50, in_channels=3, seg_num=8, shift_ratio=0.125,
@@ -108,7 +107,6 @@ class ResNetTSM(nn.Layer):
                 in_ch = width * block_cls.expansion
         self.blocks = nn.LayerList(blocks)
         self.out_channels = in_ch
-        self.shift_formulation, self.shift_batch = 'fused', None
         self.set_shift(shift_ratio, shift_direction, shift_place, shift_every)
 
     def set_shift(self, shift_ratio, shift_direction, shift_place, shift_every=1):
@@ -116,32 +114,13 @@ class ResNetTSM(nn.Layer):
         each way in block i of every stage where i % shift_every == 0 (MIT and mmaction2
         shift every 2nd block of ResNet-101/152, their `n_round`); ratio 0: no shift (TSN).
         The shifts hold no parameters, so the state_dict does not change."""
-        if shift_place not in SHIFT_PLACES:
-            raise ValueError(f"shift_place must be one of {SHIFT_PLACES}, got {shift_place!r}")
-        if shift_direction not in DIRECTIONS:
-            raise ValueError(f"shift direction must be one of {DIRECTIONS}, got {shift_direction!r}")
-        if not 0 <= shift_ratio <= 0.5:
-            raise ValueError(f"shift_ratio must be in [0, 0.5], got {shift_ratio}")
-        if int(shift_every) != shift_every or shift_every < 1:
-            raise ValueError(f"shift_every must be a positive integer, got {shift_every}")
+        check_shift_options(shift_ratio, shift_direction, shift_place, shift_every,
+                            SHIFT_PLACES)
         self.shift_ratio, self.shift_direction = shift_ratio, shift_direction
         self.shift_place, self.shift_every = shift_place, int(shift_every)
         for block in self.blocks:
             shifted = shift_ratio > 0 and block.index_in_stage % self.shift_every == 0
-            block.shift = (TemporalShift(self.seg_num, shift_ratio, shift_direction,
-                                         self.shift_formulation, self.shift_batch)
-                           if shifted else None)
-
-    def set_formulation(self, formulation, batch=None):
-        """How the shifts are computed, not what (models/temporal_shift.py): 'fused' or
-        'slice'; `batch`: clips per call when it is fixed (exported models)."""
-        if formulation not in FORMULATIONS:
-            raise ValueError(f"shift formulation must be one of {FORMULATIONS}, "
-                             f"got {formulation!r}")
-        self.shift_formulation, self.shift_batch = formulation, batch
-        for block in self.blocks:
-            if block.shift is not None:
-                block.shift.formulation, block.shift.batch = formulation, batch
+            block.shift = self.new_shift() if shifted else None
 
     def forward(self, x):
         x = self.pool(self.stem(x))

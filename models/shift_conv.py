@@ -35,6 +35,8 @@ are then static slices; None keeps the batch dynamic (a 5-D view per fold, a lit
 slower).  shift_place 'block' shifts the block input for the shortcut too: 'split'
 handles it (the shortcut reads the moved parts); 'conv' falls back to 'split' there (the
 shortcut needs the shifted tensor itself, so there is no convolution to fold it into).
+'split' is built for the ResNet only: a MobileNetV2 export takes 'conv' instead (its
+shifted blocks are blockres; 'slice' for 'block', where 'conv' has nothing to fold into).
 
 Which engine runs which (engines.FORMULATION; bench/shift_engines.py: R50, 8x224, 2 threads,
 TSM over TSN in bracketed rounds, +-5 points of noise on this shared machine):
@@ -59,6 +61,8 @@ import paddle
 import paddle.nn as nn
 import paddle.nn.functional as F
 
+from .mobilenet_v2 import InvertedResidual
+from .resnet import ResNetTSM
 from .temporal_shift import fold_bounds, shift_frames
 
 EXPORT_FORMULATIONS = ('fused', 'slice', 'conv', 'split')
@@ -108,14 +112,14 @@ class ShiftedConvBN(nn.Layer):
         _param(self, 'weight_folds', np.ascontiguousarray(weight[:, :rest]))
         conv = conv_bn.conv
         self.stride, self.padding = conv._stride, conv._padding
-        self.relu = conv_bn.act is not None
+        self.act = conv_bn.act  # ReLU (ResNet), ReLU6 (MobileNetV2) or None
         self.seg_num, self.batch = shift.seg_num, batch
 
     def forward(self, x):  # [N*T, C, H, W] -> [N*T, C_out, H', W']
         y = F.conv2d(x, self.weight_main, self.bias, stride=self.stride, padding=self.padding)
         moved = moved_folds(x, self.folds, self.seg_num, self.batch)
         y = F.conv2d(moved, self.weight_folds, stride=self.stride, padding=self.padding) + y
-        return F.relu(y) if self.relu else y
+        return self.act(y) if self.act is not None else y
 
 
 def channel_parts(channels, shift_ratio, direction):
@@ -222,14 +226,28 @@ class PartsBackbone(nn.Layer):
         return paddle.concat(xs, axis=1) if len(xs) > 1 else xs[0]
 
 
+def fold_into_first_conv(block, batch):
+    """Replace a blockres block's shift and the ConvBN after it by one ShiftedConvBN."""
+    if isinstance(block, InvertedResidual):
+        block.expand = ShiftedConvBN(block.expand, block.shift, batch)
+    else:
+        layers = list(block.branch.children())
+        block.branch = nn.Sequential(ShiftedConvBN(layers[0], block.shift, batch), *layers[1:])
+    block.shift = None
+
+
 def inference_copy(model, formulation='split', batch=None):
     """A copy of a TSM in eval mode whose shifts use `formulation` (EXPORT_FORMULATIONS);
     `batch`: the clips per call the copy will be exported for (None: any)."""
     if formulation not in EXPORT_FORMULATIONS:
         raise ValueError(f"export formulation must be one of {EXPORT_FORMULATIONS}, "
                          f"got {formulation!r}")
+    resnet = isinstance(model.backbone, ResNetTSM)
     if formulation == 'conv' and model.backbone.shift_place == 'block':
-        formulation = 'split'  # the shortcut reads the shifted input: nothing to fold into
+        # the shortcut reads the shifted input: nothing to fold into
+        formulation = 'split' if resnet else 'slice'
+    if formulation == 'split' and not resnet:
+        formulation = 'conv' if model.backbone.shift_place == 'blockres' else 'slice'
     net = copy.deepcopy(model)
     net.eval()
     if formulation == 'split':
@@ -241,9 +259,6 @@ def inference_copy(model, formulation='split', batch=None):
     if formulation == 'conv':
         for block in backbone.blocks:
             if block.shift is not None:
-                layers = list(block.branch.children())
-                block.branch = nn.Sequential(ShiftedConvBN(layers[0], block.shift, batch),
-                                             *layers[1:])
-                block.shift = None
+                fold_into_first_conv(block, batch)
     net.eval()
     return net

@@ -15,6 +15,9 @@ Formulations (the same numbers, bit for bit; tests/test_temporal_shift.py):
          (clips per call, known when exporting) the frames move by static slices along
          the batch axis, with no 5-D reshape.
 models/shift_conv.py folds the shift into the convolution that follows it (export).
+
+Backbones (models/resnet.py, models/mobilenet_v2.py) hold their shifts as `TemporalShift`
+sublayers; `find_shifts` finds them by type, in the order the network runs them.
 """
 import paddle
 import paddle.nn.functional as F
@@ -119,3 +122,56 @@ class TemporalShift(paddle.nn.Layer):
     def extra_repr(self):
         return (f"seg_num={self.seg_num}, shift_ratio={self.shift_ratio}, "
                 f"direction={self.direction}, formulation={self.formulation}")
+
+
+def find_shifts(layer, kind=TemporalShift):
+    """[(parent, attribute, shift)] of every sublayer of type `kind` under `layer`, in
+    registration order, which is the order the backbones run their blocks.  How
+    models/online.py swaps the shifts for per-frame StepShifts on any backbone."""
+    found = []
+    for _, parent in layer.named_sublayers(include_self=True):
+        found += [(parent, name, child) for name, child in parent.named_children()
+                  if isinstance(child, kind)]
+    return found
+
+
+def block_inputs(shift, x, shift_place):
+    """The inputs of a residual block's shortcut and branch: 'blockres' shifts only the
+    branch's (the model zoo, MIT "blockres"), 'block' both; shift None: no shift."""
+    if shift is None:
+        return x, x
+    moved = shift(x)
+    return (moved if shift_place == 'block' else x), moved
+
+
+def check_shift_options(shift_ratio, shift_direction, shift_place, shift_every, places):
+    """Raise ValueError naming the first option a backbone cannot take."""
+    if shift_place not in places:
+        raise ValueError(f"shift_place must be one of {places}, got {shift_place!r}")
+    if shift_direction not in DIRECTIONS:
+        raise ValueError(f"shift direction must be one of {DIRECTIONS}, got {shift_direction!r}")
+    if not 0 <= shift_ratio <= 0.5:
+        raise ValueError(f"shift_ratio must be in [0, 0.5], got {shift_ratio}")
+    if int(shift_every) != shift_every or shift_every < 1:
+        raise ValueError(f"shift_every must be a positive integer, got {shift_every}")
+
+
+class ShiftBackbone(paddle.nn.Layer):
+    """What every shifted backbone shares: its shift settings (set_shift, defined by each
+    backbone) and how the shifts compute (set_formulation)."""
+    shift_formulation, shift_batch = 'fused', None
+
+    def new_shift(self):
+        """A TemporalShift with the backbone's current settings."""
+        return TemporalShift(self.seg_num, self.shift_ratio, self.shift_direction,
+                             self.shift_formulation, self.shift_batch)
+
+    def set_formulation(self, formulation, batch=None):
+        """How the shifts are computed, not what (models/temporal_shift.py): 'fused' or
+        'slice'; `batch`: clips per call when it is fixed (exported models)."""
+        if formulation not in FORMULATIONS:
+            raise ValueError(f"shift formulation must be one of {FORMULATIONS}, "
+                             f"got {formulation!r}")
+        self.shift_formulation, self.shift_batch = formulation, batch
+        for _, _, shift in find_shifts(self):
+            shift.formulation, shift.batch = formulation, batch

@@ -1,12 +1,16 @@
-"""TSM: a 2D ResNet with temporal shifts, averaged over segments (Lin, Gan and Han, 2019)."""
+"""TSM: a 2D CNN (ResNet or MobileNetV2) with temporal shifts, averaged over segments
+(Lin, Gan and Han, 2019)."""
 import math
 
 import paddle
 import paddle.nn as nn
 
 from .registry import register
+from .mobilenet_v2 import MobileNetV2TSM
 from .resnet import ResNetTSM, fluid_names
+from .weights import WeightsError
 
+BACKBONES = ('resnet', 'mobilenetv2')
 HEADS = ('feature_mean', 'logit_mean')
 # What a set of weights may need changed to compute what it was trained to compute.
 OPTION_KEYS = ('shift_direction', 'shift_ratio', 'shift_place', 'shift_every', 'head', 'dropout')
@@ -30,14 +34,19 @@ class TSM(nn.Layer):
 
     def __init__(self, num_classes=400, seg_num=8, seglen=1, num_layers=50,
                  shift_ratio=0.125, shift_direction='paddle', shift_place='blockres',
-                 dropout=0.5, head='feature_mean', shift_every=1):
+                 dropout=0.5, head='feature_mean', shift_every=1, backbone='resnet'):
         super().__init__()
         if head not in HEADS:
             raise ValueError(f"head must be one of {HEADS}, got {head!r}")
+        if backbone not in BACKBONES:
+            raise ValueError(f"backbone must be one of {BACKBONES}, got {backbone!r}")
         self.seg_num, self.seglen, self.head = seg_num, seglen, head
-        self.backbone_depth = num_layers
-        self.backbone = ResNetTSM(num_layers, 3 * seglen, seg_num, shift_ratio,
-                                  shift_direction, shift_place, shift_every)
+        self.backbone_name = backbone
+        # the ResNet depth; None for MobileNetV2 (width 1.0 only), which ignores num_layers
+        self.backbone_depth = num_layers if backbone == 'resnet' else None
+        shift = (seg_num, shift_ratio, shift_direction, shift_place, shift_every)
+        self.backbone = (ResNetTSM(num_layers, 3 * seglen, *shift) if backbone == 'resnet'
+                         else MobileNetV2TSM(3 * seglen, *shift))
         feat = self.backbone.out_channels
         self.avgpool = nn.AdaptiveAvgPool2D(1)
         self.dropout = nn.Dropout(p=dropout, mode=_dropout_mode(head))
@@ -89,6 +98,9 @@ class TSM(nn.Layer):
 
     def fluid_names(self):
         """{state_dict key: model-zoo name}; the FC is fc_0 as fluid named it."""
+        if self.backbone_name != 'resnet':
+            raise WeightsError(f"model-zoo names are ResNet weights; the model's backbone is "
+                               f"{self.backbone_name}: set MODEL.backbone: resnet")
         names = fluid_names(self.backbone, 'backbone')
         names.update({'fc.weight': 'fc_0.w_0', 'fc.bias': 'fc_0.b_0'})
         return names
@@ -99,4 +111,4 @@ class TSM(nn.Layer):
         return cls(num_classes=m.num_classes, seg_num=m.seg_num, seglen=m.seglen,
                    num_layers=m.num_layers, shift_ratio=m.shift_ratio,
                    shift_direction=m.shift_direction, shift_place=m.shift_place,
-                   dropout=m.dropout, head=m.head)
+                   dropout=m.dropout, head=m.head, backbone=m.backbone)

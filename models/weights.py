@@ -137,7 +137,7 @@ def _adapt(model, state, kind, options, path):
         if source == 'modelzoo':
             options = convert.source_options(source)
         elif source is not None:
-            state, info = convert.to_fluid(state, source)
+            state, info = convert.to_arrays(state, source)
             options = convert.source_options(source, info, seg_num=getattr(model, 'seg_num', 8))
     return to_model_keys(model, state, path), options
 
@@ -145,6 +145,13 @@ def _adapt(model, state, kind, options, path):
 def _check_meta(model, options, path, full):
     """Say which config key to change when the file's depth or class count differs."""
     depth, classes = options.get('num_layers'), options.get('num_classes')
+    # converted ResNets name their depth; this project's checkpoints their backbone
+    backbone = options.get('backbone') or ('resnet' if depth is not None else None)
+    own_backbone = getattr(model, 'backbone_name', 'resnet')
+    if backbone is not None and backbone != own_backbone:
+        raise WeightsError(f"{path} holds a {backbone} TSM, the model's MODEL.backbone is "
+                           f"{own_backbone}: set MODEL.backbone: {backbone}, or give "
+                           f"{own_backbone} weights")
     if depth is not None and depth != getattr(model, 'backbone_depth', depth):
         raise WeightsError(f"{path} holds a ResNet-{depth} TSM, the model is ResNet-"
                            f"{model.backbone_depth}: set MODEL.num_layers: {depth}")

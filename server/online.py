@@ -1,7 +1,8 @@
 """Online TSM for the page's camera over the WebSocket /v1/online: each session owns a
-copy of the eager model wrapped in models.online.OnlineTSM (per-block caches of the
-previous frame), and gets one answer per JPEG/PNG frame it sends.  Frames are prepared as
-predict.py --online prepares them (INFER scaling, centre crop, normalisation).
+stream of the server's online model (server/online_engine.py: the exported per-frame
+model, its states and window this session's only), and gets one answer per JPEG/PNG
+frame it sends.  Frames are prepared as predict.py --online prepares them (INFER
+scaling, centre crop, normalisation).
 
 The token and the Origin are checked before the handshake (guard.Guard).  A frame's size
 is read from its header and checked before it is decoded; decoding and scaling run on
@@ -9,7 +10,6 @@ threads of their own, the model on the model thread.  A session with no message 
 --ws_idle_timeout is closed; one whose client stops reading loses its connection after
 --send_timeout (transport.bound_sends), which frees its --max_online slot."""
 import asyncio
-import copy
 import io
 import json
 import time
@@ -17,11 +17,9 @@ from concurrent.futures import ThreadPoolExecutor
 
 import cv2
 import numpy as np
-import paddle
 from PIL import Image
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
-from models.online import OnlineTSM
 from reader.transforms import eval_views, normalize
 
 MAX_FRAME_BYTES = 2 << 20
@@ -72,14 +70,17 @@ class OnlineSession:
         m = service.cfg.MODEL
         self.cfg, self.names = service.cfg, service.names
         self.window = m.seg_num if window is None else window
-        self.online = OnlineTSM(copy.deepcopy(service.eager), self.window)  # ValueError: mit
+        self.online = service.online.streams(self.window)
         self.frames = 0
 
-    def step(self, x, topk=5):
-        """A frame_input -> {'frame', 'class_index', 'class_name', 'probability', 'top',
-        'model_ms'}."""
-        t = time.perf_counter()
-        logits = self.online.step(paddle.to_tensor(x)).numpy()[0].astype(np.float64)
+    def step(self, x, topk=5, t0=None):
+        """A frame_input (prepared since t0, perf_counter) -> {'frame', 'class_index',
+        'class_name', 'probability', 'top', 'model_ms' (the per-frame model), 'frame_ms'
+        (decoding and preparing too)}."""
+        t_model = time.perf_counter()
+        t = t_model if t0 is None else t0
+        logits = self.online.step(x)[0]
+        model_ms = 1000 * (time.perf_counter() - t_model)
         probs = np.exp(logits - logits.max())
         probs /= probs.sum()
         order = np.argsort(-probs)[:topk]
@@ -88,7 +89,8 @@ class OnlineSession:
                 'class_name': self.names[order[0]], 'probability': float(probs[order[0]]),
                 'top': [{'class_index': int(i), 'class_name': self.names[i],
                          'probability': float(probs[i])} for i in order],
-                'model_ms': round(1000 * (time.perf_counter() - t), 1)}
+                'model_ms': round(model_ms, 2),
+                'frame_ms': round(1000 * (time.perf_counter() - t), 2)}
 
     def reset(self):
         self.online.reset()
@@ -167,12 +169,12 @@ class OnlineEndpoint:
                 return
 
     async def answer(self, session, data):
-        loop = asyncio.get_running_loop()
+        loop, t0 = asyncio.get_running_loop(), time.perf_counter()
         try:
             x = await loop.run_in_executor(self.frame_threads, frame_input, data,
                                            self.service.cfg, self.settings.max_frame_pixels)
         except FrameError as e:
             return {'error': str(e)}
-        answer = await loop.run_in_executor(self.model_thread, session.step, x)
+        answer = await loop.run_in_executor(self.model_thread, session.step, x, 5, t0)
         self.metrics.online_frames.inc()
         return answer

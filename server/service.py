@@ -1,7 +1,6 @@
 """The model a server serves, loaded as predict.py loads it (utils.jobs: runtime set-up,
 weights resolution, load_weights with the explicit MODEL keys kept, the label list,
 for_inference's engine), and what /v1/model says about it."""
-import copy
 import logging
 import os
 
@@ -14,6 +13,8 @@ from utils.config_utils import explicit_keys
 from utils.download import sha256sum
 from utils.engine import video_log_probs
 from utils.jobs import for_inference, read_labels, resolve_weights, setup_runtime
+
+from . import online_engine
 
 logger = logging.getLogger(__name__)
 
@@ -36,8 +37,8 @@ def engine_info(net):
 
 
 class Service:
-    """cfg, class names, the engine (`net`) and a pristine eager copy (`eager`, the source
-    of every online session's model)."""
+    """cfg, class names, the engine (`net`) and the camera mode's online model (`online`,
+    server/online_engine.py; None when the weights cannot run online)."""
 
     def __init__(self, args, cfg):
         setup_runtime(cfg, args)
@@ -46,10 +47,11 @@ class Service:
         load_weights(model, weights, keep=explicit_keys(cfg, 'MODEL'))
         self.names = read_labels(cfg.INFER.kinetics_labels, cfg.MODEL.num_classes)
         self.cfg, self.model_name = cfg, args.model_name.upper()
-        self.eager = copy.deepcopy(model)
         self.net = for_inference(model, args, cfg, 'INFER', weights)
         self.engine = engine_info(self.net)
         self.options = model.options()
+        self.online = online_engine.load(model, args, cfg, weights,
+                                         self.describe_online()['available'])
         self.weights = {'file': os.path.basename(weights), 'sha256': sha256sum(weights)}
         self.config_file = os.path.basename(args.config)
         logger.info("serving %s: %s, engine %s, precision %s", self.model_name,
@@ -72,6 +74,8 @@ class Service:
     def warm(self):
         """One model call before the first request (allocations, oneDNN kernels)."""
         self.probabilities([np.zeros(self.clip_shape, np.float32)])
+        if self.online is not None:
+            self.online.warm()
 
     def record(self, probs, topk):
         """The record of predict_results.json (path added by the caller)."""
@@ -83,7 +87,6 @@ class Service:
     def describe(self):
         """What /v1/model answers."""
         cfg, sec = self.cfg, self.cfg.INFER
-        direction = self.options['shift_direction']
         return {
             'model_name': self.model_name,
             'config': {'file': self.config_file, 'MODEL': dict(cfg.MODEL)},
@@ -95,7 +98,15 @@ class Service:
             'num_classes': cfg.MODEL.num_classes,
             'batch_size': sec.batch_size,
             'video_timeout': sec.video_timeout,
-            'online': {'available': direction != 'mit' and cfg.MODEL.seglen == 1,
-                       'trained_for_online': direction == 'backward',
-                       'shift_direction': direction},
+            'online': self.describe_online(),
         }
+
+    def describe_online(self):
+        """Whether the camera mode can run these weights, and on what."""
+        direction = self.options['shift_direction']
+        info = {'available': direction != 'mit' and self.cfg.MODEL.seglen == 1,
+                'trained_for_online': direction == 'backward', 'shift_direction': direction}
+        online = getattr(self, 'online', None)
+        if online is not None:
+            info['engine'] = {k: online.engine[k] for k in ('engine', 'precision')}
+        return info

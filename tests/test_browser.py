@@ -81,6 +81,10 @@ def test_long_video_gets_a_timeline_of_windows(page, tmp_path):
 
 
 def test_camera_online_over_the_websocket(url):
+    """The camera mode answers from the exported online model (the server's engine, not
+    eager Paddle), and the page shows answers per second and ms per frame."""
+    online = http().get(url + '/v1/model').json()['online']
+    assert online['engine'] == {'engine': 'openvino', 'precision': 'fp32'}  # auto, --precision
     before = metric(url, 'tsm_online_frames_total')
     d = chromium_driver(fake_camera=True)
     try:
@@ -92,6 +96,10 @@ def test_camera_online_over_the_websocket(url):
                                                  .get_attribute('data-answered') or 0) >= 3)
         assert d.find_element(By.ID, 'online-label').text in NAMES
         assert len(d.find_elements(By.CSS_SELECTOR, '#online-bars .bar')) == 3
+        stats = d.find_element(By.ID, 'online-stats')
+        assert 'answers/s' in stats.text and 'ms/frame' in stats.text
+        assert float(stats.get_attribute('data-per-second')) > 0
+        assert float(stats.get_attribute('data-model-ms')) > 0
         d.find_element(By.ID, 'cam-stop').click()
     finally:
         d.quit()

@@ -116,7 +116,7 @@ def test_train_eval_predict_export(run2, tmp_path):
     assert len(single) == 1 and single[0]['path'] == one and len(single[0]['top_names']) == 3
 
     ex = run_cli('inference_model.py', '--config', cfg, '--weights', str(out / 'TSM.pdparams'),
-                 '--save_dir', str(tmp_path / 'inf'))
+                 '--save_dir', str(tmp_path / 'inf'), '--batch', '-1')  # any batch: 3 clips
     assert ex.returncode == 0, ex.stderr
     exported = paddle.jit.load(str(tmp_path / 'inf' / 'TSM'))
     exported.eval()

@@ -346,9 +346,12 @@ assert not ours, ours
 
 @pytest.mark.parametrize('name', NAMES)
 def test_inference_model_py_writes_what_the_plain_engine_loads(tiny_files, tmp_path, name):
+    """--batch -1 (any batch; the default, engines.BATCH, is test_online_export.py's): the
+    plain engine runs 3 clips at once."""
     out = tmp_path / 'out'
     res = run_cli('inference_model.py', '--config', tiny_files['config'], '--weights',
-                  tiny_files['weights'], '--save_dir', str(out), '--backend', name)
+                  tiny_files['weights'], '--save_dir', str(out), '--backend', name,
+                  '--batch', '-1')
     assert res.returncode == 0, res.stderr[-3000:]
     assert 'checked against the eager model' in res.stdout + res.stderr
     files = {'paddle': {'TSM.json', 'TSM.pdiparams'}, 'onnxruntime': {'TSM.onnx'},

@@ -215,7 +215,8 @@ def test_inference_model_exports_tsn_from_tsm_weights_with_o(tmp_path):
     weights = tmp_path / 'tsm.pdparams'
     state = tiny_tsm_weights(weights)
     res = run_cli('inference_model.py', '--config', tiny_config(tmp_path), '--weights',
-                  str(weights), '--save_dir', str(tmp_path / 'inf'), '-o', 'MODEL.shift_ratio=0')
+                  str(weights), '--save_dir', str(tmp_path / 'inf'), '-o', 'MODEL.shift_ratio=0',
+                  '--batch', '-1')  # any batch: 2 clips
     assert res.returncode == 0, res.stderr[-3000:]
     assert 'keeping MODEL.shift_ratio=0' in res.stdout + res.stderr
     exported = paddle.jit.load(str(tmp_path / 'inf' / 'TSM'))

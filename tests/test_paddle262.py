@@ -1,5 +1,5 @@
 """Paddle 2.6.2 (paddlepaddle-gpu 2.6.2 is the GPU wheel on PyPI): eval.py through every
-backend, predict.py and inference_model.py under a Python with paddlepaddle 2.6.2 and
+backend, predict.py and inference_model.py (clip and --online) under a Python with paddlepaddle 2.6.2 and
 paddle2onnx 1.3.1 (the paddle2onnx that reads Paddle 2.6's .pdmodel); with paddle2onnx 2.x
 there instead (it refuses to import under Paddle 2), the ONNX backends end in one line
 naming what to install and `auto` takes Paddle (engines.unusable).
@@ -113,13 +113,18 @@ def test_eval_through_every_backend_and_predict_under_paddle_262(python262, tiny
 
 @pytest.mark.parametrize('backend', BACKENDS[:3])
 def test_inference_model_py_under_paddle_262(python262, tiny, tmp_path, backend):
-    res = run(python262, 'inference_model.py', tiny, '--backend', backend, '--save_dir',
-              str(tmp_path))
-    assert res.returncode == 0, res.stderr[-3000:]
-    assert 'checked against the eager model' in res.stdout + res.stderr
-    assert set(os.listdir(tmp_path)) == {
-        'paddle': {'TSM.pdmodel', 'TSM.pdiparams', 'TSM.pdiparams.info'},
-        'onnxruntime': {'TSM.onnx'}, 'openvino': {'TSM.xml', 'TSM.bin'}}[backend]
+    """The clip model and (--online) the per-frame model, each checked against eager."""
+    for flags, name, check in (([], 'TSM', 'checked against the eager model'),
+                               (['--online'], 'TSM_online',
+                                'checked against the eager online model over 16 frames')):
+        out = tmp_path / name
+        res = run(python262, 'inference_model.py', tiny, '--backend', backend, '--save_dir',
+                  str(out), *flags)
+        assert res.returncode == 0, res.stderr[-3000:]
+        assert check in res.stdout + res.stderr
+        assert set(os.listdir(out)) == {
+            'paddle': {f'{name}.pdmodel', f'{name}.pdiparams', f'{name}.pdiparams.info'},
+            'onnxruntime': {f'{name}.onnx'}, 'openvino': {f'{name}.xml', f'{name}.bin'}}[backend]
 
 
 def test_paddle2onnx_2_under_paddle_262_is_one_line(python262, tiny, tmp_path):

@@ -132,7 +132,7 @@ def test_online_equals_offline_backward_shift():
             twin.set_state_dict(offline[0].state_dict())
             online = OnlineTSM(twin, window=0)
             for t in range(n):
-                got = online.step(paddle.to_tensor(frames[t:t + 1])).numpy()
+                got = online.step(frames[t:t + 1])
                 want = offline[t](paddle.to_tensor(frames[None, :t + 1])).numpy()
                 assert np.abs(got - want).max() < 1e-5, (head, t)
         # the shift does something: the bi-directional model differs
@@ -143,7 +143,7 @@ def test_online_equals_offline_backward_shift():
         online.window = 2  # head logit_mean; the last 2 frames
         online.reset()
         for t in range(n):
-            got = online.step(paddle.to_tensor(frames[t:t + 1])).numpy()
+            got = online.step(frames[t:t + 1])
             m = offline[t]
             feats = m.dropout(m.avgpool(m.backbone(paddle.to_tensor(frames[:t + 1]))).flatten(1))
             want = m.fc(feats[-2:]).mean(axis=0, keepdim=True).numpy()

@@ -155,7 +155,8 @@ def test_health_labels_and_model_description(files, open_url):
     assert m['protocol']['num_clips'] == 1 and m['protocol']['num_crops'] == 1
     assert 'centre crop' in m['protocol']['text'] and m['batch_size'] == 2
     assert m['online'] == {'available': True, 'trained_for_online': False,
-                           'shift_direction': 'paddle'}
+                           'shift_direction': 'paddle',  # the camera mode's exported model:
+                           'engine': {'engine': 'openvino', 'precision': 'fp32'}}
     assert http().get(open_url + '/docs').status_code == 404  # its Swagger page needs a CDN: --docs
     spec = http().get(open_url + '/openapi.json').json()
     assert 'video' in spec['paths']['/v1/predict']['post']['requestBody']['content'][

@@ -6,13 +6,17 @@
         tsm_mit.pdparams --from mit                  # .pth: pip install -r requirements-convert.txt
     python tools/convert_weights.py tsm_imagenet-pretrained-r50_8xb16-1x1x8-50e_kinetics400-rgb_*.pth \\
         tsm_mmaction2.pdparams --from mmaction2
+    python tools/convert_weights.py TSM_kinetics_RGB_mobilenetv2_shift8_blockres_avg_segment8_e100_dense.pth \\
+        tsm_mbv2_kinetics.pdparams --from mit         # MODEL.backbone: mobilenetv2
+    python tools/convert_weights.py mobilenetv2_jester_online.pth.tar tsm_mbv2_jester.pdparams \\
+        --from mit_online                            # MIT online_demo's 27 Jester gestures
 
 The output is a pickle of this project's state_dict keys -> float32 arrays plus
 `__tsm_options__`, the model options the weights need (shift direction, ratio, placement,
 which blocks shift, head) and what is known about them (source, depth, class count).
 `models.load_weights` applies those options, so `eval.py --weights OUT` with
-configs/tsm.yaml computes what the source model computes.  Depth and class count come from
-the weights; every array is checked against such a model before the file is written.
+configs/tsm.yaml (configs/tsm_mobilenetv2*.yaml for MobileNetV2) computes what the source
+model computes.  Backbone, depth and class count come from the weights; every array is checked against such a model before the file is written.
 """
 import argparse
 import logging
@@ -56,14 +60,16 @@ def convert_file(src, dst, source, shift_div=None, seg_num=8):
     found = convert.detect_source(convert.strip_prefix(state))
     if found is not None and found != source:
         raise convert.ConvertError(f"{src} has {found} names, not {source}: use --from {found}")
-    fluid, info = convert.to_fluid(state, source)
+    arrays, info = convert.to_arrays(state, source)
     if shift_div is None:
         shift_div = convert.shift_div_from_name(src)
     options = convert.source_options(source, info, shift_div=shift_div, seg_num=seg_num)
+    backbone = info.get('backbone', 'resnet')
     with paddle.LazyGuard():  # names and shapes only: no parameter is initialised
-        model = TSM(num_classes=info['num_classes'], num_layers=info['num_layers'],
-                    seg_num=seg_num, **{k: options[k] for k in OPTION_KEYS if k in options})
-    ours = to_model_keys(model, fluid, src)
+        model = TSM(num_classes=info['num_classes'], num_layers=info.get('num_layers', 50),
+                    seg_num=seg_num, backbone=backbone,
+                    **{k: options[k] for k in OPTION_KEYS if k in options})
+    ours = to_model_keys(model, arrays, src)
     check_fit(model, ours, src)
     out = {k: np.ascontiguousarray(v, dtype=np.float32) for k, v in ours.items()}
     out[OPTIONS_KEY] = options
@@ -76,8 +82,9 @@ def convert_file(src, dst, source, shift_div=None, seg_num=8):
         os.remove(tmp)
         raise convert.ConvertError(f"{dst}: the written file does not read back the same")
     os.replace(tmp, dst)
-    logger.info("wrote %s: %s ResNet-%d TSM, %d classes, %d arrays; options %s", dst, source,
-                info['num_layers'], info['num_classes'], len(ours),
+    logger.info("wrote %s: %s %s TSM, %d classes, %d arrays; options %s", dst, source,
+                f"ResNet-{info['num_layers']}" if backbone == 'resnet' else 'MobileNetV2',
+                info['num_classes'], len(ours),
                 {k: options[k] for k in OPTION_KEYS if k in options})
     return options
 

@@ -1,6 +1,7 @@
 """The end-to-end demo: TSM learns frame order, TSN cannot.
 
     python tools/demo.py --out_dir output/demo [--quick] [--seed 0]
+    python tools/demo.py --backbone mobilenetv2 --online    # the online model, per frame
 
 1. generates the frame-order dataset (data/demo_dataset.py: 8 classes in 4
    time-reversed pairs) into <out_dir>/data, unless a matching one is there;
@@ -14,6 +15,11 @@
 Every step runs the real entry scripts in a subprocess (the code users run); each
 one's output goes to <out_dir>/logs/<step>.log.  A failing step ends the demo with
 one line naming it.  --quick: a tiny dataset, one epoch, for tests (not meaningful).
+
+--backbone mobilenetv2: both models on MIT's MobileNetV2 (MODEL.backbone) instead of the
+ResNet-18.  --online: TSM trains with the backward (uni-directional) shift of online TSM,
+and step 3 runs predict.py --online: the held-out video one frame at a time, each frame
+through the 2D network once, the label printed whenever it changes.
 """
 import argparse
 import concurrent.futures
@@ -59,6 +65,10 @@ def parse_args(argv=None):
                    help='train TSM, then TSN, each on every CPU (default: side by side)')
     p.add_argument('--keep_checkpoints', action='store_true',
                    help='keep the per-epoch checkpoints (default: only the final weights)')
+    p.add_argument('--backbone', choices=('resnet', 'mobilenetv2'), default='resnet',
+                   help="MODEL.backbone of both models (default: the configs' ResNet-18)")
+    p.add_argument('--online', action='store_true',
+                   help='train TSM with the backward shift and predict frame by frame')
     p.add_argument('-o', '--override', action='append', default=[], metavar='SECTION.key=value',
                    help="passed to every train/eval/predict run, after the demo's own")
     return p.parse_args(argv)
@@ -159,6 +169,17 @@ def model_overrides(data_dir, quick, size):
     return o
 
 
+def variant_overrides(args):
+    """-o flags of --backbone and --online (the user's own -o still come after them)."""
+    o = [f"MODEL.backbone={args.backbone}"] if args.backbone != 'resnet' else []
+    return o + (['MODEL.shift_direction=backward'] if args.online else [])
+
+
+def backbone_text(model_cfg):
+    m = model_cfg
+    return f"ResNet-{m.num_layers}" if m.backbone == 'resnet' else 'MobileNetV2'
+
+
 def flags(overrides):
     out = []
     for o in overrides:
@@ -208,6 +229,33 @@ def sampled_frames(video_path, cfg):
     finally:
         video.close()
     return eval_transform(frames, s.short_size, s.target_size), indices
+
+
+ONLINE_LINE = re.compile(r"frame \d+: ")  # predict.py --online prints each label change
+
+
+def predict(runner, out, video, overrides, online):
+    """predict.py on one video with the TSM weights -> the summary's prediction entry:
+    top_names/top_probs (online: the last frame's), and online the label changes."""
+    pred_dir = os.path.join(out, 'predict')
+    cmd = [sys.executable, 'predict.py', '--model_name', 'TSM', '--config', MODELS[0][1],
+           '--weights', os.path.join(out, 'tsm', 'TSM.pdparams'), '--video_path', video,
+           '--infer_topk', '3', '--save_dir', pred_dir] + flags(overrides)
+    if not online:
+        runner.run('predict', cmd, 'predict',
+                   echo=lambda line: line.rstrip() if line.startswith('    ') else None)
+        with open(os.path.join(pred_dir, 'predict_results.json'), encoding='utf-8') as f:
+            rec = json.load(f)[0]
+        return {'video': video, 'top_names': rec['top_names'], 'top_probs': rec['top_probs']}
+    runner.run('predict online', cmd + ['--online'], 'predict',
+               echo=lambda line: line.strip() if ONLINE_LINE.search(line) else None)
+    with open(os.path.join(pred_dir, 'online_results.json'), encoding='utf-8') as f:
+        res = json.load(f)
+    last = res['frames'][-1]
+    return {'video': video, 'online': True, 'frames': len(res['frames']),
+            'top_names': [last['class_name']], 'top_probs': [last['probability']],
+            'changes': [{k: c[k] for k in ('frame', 'class_name', 'probability')}
+                        for c in res['changes']]}
 
 
 def prune_checkpoints(save_dir):
@@ -274,6 +322,7 @@ def train_and_eval(runner, key, config, cfg, out, overrides, threads, args):
             'mean_class_acc': res.get('mean_class_acc'), 'loss': res['loss'],
             'num_videos': res['num_videos'], 'config': config,
             'shift_ratio': m.shift_ratio, 'num_layers': m.num_layers, 'seg_num': m.seg_num,
+            'backbone': m.backbone, 'shift_direction': m.shift_direction,
             'size': t.target_size, 'epochs': t.epoch, 'batch_size': t.batch_size,
             'learning_rate': t.learning_rate, 'cpu_threads': threads,
             'train_seconds': round(train_s, 1), 'eval_seconds': round(eval_s, 1)}
@@ -297,7 +346,8 @@ def run(args):
         f"{data_spec['train_per_class'] * 8} training and {data_spec['val_per_class'] * 8} "
         f"held-out videos, {data_spec['size']}x{data_spec['size']} px, {data_spec['frames']} "
         f"frames ({time.time() - t:.0f} s)")
-    overrides = model_overrides(data_dir, args.quick, data_spec['size']) + args.override
+    overrides = (model_overrides(data_dir, args.quick, data_spec['size'])
+                 + variant_overrides(args) + args.override)
     with open(info['label_list'], encoding='utf-8') as f:
         class_names = [ln.strip() for ln in f if ln.strip()]
     cfgs = {key: apply_overrides(parse_config(os.path.join(ROOT, config)), overrides)
@@ -308,7 +358,7 @@ def run(args):
     threads = max(1, cpus // 2) if parallel else 0
     c = cfgs['tsm']
     log(f"[2/4] train and evaluate TSM and TSN {'side by side' if parallel else 'in turn'}: "
-        f"ResNet-{c.MODEL.num_layers}, {c.MODEL.seg_num} segments, "
+        f"{backbone_text(c.MODEL)}, {c.MODEL.seg_num} segments, "
         f"{c.TRAIN.target_size} px, {c.TRAIN.epoch} epoch{'s' * (c.TRAIN.epoch != 1)} from "
         f"scratch; shift_ratio "
         f"{c.MODEL.shift_ratio} vs {cfgs['tsn'].MODEL.shift_ratio}")
@@ -329,18 +379,11 @@ def run(args):
 
     video, label = pick_video(info['infer_list'], class_names)
     log(f"[3/4] predict {os.path.relpath(video, out)} (true class: {class_names[label]}) "
-        f"with TSM")
-    pred_dir = os.path.join(out, 'predict')
-    runner.run('predict', [
-        sys.executable, 'predict.py', '--model_name', 'TSM', '--config', MODELS[0][1],
-        '--weights', os.path.join(out, 'tsm', 'TSM.pdparams'), '--video_path', video,
-        '--infer_topk', '3', '--save_dir', pred_dir] + flags(overrides), 'predict',
-        echo=lambda line: line.rstrip() if line.startswith('    ') else None)
-    with open(os.path.join(pred_dir, 'predict_results.json'), encoding='utf-8') as f:
-        rec = json.load(f)[0]
-    top_name, top_prob = rec['top_names'][0], rec['top_probs'][0]
-    summary['prediction'] = {'video': video, 'true': class_names[label],
-                             'top_names': rec['top_names'], 'top_probs': rec['top_probs']}
+        f"with TSM{', online: one frame at a time' if args.online else ''}")
+    summary['prediction'] = predict(runner, out, video, overrides, args.online)
+    summary['prediction']['true'] = class_names[label]
+    top_name, top_prob = summary['prediction']['top_names'][0], \
+        summary['prediction']['top_probs'][0]
 
     log("[4/4] pictures")
     import numpy as np
@@ -357,7 +400,8 @@ def run(args):
     frames, indices = sampled_frames(video, cfgs['tsm'])
     pictures['predict_frames'] = plots.plot_contact_sheet(
         frames, indices, os.path.join(out, 'predict_frames.png'),
-        title=f"TSM: {top_name} (p={top_prob:.2f}); true class: {class_names[label]}")
+        title=f"TSM{' online, last frame' if args.online else ''}: {top_name} "
+              f"(p={top_prob:.2f}); true class: {class_names[label]}")
     summary['pictures'] = {k: os.path.basename(v) for k, v in pictures.items()}
     summary['parallel'] = parallel
     summary['seconds'] = round(time.time() - tic, 1)

@@ -18,11 +18,14 @@ def atomic_save(obj, path):
 
 def weights_bundle(model):
     """The model's state_dict plus the options its weights depend on (shift direction,
-    head, ...: models.weights.OPTIONS_KEY), which load_weights applies when loading."""
+    head, ...: models.weights.OPTIONS_KEY), which load_weights applies when loading, and
+    the backbone it checks."""
     from models.weights import OPTIONS_KEY
     state = dict(model.state_dict())
     if hasattr(model, 'options'):
         state[OPTIONS_KEY] = model.options()
+        if hasattr(model, 'backbone_name'):  # checked on load (MODEL.backbone)
+            state[OPTIONS_KEY]['backbone'] = model.backbone_name
     return state
 
 

@@ -64,6 +64,7 @@ _EVAL_DEFAULTS = {
 DEFAULTS = {
     'MODEL': {
         'name': 'TSM',
+        'backbone': 'resnet',      # resnet (MODEL.num_layers deep) | mobilenetv2 (width 1.0)
         'format': 'mp4',
         'num_classes': 400,
         'seg_num': 8,
@@ -101,6 +102,7 @@ DEFAULTS = {
 }
 
 CHOICES = {
+    ('MODEL', 'backbone'): ('resnet', 'mobilenetv2'),
     ('MODEL', 'format'): ('mp4', 'pkl', 'frames'),
     ('MODEL', 'num_layers'): (18, 34, 50, 101, 152),
     ('MODEL', 'shift_direction'): ('paddle', 'mit', 'backward'),

@@ -17,6 +17,7 @@ float32 artifact (bf16 is a load-time setting of every engine); an int8 entry ha
 its own, written by tools/quantize.py (utils/quantization.py, through cache_entry and
 publish) and only read here.
 """
+import copy
 import hashlib
 import json
 import logging
@@ -31,7 +32,9 @@ import engines
 from engines.base import EngineError, cpu_has_bf16, effective_precision  # noqa: F401
 # the Paddle engine's names, where bench/ imports them
 from engines.paddle_engine import PaddleRunner as InferenceModel  # noqa: F401
+from engines.paddle_engine import ONLINE
 from engines.paddle_engine import create_predictor, export, program_files  # noqa: F401
+from models.online import OnlineStep, OnlineStream, OnlineTSM
 from utils.download import sha256sum
 from utils.env import available_cpus
 
@@ -39,16 +42,19 @@ logger = logging.getLogger(__name__)
 
 EXPORT_VERSION = 3  # bump when the exported program changes for the same inputs
 TOLERANCE = 1e-5  # probabilities, exported vs eager, fp32
+ONLINE_FRAMES = 16  # the online export is checked over a sequence this long
+ONLINE_TOLERANCE = 1e-4  # per-frame logits, online export vs eager, fp32, relative to the
+#                          largest |logit| (absolute below 1)
 QUANTIZE_HINT = ("make one with tools/quantize.py --config C --weights W --filelist L "
                  "(post-training quantization calibrated on a list file; OpenVINO), "
                  "or use --precision fp32 or bf16")
 
 
-def input_shape_of(cfg, section):
-    """One clip of cfg[section]: [T, 3L, S, S]."""
+def input_shape_of(cfg, section, online=False):
+    """One clip of cfg[section]: [T, 3L, S, S]; online: one frame [3, S, S]."""
     m = cfg.MODEL
     size = cfg[section].target_size
-    return [m.seg_num, 3 * m.seglen, size, size]
+    return [3, size, size] if online else [m.seg_num, 3 * m.seglen, size, size]
 
 
 def threads():
@@ -121,22 +127,27 @@ def check_export(model, runner, input_shape, probabilities, what):
     return diff
 
 
-def cache_entry(eng, model, weights_path, cfg, section, precision):
+def cache_entry(eng, model, weights_path, cfg, section, precision, online=False):
     """Where the cache keeps `model`'s artifact for engine module `eng` in `precision`:
     -> (folder, the artifact's prefix in it, the key's description).  tools/quantize.py
-    writes its int8 artifact at the prefix of an int8 entry (through publish)."""
+    writes its int8 artifact at the prefix of an int8 entry (through publish).  online:
+    the per-frame model (formulation ONLINE), one stream per call (batch 1)."""
     name = eng.NAME
-    key, desc = cache_key(weights_path, model, dict(cfg.MODEL), input_shape_of(cfg, section),
-                          name, engines.FORMULATION[name], engines.BATCH[name], precision,
-                          eng.versions())
+    formulation, batch = (ONLINE, 1) if online else (engines.FORMULATION[name],
+                                                     engines.BATCH[name])
+    key, desc = cache_key(weights_path, model, dict(cfg.MODEL),
+                          input_shape_of(cfg, section, online), name, formulation, batch,
+                          precision, eng.versions())
     final = os.path.join(cache_root(), key)
     return final, os.path.join(final, 'model'), desc
 
 
-def cached_artifact(eng, model, weights_path, cfg, section, precision, threads=1):
+def cached_artifact(eng, model, weights_path, cfg, section, precision, threads=1,
+                    online=False):
     """The artifact of `model` for engine module `eng` (found in the cache, or exported,
     checked and cached now); -> (artifact path, batch, cache description)."""
-    final, prefix, desc = cache_entry(eng, model, weights_path, cfg, section, precision)
+    final, prefix, desc = cache_entry(eng, model, weights_path, cfg, section, precision,
+                                      online)
     found = eng.find(prefix)
     if found:
         logger.info("%s model from the cache: %s", eng.NAME, final)
@@ -152,8 +163,11 @@ def cached_artifact(eng, model, weights_path, cfg, section, precision, threads=1
                     desc['formulation'], desc['batch'] or 'any', final)
         staged = os.path.join(tmp, os.path.basename(prefix))
         artifact = eng.export(model, staged, desc['input'], desc['formulation'], desc['batch'])
-        check_export(model, eng.load(artifact, threads, 'fp32', desc['batch']), desc['input'],
-                     False, eng.NAME)
+        checked = eng.load(artifact, threads, 'fp32', desc['batch'])
+        if online:
+            check_online_export(model, checked, desc['input'], eng.NAME)
+        else:
+            check_export(model, checked, desc['input'], False, eng.NAME)
         with open(os.path.join(tmp, 'meta.json'), 'w', encoding='utf-8') as f:
             json.dump(desc, f, indent=1, default=str)
         publish(tmp, final)
@@ -178,10 +192,11 @@ def inference_model(model, weights_path, cfg, section, threads=1, precision='fp3
 
 
 def export_artifact(model, backend, prefix, input_shape, precision='fp32', formulation=None,
-                    threads=1):
-    """inference_model.py: `model` exported for `backend` at `prefix` (probabilities out,
-    any batch), checked against the eager model before it is moved into place; -> (the
-    artifact's path, the files written)."""
+                    threads=1, batch=1):
+    """inference_model.py: `model` exported for `backend` at `prefix` (probabilities out;
+    formulation ONLINE: the per-frame model, logits and states out) with `batch` clips or
+    streams per call (None: any), checked against the eager model before it is moved into
+    place; -> (the artifact's path, the files written)."""
     eng = engines.engine(backend)
     if precision == 'int8':
         raise EngineError(f"--precision int8 is written by the quantization tool: "
@@ -192,11 +207,84 @@ def export_artifact(model, backend, prefix, input_shape, precision='fp32', formu
     tmp = tempfile.mkdtemp(prefix='.export-', dir=folder)
     try:
         staged = eng.export(model, os.path.join(tmp, os.path.basename(prefix)), input_shape,
-                            formulation, None, probabilities=True)
-        check_export(model, eng.load(staged, threads, 'fp32'), input_shape, True, backend)
+                            formulation, batch, probabilities=True)
+        runner = eng.load(staged, threads, 'fp32', batch)
+        if formulation == ONLINE:
+            check_online_export(model, runner, input_shape, backend)
+        else:
+            check_export(model, runner, input_shape, True, backend)
         written = sorted(os.path.join(folder, f) for f in os.listdir(tmp) if f[0] != '.')
         for path in written:
             os.replace(os.path.join(tmp, os.path.basename(path)), path)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return eng.find(prefix), written
+
+
+# ---- online: the per-frame model (models/online.py) in an engine ----
+
+def runner_step(runner):
+    """An exported online model's step for OnlineStream: (frame, states) -> (logits,
+    new states), through the engine's run_many."""
+    def step(frame, states):
+        out = runner.run_many([frame, *states])
+        return out[0], out[1:]
+    return step
+
+
+def state_shapes_of(model, frame_shape):
+    """[C, H, W] of every state of `model`'s per-frame model (one eager frame on a copy)."""
+    return OnlineStep(copy.deepcopy(model)).state_shapes(frame_shape[-1])
+
+
+def stream_logits(stream, frames):
+    """frames [T, B, 3, S, S] -> the per-frame logits [T, B, K] of a fresh OnlineStream of
+    window 1."""
+    stream.reset()
+    return np.stack([stream.step(f) for f in frames])
+
+
+def compare_online(model, runner, frame_shape, frames=ONLINE_FRAMES):
+    """An exported online model against the eager one over `frames` frames of a
+    deterministic random stream (the runner's batch of streams; 2 side by side for any
+    batch, so that a state crossing streams shows) -> (largest logit difference relative to max(1, largest
+    |logit|), exported logits, eager logits), each [T, B, K]."""
+    streams = runner.batch or 2
+    x = np.random.default_rng(0).standard_normal(
+        (frames, streams, *frame_shape)).astype(np.float32)
+    want = stream_logits(OnlineTSM(copy.deepcopy(model), window=1), x)
+    got = stream_logits(OnlineStream(runner_step(runner), state_shapes_of(model, frame_shape),
+                                     window=1), x)
+    scale = max(1.0, float(np.abs(want).max()))
+    return float(np.abs(got - want).max()) / scale, got, want
+
+
+def check_online_export(model, runner, frame_shape, what):
+    """compare_online within ONLINE_TOLERANCE and the same top-1 at every frame (fp32);
+    EngineError naming `what` if not."""
+    diff, got, want = compare_online(model, runner, frame_shape)
+    same_top1 = bool((got.argmax(-1) == want.argmax(-1)).all())
+    if diff > ONLINE_TOLERANCE or not same_top1:
+        raise EngineError(f"the online {what} export does not compute what the eager online "
+                          f"model computes over {ONLINE_FRAMES} frames: logits differ by up "
+                          f"to {diff:.2g} of their scale (limit {ONLINE_TOLERANCE:g})"
+                          f"{'' if same_top1 else ', top-1 differs'}; not used")
+    logger.info("online %s export checked against the eager online model over %d frames: "
+                "logits within %.2g of their scale", what, ONLINE_FRAMES, diff)
+    return diff
+
+
+def online_runner(model, weights_path, cfg, section, threads=1, precision='fp32',
+                  backend='paddle'):
+    """The per-frame model of `model` exported for `backend` (or found in the cache) and
+    loaded in `precision`; -> (runner, state shapes).  Each stream of it is
+    OnlineStream(runner_step(runner), shapes, window): the states live in the stream."""
+    precision = effective_precision(precision)
+    eng = engines.engine(engines.choose(backend, precision))
+    artifact, batch, desc = cached_artifact(eng, model, weights_path, cfg, section, precision,
+                                            threads, online=True)
+    runner = eng.load(artifact, threads, precision, batch)
+    runner.info['formulation'] = desc['formulation']
+    logger.info("online inference engine: %s", ', '.join(
+        f"{k} {v}" for k, v in runner.describe().items()))
+    return runner, state_shapes_of(model, desc['input'])

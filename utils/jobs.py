@@ -1,4 +1,5 @@
 """The jobs behind train.py, eval.py and predict.py: set-up around the shared loops."""
+import copy
 import json
 import logging
 import os
@@ -51,10 +52,15 @@ def fetch_if_url(path):
     return fetch_url(path) if path and path.startswith(('http://', 'https://')) else path
 
 
-def resolve_weights(path):
-    """--weights as given, or the released model-zoo TSM (downloaded when absent)."""
+def resolve_weights(path, backbone='resnet'):
+    """--weights as given, or the released model-zoo TSM (downloaded when absent; a
+    ResNet-50, so there is none for MODEL.backbone mobilenetv2)."""
     if path:
         return fetch_if_url(path)
+    if backbone != 'resnet':
+        raise WeightsError(f"no released weights for MODEL.backbone {backbone}: pass --weights "
+                           f"(MIT's MobileNetV2-TSM converted with tools/convert_weights.py, "
+                           f"or a checkpoint of train.py)")
     logger.info("no --weights given: using the released model-zoo TSM weights")
     return released_weights('TSM')
 
@@ -345,8 +351,14 @@ def _start_point(model, args, steps_per_epoch, seed, keep=()):
 
 def _pretrain(model, pretrain, keep=()):
     """--pretrain: a file, folder or URL; absent: ImageNet ResNet-50 (the model zoo
-    publishes no other depth); 'none': from scratch."""
-    if pretrain is None and model.backbone_depth == 50:
+    publishes no other depth, and no MobileNetV2); 'none': from scratch."""
+    if pretrain is None and model.backbone_name != 'resnet':
+        logger.warning("no --pretrain given and there are no ImageNet %s weights in this "
+                       "project's format: training from scratch (pass --pretrain PATH, e.g. "
+                       "MIT's Kinetics MobileNetV2-TSM converted with "
+                       "tools/convert_weights.py, or --pretrain none to say so)",
+                       model.backbone_name)
+    elif pretrain is None and model.backbone_depth == 50:
         logger.info("no --pretrain given: using the ImageNet ResNet-50 weights")
         pretrain = released_weights('ResNet50_pretrained')
     elif pretrain is None:
@@ -404,7 +416,7 @@ def eval_job(args, cfg):
     print_configs(cfg, 'Test', logger)
     logger.info("[TEST] protocol: %s", predict_modes.protocol_text(cfg.TEST, cfg.MODEL.seg_num))
     model = get_model(args.model_name, cfg, 'test')
-    weights = resolve_weights(args.weights)
+    weights = resolve_weights(args.weights, cfg.MODEL.backbone)
     load_weights(model, weights, keep=explicit_keys(cfg, 'MODEL'))
     model = for_inference(model, args, cfg, 'TEST', weights)
     loader = build_loader(get_reader(args.model_name, 'test', cfg),
@@ -438,11 +450,13 @@ def eval_job(args, cfg):
 def predict_job(args, cfg):
     setup_runtime(cfg, args)
     model = get_model(args.model_name, cfg, 'infer')
-    weights = resolve_weights(args.weights)
+    weights = resolve_weights(args.weights, cfg.MODEL.backbone)
     load_weights(model, weights, keep=explicit_keys(cfg, 'MODEL'))
     names = read_labels(cfg.INFER.kinetics_labels, cfg.MODEL.num_classes)
     if getattr(args, 'online', False):
-        return predict_modes.online_job(args, cfg, model, names)
+        streams, _ = online_for_inference(model, args, cfg, 'INFER', weights,
+                                          args.cpu_threads or None)
+        return predict_modes.online_job(args, cfg, streams, names)
     fmt, video_path = cfg.MODEL.format, args.video_path or cfg.INFER.video_path
     if video_path:  # one video, or every video under a folder
         items = predict_modes.video_items(video_path, fmt)
@@ -483,11 +497,9 @@ def predict_items(model, cfg, items, plan, topk, model_name='TSM'):
     return predict(model, loader, topk)
 
 
-def for_inference(model, args, cfg, section, weights, threads=None):
-    """--use_inference (default: on the CPU): `model` exported once (cached) for --backend's
-    engine and run in --precision (default bf16 where the CPU has it, else fp32) with
-    `threads` (default: --cpu_threads, else every core), behind the model's call
-    signature (utils/inference.py, engines/)."""
+def engine_settings(args):
+    """--use_inference (default: on the CPU), --precision (default bf16 where the CPU has
+    it, else fp32) and --backend -> (precision, backend), or None for the eager model."""
     from engines.base import default_precision
     on_cpu = paddle.get_device().startswith('cpu')
     use = getattr(args, 'use_inference', None)
@@ -502,23 +514,65 @@ def for_inference(model, args, cfg, section, weights, threads=None):
         if asked not in (None, 'fp32'):
             logger.warning("--precision %s applies to an inference engine: the eager model "
                            "runs float32", asked)
+        return None
+    return asked or default_precision(), getattr(args, 'backend', 'auto')
+
+
+def for_inference(model, args, cfg, section, weights, threads=None):
+    """`model` exported once (cached) for --backend's engine and run in --precision with
+    `threads` (default: --cpu_threads, else every core), behind the model's call
+    signature (utils/inference.py, engines/); the eager model itself when engine_settings
+    says so."""
+    settings = engine_settings(args)
+    if settings is None:
         return model
     return inference.inference_model(model, weights, cfg, section,
-                                     threads or inference.threads(),
-                                     asked or default_precision(),
-                                     getattr(args, 'backend', 'auto'))
+                                     threads or inference.threads(), *settings)
+
+
+def online_for_inference(model, args, cfg, section, weights, threads=None):
+    """The per-frame model of `model` (models/online.py) as engine_settings says: -> a
+    function window -> a new OnlineStream (each with states of its own), and what runs it
+    ({'engine', 'precision', ...})."""
+    from models.online import OnlineStream, OnlineTSM, check_online
+    try:
+        check_online(model)  # seglen, shift direction: before any export
+    except ValueError as e:
+        raise ConfigError(str(e)) from None
+    settings = engine_settings(args)
+    if settings is None:
+        return (lambda window: OnlineTSM(copy.deepcopy(model), window),
+                {'engine': 'eager', 'precision': 'fp32'})
+    runner, shapes = inference.online_runner(model, weights, cfg, section,
+                                             threads or inference.threads(), *settings)
+    step = inference.runner_step(runner)
+    return (lambda window: OnlineStream(step, shapes, window, runner.batch),
+            runner.describe())
 
 
 def export_job(args, cfg):
-    """Save `<save_dir>/<MODEL_NAME>` for --backend's engine (probabilities out, any batch),
-    checked against the eager model; -> (the artifact's path, the files written)."""
+    """Save `<save_dir>/<MODEL_NAME>` (--online: `<MODEL_NAME>_online`, the per-frame
+    model) for --backend's engine with --batch (-1: any; default engines.BATCH), checked
+    against the eager model;
+    -> (the artifact's path, the files written)."""
     import engines
+    from models.online import check_online
     setup_runtime(cfg, args)
     model = get_model(args.model_name, cfg, 'infer')
     load_weights(model, resolve_weights(args.weights), keep=explicit_keys(cfg, 'MODEL'))
     precision = args.precision
     backend = engines.choose(args.backend, inference.effective_precision(precision))
-    path = os.path.join(args.save_dir, args.model_name.upper())
-    return inference.export_artifact(model, backend, path, inference.input_shape_of(cfg, 'INFER'),
-                                     precision, getattr(args, 'formulation', None),
-                                     inference.threads())
+    online = getattr(args, 'online', False)
+    formulation = getattr(args, 'formulation', None)
+    if online:
+        try:
+            check_online(model)
+        except ValueError as e:
+            raise ConfigError(str(e)) from None
+        formulation = inference.ONLINE
+    batch = getattr(args, 'batch', None)
+    batch = engines.BATCH[backend] if batch is None else None if batch == -1 else batch
+    path = os.path.join(args.save_dir, args.model_name.upper() + ('_online' if online else ''))
+    return inference.export_artifact(model, backend, path,
+                                     inference.input_shape_of(cfg, 'INFER', online), precision,
+                                     formulation, inference.threads(), batch)

@@ -7,9 +7,7 @@ import os
 
 import cv2
 import numpy as np
-import paddle
 
-from models.online import OnlineTSM
 from reader import open_video
 from reader.sampling import window_spans
 from reader.transforms import eval_views, normalize
@@ -159,7 +157,7 @@ def stream_frames(cap):
 
 
 def run_online(online, frames, cfg, names, fps=None):
-    """Feed frames (RGB uint8 [H, W, 3]) to an OnlineTSM; print the top class whenever it
+    """Feed frames (RGB uint8 [H, W, 3]) to an OnlineStream (models/online.py); print the top class whenever it
     changes.  -> per-frame records {'frame', 'time', 'class_index', 'class_name',
     'probability'} (time None without a frame rate).  Ctrl-C ends the stream."""
     sec, m = cfg.INFER, cfg.MODEL
@@ -169,7 +167,7 @@ def run_online(online, frames, cfg, names, fps=None):
             view = eval_views(frame[None], sec.short_size, sec.target_size, 1,
                               sec.get('keep_ratio', False))[0]
             x = normalize(view, m.image_mean, m.image_std, 1, 1)  # [1, 3, S, S]
-            logits = online.step(paddle.to_tensor(x)).numpy()[0].astype(np.float64)
+            logits = online.step(x)[0]
             probs = np.exp(logits - logits.max())
             probs /= probs.sum()
             top = int(probs.argmax())
@@ -202,12 +200,13 @@ def write_online(records, source, save_dir):
     logger.info("wrote online_results.json and online_results.csv in %s", save_dir)
 
 
-def online_job(args, cfg, model, names):
-    """predict.py --online: one video file (--video_path) or a camera (--camera N)."""
+def online_job(args, cfg, streams, names):
+    """predict.py --online: one video file (--video_path) or a camera (--camera N);
+    `streams(window)` makes the OnlineStream (utils.jobs.online_for_inference)."""
     window = cfg.MODEL.seg_num if args.online_window is None else args.online_window
     try:
-        online = OnlineTSM(model, window)
-    except ValueError as e:  # seglen, shift direction, window
+        online = streams(window)
+    except ValueError as e:  # window
         raise ConfigError(str(e)) from None
     if args.camera is not None:
         source, path = f"camera {args.camera}", None

@@ -207,7 +207,7 @@ async function startCamera() {
   const protocols = ['tsm.online'];
   if (state.token) protocols.push('tsm.bearer.' + base64url(state.token));
   const ws = cam.ws = new WebSocket(`${location.protocol === 'https:' ? 'wss' : 'ws'}://${location.host}/v1/online`, protocols);
-  const counts = { sent: 0, answered: 0, skipped: 0, inFlight: 0, ms: 0 };
+  const counts = { sent: 0, answered: 0, skipped: 0, inFlight: 0, ms: 0, recent: [] };
   const canvas = document.createElement('canvas');
   let opened = false;
   ws.onopen = () => { opened = true; };
@@ -224,7 +224,7 @@ async function startCamera() {
   ws.onmessage = (ev) => {
     const msg = JSON.parse(ev.data);
     if (msg.ready) {  // frames at a steady rate: the online model's time step is one frame
-      const fps = Math.min(30, Math.max(1, parseFloat($('cam-fps').value) || 5));
+      const fps = Math.min(60, Math.max(1, parseFloat($('cam-fps').value) || 5));
       cam.timer = setInterval(() => sendFrame(ws, video, canvas, counts), 1000 / fps);
       return;
     }
@@ -237,13 +237,17 @@ async function startCamera() {
     if (msg.error) { $('online-stats').textContent = msg.error; return; }
     counts.answered += 1;
     counts.ms += msg.model_ms;
+    const rate = answerRate(counts.recent, performance.now());
     $('online-label').textContent = msg.class_name;
     $('online-prob').textContent = msg.probability.toFixed(3);
     bars($('online-bars'), msg.top.map((t) => t.class_name), msg.top.map((t) => t.class_index),
          msg.top.map((t) => t.probability));
+    const ms = counts.ms / counts.answered;
     $('online-stats').textContent = `frame ${msg.frame + 1} · ${counts.answered} answered · ` +
-      `${counts.skipped} skipped (server busy) · model ${(counts.ms / counts.answered).toFixed(0)} ms/frame`;
-    $('online-stats').dataset.answered = counts.answered;
+      `${rate.toFixed(1)} answers/s · ${counts.skipped} skipped (server busy) · ` +
+      `model ${ms.toFixed(ms < 10 ? 1 : 0)} ms/frame`;
+    Object.assign($('online-stats').dataset, { answered: counts.answered, perSecond: rate.toFixed(2),
+                                              modelMs: ms.toFixed(2) });
   };
 }
 
@@ -252,6 +256,13 @@ function base64url(text) {
   let binary = '';
   bytes.forEach((b) => { binary += String.fromCharCode(b); });
   return btoa(binary).replace(/\+/g, '-').replace(/\//g, '_').replace(/=+$/, '');
+}
+
+// answers per second over the last 2 s of answers (times: their arrival, in ms)
+function answerRate(times, now) {
+  times.push(now);
+  while (now - times[0] > 2000) times.shift();
+  return times.length > 1 ? 1000 * (times.length - 1) / (now - times[0]) : 0;
 }
 
 function sendFrame(ws, video, canvas, counts) {

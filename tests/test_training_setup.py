@@ -112,7 +112,7 @@ def test_evaluation_runs_under_the_training_autocast(tiny_dataset, monkeypatch):
 
 
 def test_deep_models_without_pretrain_warn(caplog):
-    model = argparse.Namespace(backbone_depth=101)
+    model = argparse.Namespace(backbone_depth=101, backbone_name='resnet')
     with caplog.at_level(logging.INFO):
         jobs._pretrain(model, None)
     warned = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]

@@ -248,16 +248,27 @@ class DecodePool:
         self.cfg, self.workers, self.restarts = cfg, max(1, int(workers)), 0
         self.limits = limits or DecodeLimits()
         self.on_restart = None  # called after each restart (the app counts them)
+        self._ready = []
         self.pool = self._start()
+        self._suspects = asyncio.Lock()  # calls in flight when a worker died, retried one at a time
 
-    def _start(self):
+    def _executor(self):
         return ProcessPoolExecutor(self.workers, mp_context=multiprocessing.get_context('spawn'),
                                    initializer=init_worker, initargs=(self.cfg, self.limits))
 
+    def _start(self):
+        """A fresh pool, every worker started now (loading its reader in the background).
+        Python's pool (3.11) watches for deaths only the workers it had when it last woke,
+        and wakes for a task before it spawns a worker for it: a worker spawned for a task
+        that kills it dies unseen (its request hangs), and a spawn that races the pool's
+        breaking raises OSError from submit."""
+        pool = self._executor()
+        self._ready = [pool.submit(warm_up) for _ in range(self.workers)]
+        return pool
+
     def warm(self):
-        """Start every worker loading its reader (in the background); -> a function that
-        waits until they have."""
-        futures = [self.pool.submit(warm_up) for _ in range(self.workers)]
+        """-> a function that waits until every worker has loaded its reader."""
+        futures = self._ready
         return lambda: [f.result() for f in futures]
 
     def _replace(self, broken):
@@ -270,17 +281,29 @@ class DecodePool:
             if self.on_restart is not None:
                 self.on_restart()
 
+    async def _attempt(self, fn, *args, **kwargs):
+        """-> (True, fn's result), or (False, None) when its pool broke (then replaced)."""
+        pool = self.pool
+        try:
+            return True, await asyncio.wrap_future(pool.submit(fn, *args, **kwargs))
+        except BrokenProcessPool:
+            self._replace(pool)
+            return False, None
+
     async def call(self, fn, *args, **kwargs):
         """fn(*args, **kwargs) in a worker (probe_upload, decode_windows); raises
-        DecodeFailed.  Cancelling the await cancels the call if no worker has taken it."""
-        for attempt in range(2):
-            pool = self.pool
-            try:
-                return await asyncio.wrap_future(pool.submit(fn, *args, **kwargs))
-            except BrokenProcessPool:
-                self._replace(pool)
-        raise DecodeFailed("the decoder stopped on this video (it crashed, ran out of its "
-                           "memory, or hung past its deadline)")
+        DecodeFailed.  Cancelling the await cancels the call if no worker has taken it.
+        A worker's death fails every call in flight, only one of which killed it: each is
+        tried once more, one at a time, so another call's second crash there is not
+        taken for its own (two different killers at once still can be)."""
+        done, out = await self._attempt(fn, *args, **kwargs)
+        if not done:
+            async with self._suspects:
+                done, out = await self._attempt(fn, *args, **kwargs)
+        if not done:
+            raise DecodeFailed("the decoder stopped on this video (it crashed, ran out of "
+                               "its memory, or hung past its deadline)")
+        return out
 
     async def decode(self, path, window_seconds=None, stride_seconds=None, with_frames=False):
         """The whole upload at once (no streaming): probe_upload's answer with the clips and

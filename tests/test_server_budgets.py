@@ -21,7 +21,7 @@ import pytest
 
 from server.harness import Served
 from tests.conftest import TINY, alive, make_clip, write_config, write_mp4, write_video
-from tests.test_server import children, json_error, metric, post
+from tests.test_server import decode_workers, json_error, metric, post
 
 WINDOWS = 250  # of the long video at WINDOW_S: under the server's 256
 
@@ -287,19 +287,6 @@ def test_undecodable_files_get_one_log_line_each(server, media, tmp_path):
 
 
 # ---- 9. shutdown ----
-
-def decode_workers(server):
-    """The server's decode worker processes (not multiprocessing's resource tracker)."""
-    found = []
-    for pid in children(server.proc.pid):
-        try:
-            with open(f'/proc/{pid}/cmdline', 'rb') as f:
-                if b'spawn_main' in f.read():
-                    found.append(pid)
-        except OSError:
-            pass
-    return found
-
 
 def upload_folders(tmp):
     return glob.glob(str(tmp / 'tsm-serve-*'))

@@ -4,6 +4,7 @@ hosts, odd methods, malformed tokens and boundaries.  Every attack is bounded in
 requests, and is followed by a good request the server must still answer.  The server runs
 with tight limits so each timeout passes in seconds."""
 import base64
+import contextlib
 import json
 import os
 import random
@@ -17,7 +18,7 @@ import pytest
 
 from tests.conftest import run_cli
 from tests.test_server import (BOUNDARY, PART, files, http, json_error, metric,  # noqa: F401
-                               online_frames, png, post, start)
+                               online_frames, png, post, start, wait_for)
 
 TOKEN = 'transport-7'
 FRIEND = 'http://friend.example'
@@ -216,6 +217,30 @@ def test_two_clients_that_stop_reading_do_not_lock_out_a_third(server):
         for ws in stalled:
             ws.close()
     still_serves(server)
+
+
+def test_sessions_beyond_max_online_are_closed_with_1013(server):
+    """--max_online 2: a third session is accepted, told why in JSON and closed with 1013
+    (try again later); once one of the two closes, a new one starts."""
+    from websockets.exceptions import ConnectionClosed
+    def sessions():
+        return metric(server.url, 'tsm_online_sessions', auth())
+    wait_for(lambda: sessions() == 0, 'the sessions of earlier tests to end')
+    with contextlib.ExitStack() as stack:
+        first, second = (stack.enter_context(connect(server, additional_headers=auth()))
+                         for _ in range(2))
+        for ws in (first, second):
+            assert json.loads(ws.recv(30))['ready']
+        with connect(server, additional_headers=auth()) as third:
+            assert json.loads(third.recv(30)) == {
+                'error': '2 online sessions open; try again later'}
+            with pytest.raises(ConnectionClosed) as closed:
+                third.recv(30)
+        assert closed.value.rcvd.code == 1013
+        first.close()
+        wait_for(lambda: sessions() == 1, 'the server to end the closed session')
+        with connect(server, additional_headers=auth()) as again:
+            assert json.loads(again.recv(30))['ready']
 
 
 def test_idle_session_is_closed(server):

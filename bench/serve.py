@@ -236,7 +236,8 @@ def gone_count(url, token):
     from prometheus_client.parser import text_string_to_metric_families
     text = session().get(url + '/metrics', headers={'Authorization': f'Bearer {token}'}).text
     return sum(s.value for f in text_string_to_metric_families(text) for s in f.samples
-               if s.name == 'tsm_predict_rejected_total' and s.labels.get('reason') == 'client_gone')
+               if s.name == 'tsm_predict_rejected_total'
+               and s.labels.get('reason') == 'client_gone')
 
 
 if __name__ == '__main__':

@@ -135,7 +135,8 @@ def memory_summary(samples, warmup, seconds):
            'last_max_mb': max(last), 'max_mb': peak, 'samples': len(soak)}
     out['ratio_last_to_first'] = out['last_mean_mb'] / out['first_mean_mb']
     out['ratio_max_to_first_max'] = peak / out['first_max_mb']
-    out['flat_within_10pct'] = max(out['ratio_last_to_first'], out['ratio_max_to_first_max']) <= 1.10
+    out['flat_within_10pct'] = max(out['ratio_last_to_first'],
+                                   out['ratio_max_to_first_max']) <= 1.10
     return {k: round(v, 3) if isinstance(v, float) else v for k, v in out.items()}
 
 
@@ -182,7 +183,8 @@ def camera_frame(path):
     cap.release()
     if not ok:
         raise RuntimeError(f"{path}: no frame")
-    return cv2.imencode('.jpg', cv2.resize(bgr, (640, 480)), [cv2.IMWRITE_JPEG_QUALITY, 85])[1].tobytes()
+    ok, jpeg = cv2.imencode('.jpg', cv2.resize(bgr, (640, 480)), [cv2.IMWRITE_JPEG_QUALITY, 85])
+    return jpeg.tobytes()
 
 
 def soak(server, token, limits, paths, seconds, warmup):
@@ -207,7 +209,8 @@ def soak(server, token, limits, paths, seconds, warmup):
     after = hostile.http().get(server.url + '/healthz', timeout=30).status_code
     time.sleep(2)  # the server closes its side of the clients' connections
     fds = {'before': fds_before, 'after': len(os.listdir(f'/proc/{server.proc.pid}/fd'))}
-    return {'memory': memory_summary(samples, warmup, seconds), 'good': good_summary(good.snapshot()),
+    return {'memory': memory_summary(samples, warmup, seconds),
+            'good': good_summary(good.snapshot()),
             'hostile': hostile_summary(bad.snapshot()), 'healthz_after': after,
             'server_fds_before_after': fds,
             'clients_still_running_after_stop': gone, 'rss_samples': samples,

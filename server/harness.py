@@ -185,7 +185,8 @@ class RawWebSocket:
         self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
         self.sock.settimeout(timeout)
         self.sock.connect((host, port))
-        own_host = [] if any(h.lower().startswith('host:') for h in headers) else [f'Host: {host}:{port}']
+        named = any(h.lower().startswith('host:') for h in headers)
+        own_host = [] if named else [f'Host: {host}:{port}']
         head = ['GET /v1/online HTTP/1.1', *own_host, 'Upgrade: websocket',
                 'Connection: Upgrade', 'Sec-WebSocket-Version: 13',
                 'Sec-WebSocket-Key: ' + base64.b64encode(os.urandom(16)).decode(), *headers]
@@ -230,13 +231,17 @@ class RawWebSocket:
         self.sock.close()
 
 
+PNG_SIGNATURE = b'\x89PNG\r\n\x1a\n'
+
+
 def bomb_png(width, height):
     """A 1-bit grey PNG of zeros: width x height pixels in a few hundred KB."""
     z = zlib.compressobj(9)
     row = b'\0' * (1 + (width + 7) // 8)
     idat = b''.join(z.compress(row) for _ in range(height)) + z.flush()
     ihdr = width.to_bytes(4, 'big') + height.to_bytes(4, 'big') + bytes([1, 0, 0, 0, 0])
-    return b'\x89PNG\r\n\x1a\n' + png_chunk(b'IHDR', ihdr) + png_chunk(b'IDAT', idat) + png_chunk(b'IEND', b'')
+    return (PNG_SIGNATURE + png_chunk(b'IHDR', ihdr) + png_chunk(b'IDAT', idat)
+            + png_chunk(b'IEND', b''))
 
 
 def png_chunk(kind, body):
@@ -245,7 +250,8 @@ def png_chunk(kind, body):
 
 def png_header_only(width, height):
     """A PNG that declares width x height (8-bit RGB) with one row of image data."""
-    return (b'\x89PNG\r\n\x1a\n' + png_chunk(b'IHDR', struct.pack('>IIBBBBB', width, height, 8, 2, 0, 0, 0))
+    ihdr = struct.pack('>IIBBBBB', width, height, 8, 2, 0, 0, 0)
+    return (PNG_SIGNATURE + png_chunk(b'IHDR', ihdr)
             + png_chunk(b'IDAT', zlib.compress(b'\0' * (3 * width + 1))) + png_chunk(b'IEND', b''))
 
 

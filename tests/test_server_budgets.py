@@ -7,11 +7,9 @@ import glob
 import os
 import signal
 import socket
-import struct
 import subprocess
 import threading
 import time
-import zlib
 from urllib.parse import urlparse
 
 import imageio_ffmpeg

@@ -192,7 +192,7 @@ def main(argv=None):
 def soak_main(args, argv):
     """--soak: one server with a token and serve.py's limits (or those given after --)."""
     import secrets
-    import serve
+    import serve  # the root's serve.py: common put the root first on sys.path
     import soak
     seconds = args.soak or (30 if args.quick else 300)
     warmup = 10 if args.quick else 30

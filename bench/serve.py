@@ -1,6 +1,7 @@
 """The server under load: throughput and latency against the number of clients.
 
     python bench/serve.py --out serve.json [--quick] [--clients 1,2,4,8] [-- serve.py flags]
+    python bench/serve.py --soak [SECONDS] [--quick] [-- serve.py flags]
 
 Starts `serve.py` (ResNet-50 TSM, configs/tsm.yaml, seeded random weights with calibrated
 BN, whatever engine and precision serve.py picks by default; --quick: the tests' tiny
@@ -11,6 +12,8 @@ else generated 10 s clips) over HTTP:
     drifts);
   - per number of clients c: c threads post `requests` clips in all -> requests/s and the
     p50 / p95 latency of one request.
+--soak (default 300 s, 30 s with --quick; bench/soak.py): good and hostile clients at
+once, the RSS of the server's process tree sampled -> bench/results/serve_soak.json.
 """
 import argparse
 import glob
@@ -28,9 +31,9 @@ import common  # noqa: E402
 from server.harness import Served  # noqa: E402
 
 
-def clips(folder, count, quick):
-    """Real clips when ../shared/realclips is there, else generated ones."""
-    real = sorted(glob.glob(os.path.join(common.REALCLIPS, '*.mp4')))
+def clips(folder, count, quick, real_folder=common.REALCLIPS):
+    """Real clips when `real_folder` (../shared/realclips) is there, else generated ones."""
+    real = sorted(glob.glob(os.path.join(real_folder, '*.mp4')))
     if real and not quick:
         return [real[i % len(real)] for i in range(count)], 'realclips'
     import subprocess
@@ -121,17 +124,27 @@ def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument('--quick', action='store_true', help='tiny model and clips: a smoke run')
-    p.add_argument('--out', required=True)
+    p.add_argument('--out', help='JSON file to write (--soak: bench/results/serve_soak.json)')
+    p.add_argument('--soak', type=float, nargs='?', const=0, metavar='SECONDS',
+                   help='good and hostile traffic at once for SECONDS (default 300; 30 with '
+                        '--quick) after a warm-up, RSS of the server sampled')
+    p.add_argument('--clips', default=common.REALCLIPS,
+                   help='a folder of real .mp4 clips (default ../shared/realclips; generated '
+                        'clips when it has none)')
     p.add_argument('--clients', default='1,2,4,8')
     p.add_argument('--requests', type=int, default=16, help='requests per client count')
     p.add_argument('--rounds', type=int, default=9, help='rounds of 8 sequential / 8 concurrent')
     p.add_argument('--threads', type=int, default=0, help='ignored (bench/run.py passes it)')
     p.add_argument('serve_args', nargs='*', help='more serve.py flags (after --)')
     args = p.parse_args(argv)
+    if args.soak is not None:
+        return soak_main(args, argv)
+    if not args.out:
+        p.error('--out is required')
     rounds = 1 if args.quick else args.rounds
     with tempfile.TemporaryDirectory(prefix='tsm-bench-serve-') as folder:
         cfg, weights = model_files(folder, args.quick)
-        paths, source = clips(folder, 8, args.quick)
+        paths, source = clips(folder, 8, args.quick, args.clips)
         server = Served(['--config', cfg, '--weights', weights, *args.serve_args],
                         env={'TSM_PADDLE_CACHE': os.path.join(folder, 'cache')}).wait()
         try:
@@ -174,6 +187,57 @@ def main(argv=None):
               'command': ' '.join(['python', 'bench/serve.py'] + (argv or sys.argv[1:]))}
     common.write_json(args.out, result)
     print(f"concurrency_speedup (8 concurrent vs 8 sequential): {result['concurrency_speedup']}")
+
+
+def soak_main(args, argv):
+    """--soak: one server with a token and serve.py's limits (or those given after --)."""
+    import secrets
+    import serve  # the root's serve.py: common put the root first on sys.path
+    import soak
+    seconds = args.soak or (30 if args.quick else 300)
+    warmup = 10 if args.quick else 30
+    out = args.out or os.path.join(common.ROOT, 'bench', 'results', 'serve_soak.json')
+    token = secrets.token_urlsafe(16)
+    with tempfile.TemporaryDirectory(prefix='tsm-bench-soak-') as folder:
+        cfg, weights = model_files(folder, args.quick)
+        paths, source = clips(folder, 16, False, args.clips)
+        flags = ['--config', cfg, '--weights', weights, '--token', token, *args.serve_args]
+        limits = vars(serve.parse_args(flags))
+        server = Served(flags, env={'TSM_PADDLE_CACHE': os.path.join(folder, 'cache'),
+                                    'TMPDIR': folder}).wait()
+        try:
+            model = session().get(server.url + '/v1/model', headers={
+                'Authorization': f'Bearer {token}'}).json()
+            result = soak.soak(server, token, limits, sorted(set(paths)), seconds, warmup)
+            result['client_gone'] = gone_count(server.url, token)
+        finally:
+            t = time.monotonic()
+            result_exit = {'exit_code': server.stop(), 'seconds': round(time.monotonic() - t, 1)}
+    result.update(machine=common.machine_info(), quick=args.quick, seconds=seconds,
+                  warmup_s=warmup, clips=source, sigterm=result_exit,
+                  tracebacks_in_log=server.log.count('Traceback'),
+                  model={k: model.get(k) for k in ('model_name', 'engine', 'precision',
+                                                   'decode_workers')},
+                  limits={k: limits[k] for k in ('max_connections', 'header_timeout',
+                                                 'body_timeout', 'send_timeout',
+                                                 'ws_idle_timeout', 'max_online', 'max_queue')},
+                  command=' '.join(['python', 'bench/serve.py'] + (argv or sys.argv[1:])))
+    os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
+    common.write_json(out, result)
+    print(soak.markdown(result))
+    m, g = result['memory'], result['good']
+    print(f"RSS last/first minute {m['ratio_last_to_first']}, max/first max "
+          f"{m['ratio_max_to_first_max']}; every good request answered: {g['all_answered']}")
+
+
+def gone_count(url, token):
+    """tsm_predict_rejected_total{reason="client_gone"}: requests cancelled as their
+    client left."""
+    from prometheus_client.parser import text_string_to_metric_families
+    text = session().get(url + '/metrics', headers={'Authorization': f'Bearer {token}'}).text
+    return sum(s.value for f in text_string_to_metric_families(text) for s in f.samples
+               if s.name == 'tsm_predict_rejected_total'
+               and s.labels.get('reason') == 'client_gone')
 
 
 if __name__ == '__main__':

@@ -7,11 +7,9 @@ import glob
 import os
 import signal
 import socket
-import struct
 import subprocess
 import threading
 import time
-import zlib
 from urllib.parse import urlparse
 
 import imageio_ffmpeg
@@ -19,7 +17,7 @@ import numpy as np
 import paddle
 import pytest
 
-from server.harness import Served
+from server.harness import Served, multipart, png_header_only, y4m
 from tests.conftest import TINY, alive, make_clip, write_config, write_mp4, write_video
 from tests.test_server import decode_workers, json_error, metric, post
 
@@ -99,23 +97,6 @@ def refused(server, data, filename='attack.mp4', fields=None, status=422):
     return message
 
 
-def y4m(width, height, rate='25:1', frames=1, data=True):
-    """A YUV4MPEG2 stream (4:2:0): a header that says what it likes, then `frames`
-    frames (their data only when `data`)."""
-    head = f'YUV4MPEG2 W{width} H{height} F{rate} Ip A1:1 C420jpeg\n'.encode()
-    size = width * height * 3 // 2 if data else 16
-    return head + (b'FRAME\n' + b'\x80' * size) * frames
-
-
-def png_header_only(width, height):
-    """A PNG that declares width x height (8-bit RGB) with one row of image data."""
-    def chunk(kind, body):
-        return (struct.pack('>I', len(body)) + kind + body
-                + struct.pack('>I', zlib.crc32(kind + body) & 0xffffffff))
-    return (b'\x89PNG\r\n\x1a\n' + chunk(b'IHDR', struct.pack('>IIBBBBB', width, height, 8, 2, 0, 0, 0))
-            + chunk(b'IDAT', zlib.compress(b'\0' * (3 * width + 1))) + chunk(b'IEND', b''))
-
-
 # ---- 1. budgets before work ----
 
 def test_tiny_windows_and_strides_are_refused_at_once(server, media):
@@ -165,16 +146,6 @@ def test_one_deadline_covers_every_window(server, media):
                       {'window_seconds': str(80 / WINDOWS)})
     assert 'video_timeout' in message and 'whole request' in message
     answers_a_good_request(server, media)
-
-
-def multipart(fields, filename, data, boundary=b'b0undary'):
-    """A multipart/form-data body: the text fields, then the video -> (body, type)."""
-    parts = [b'--%s\r\nContent-Disposition: form-data; name="%s"\r\n\r\n%s\r\n'
-             % (boundary, k.encode(), v.encode()) for k, v in fields.items()]
-    parts.append(b'--%s\r\nContent-Disposition: form-data; name="video"; filename="%s"\r\n'
-                 b'Content-Type: video/mp4\r\n\r\n' % (boundary, filename.encode())
-                 + data + b'\r\n--%s--\r\n' % boundary)
-    return b''.join(parts), b'multipart/form-data; boundary=' + boundary
 
 
 def upload_in(server, size):

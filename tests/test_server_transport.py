@@ -3,19 +3,16 @@ slow or silent connections, ping floods and clients that never read, foreign ori
 hosts, odd methods, malformed tokens and boundaries.  Every attack is bounded in time and
 requests, and is followed by a good request the server must still answer.  The server runs
 with tight limits so each timeout passes in seconds."""
-import base64
 import contextlib
 import json
-import os
 import random
 import socket
 import threading
 import time
-import zlib
-from urllib.parse import urlparse
 
 import pytest
 
+from server.harness import RawWebSocket, address, bomb_png, masked, raw, status_of
 from tests.conftest import run_cli
 from tests.test_server import (BOUNDARY, PART, files, http, json_error, metric,  # noqa: F401
                                online_frames, png, post, start, wait_for)
@@ -41,11 +38,6 @@ def server(files):  # noqa: F811
 
 def auth():
     return {'Authorization': f'Bearer {TOKEN}'}
-
-
-def address(server):
-    u = urlparse(server.url)
-    return u.hostname, u.port
 
 
 def still_serves(server):
@@ -75,95 +67,9 @@ def quiet(lines):
     assert not any('Traceback' in line or 'Error' in line for line in lines), lines
 
 
-def raw(server, data, timeout=20, rcvbuf=None):
-    """Send bytes on a fresh connection, read until the server closes; -> what it sent."""
-    sock = socket.socket()
-    if rcvbuf:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
-    sock.settimeout(timeout)
-    sock.connect(address(server))
-    try:
-        sock.sendall(data)
-        out = b''
-        while True:
-            more = sock.recv(65536)
-            if not more:
-                return out
-            out += more
-    finally:
-        sock.close()
-
-
-def status_of(answer):
-    return int(answer.split(b' ', 2)[1])
-
-
-# ---- WebSocket, by hand: a client that chooses when (and whether) to read ----
-
-def masked(opcode, payload):
-    """A client frame (FIN set, masked, payload up to 125 bytes or 64 KiB)."""
-    key = os.urandom(4)
-    n = len(payload)
-    head = bytes([0x80 | opcode]) + (bytes([0x80 | n]) if n < 126 else
-                                     bytes([0x80 | 126]) + n.to_bytes(2, 'big'))
-    return head + key + bytes(b ^ key[i % 4] for i, b in enumerate(payload))
-
-
-class RawWebSocket:
-    """A WebSocket client on a bare socket with a small receive buffer."""
-
-    def __init__(self, server, headers=(), rcvbuf=4096):
-        self.sock = socket.socket()
-        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
-        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
-        self.sock.settimeout(10)
-        self.sock.connect(address(server))
-        host, port = address(server)
-        own_host = [] if any(h.lower().startswith('host:') for h in headers) else [f'Host: {host}:{port}']
-        head = ['GET /v1/online HTTP/1.1', *own_host, 'Upgrade: websocket',
-                'Connection: Upgrade', 'Sec-WebSocket-Version: 13',
-                'Sec-WebSocket-Key: ' + base64.b64encode(os.urandom(16)).decode(), *headers]
-        self.sock.sendall(('\r\n'.join(head) + '\r\n\r\n').encode())
-        self.buf = b''
-        while b'\r\n\r\n' not in self.buf:
-            self.buf += self.sock.recv(1)
-        self.status = status_of(self.buf)
-        self.buf = b''
-
-    def message(self):
-        """The next server frame -> (opcode, payload)."""
-        while True:
-            if len(self.buf) >= 2:
-                n, at = self.buf[1] & 0x7f, 2
-                if n == 126:
-                    n, at = int.from_bytes(self.buf[2:4], 'big'), 4
-                if len(self.buf) >= at + n:
-                    op, data, self.buf = self.buf[0] & 0x0f, self.buf[at:at + n], self.buf[at + n:]
-                    return op, data
-            more = self.sock.recv(65536)
-            if not more:
-                raise ConnectionError('closed')
-            self.buf += more
-
-    def flood(self, frame, limit=128 << 20):
-        """Send `frame` over and over without reading until the server stops taking them
-        (a send blocks for the socket timeout, or the connection is reset); -> bytes sent."""
-        chunk, sent = frame * max(1, 65536 // len(frame)), 0
-        try:
-            while sent < limit:
-                self.sock.sendall(chunk)
-                sent += len(chunk)
-        except OSError:  # timeout (the server reads no more) or reset
-            pass
-        return sent
-
-    def close(self):
-        self.sock.close()
-
-
 def session(server):
     """A ready online session on a raw socket (the token in the header)."""
-    ws = RawWebSocket(server, [f'Authorization: Bearer {TOKEN}'])
+    ws = RawWebSocket(server.url, [f'Authorization: Bearer {TOKEN}'])
     assert ws.status == 101
     op, data = ws.message()
     assert json.loads(data)['ready']
@@ -253,18 +159,6 @@ def test_idle_session_is_closed(server):
     still_serves(server)
 
 
-def bomb_png(width, height):
-    """A 1-bit grey PNG of zeros: width x height pixels in a few hundred KB."""
-    def chunk(kind, data):
-        return (len(data).to_bytes(4, 'big') + kind + data
-                + zlib.crc32(kind + data).to_bytes(4, 'big'))
-    z = zlib.compressobj(9)
-    row = b'\0' * (1 + (width + 7) // 8)
-    idat = b''.join(z.compress(row) for _ in range(height)) + z.flush()
-    ihdr = width.to_bytes(4, 'big') + height.to_bytes(4, 'big') + bytes([1, 0, 0, 0, 0])
-    return b'\x89PNG\r\n\x1a\n' + chunk(b'IHDR', ihdr) + chunk(b'IDAT', idat) + chunk(b'IEND', b'')
-
-
 def test_frame_bombs_are_refused_from_their_header(server):
     """A 30000 x 30000 PNG (2.7 GB decoded), a 1200 x 1000 one (over --max_frame_pixels)
     and a 4000 x 60 one: refused before decoding; the session goes on."""
@@ -292,18 +186,18 @@ def test_frame_bombs_are_refused_from_their_header(server):
 def test_websocket_refused_before_the_handshake(server):
     """Token, Origin and Host are checked before the server accepts: an HTTP error, no
     session, one log line."""
-    host, port = address(server)
+    host, port = address(server.url)
     token = f'Authorization: Bearer {TOKEN}'
     cases = [([], 401), ([token, 'Origin: http://evil.example'], 403),
              ([token, 'Origin: null'], 403), ([token, 'Host: evil.example'], 400),
              ([token, 'Origin: http://evil.example', 'Host: evil.example'], 400)]
     for headers, status in cases:
         statuses = []
-        quiet(log_after(server, lambda: statuses.append(RawWebSocket(server, headers).status)))
+        quiet(log_after(server, lambda: statuses.append(RawWebSocket(server.url, headers).status)))
         assert statuses == [status], headers
     for headers in (['Origin: ' + FRIEND], [f'Origin: http://{host}:{port}'],
                     [f'Origin: http://localhost:{port}', f'Host: localhost:{port}']):
-        ws = RawWebSocket(server, [token, *headers])
+        ws = RawWebSocket(server.url, [token, *headers])
         try:
             assert ws.status == 101 and json.loads(ws.message()[1])['ready'], headers
         finally:
@@ -342,28 +236,28 @@ def test_malformed_websocket_messages(server):
 # ---- HTTP ----
 
 def test_slow_and_silent_headers_are_cut(server):
-    host, port = address(server)
-    answer = raw(server, f'GET /healthz HTTP/1.1\r\nHost: {host}\r\n'.encode())  # and no end
+    host, port = address(server.url)
+    answer = raw(server.url, f'GET /healthz HTTP/1.1\r\nHost: {host}\r\n'.encode())  # and no end
     assert status_of(answer) == 408
-    assert raw(server, b'') == b''  # a silent connection: closed within --header_timeout
+    assert raw(server.url, b'') == b''  # a silent connection: closed within --header_timeout
     # an answer sent before the body was read closes the connection: the rest of a body
     # announced but never sent cannot hold it
-    answer = raw(server, f'GET /healthz HTTP/1.1\r\nHost: {host}\r\n'
+    answer = raw(server.url, f'GET /healthz HTTP/1.1\r\nHost: {host}\r\n'
                          'Content-Length: 1000000\r\n\r\nx'.encode(), timeout=5)
     assert status_of(answer) == 200 and b'connection: close' in answer.lower()
     still_serves(server)
 
 
 def test_idle_keep_alive_connection_is_closed(server):
-    host, _ = address(server)
-    answer = raw(server, f'GET /healthz HTTP/1.1\r\nHost: {host}\r\n\r\n'.encode())
+    host, _ = address(server.url)
+    answer = raw(server.url, f'GET /healthz HTTP/1.1\r\nHost: {host}\r\n\r\n'.encode())
     assert status_of(answer) == 200 and answer.endswith(b'{"status":"ok"}')  # then closed
 
 
 def slow_upload(server, answers):
     """A /v1/predict upload sending one byte a second, until the server answers."""
-    host, _ = address(server)
-    sock = socket.create_connection(address(server), timeout=20)
+    host, _ = address(server.url)
+    sock = socket.create_connection(address(server.url), timeout=20)
     head = (f'POST /v1/predict HTTP/1.1\r\nHost: {host}\r\nAuthorization: Bearer {TOKEN}\r\n'
             f'Content-Type: multipart/form-data; boundary={BOUNDARY.decode()}\r\n'
             'Content-Length: 100000\r\n\r\n').encode()
@@ -404,7 +298,7 @@ def test_slow_uploads_take_no_queue_slot_and_time_out(files, server):  # noqa: F
 def test_connection_limit(server):
     """--max_connections 40: with 39 idle connections open, a request gets 503; they
     are cut after --header_timeout, and the server answers again."""
-    socks = [socket.create_connection(address(server), timeout=10) for _ in range(39)]
+    socks = [socket.create_connection(address(server.url), timeout=10) for _ in range(39)]
     try:
         time.sleep(0.3)
         r = http().get(server.url + '/healthz', timeout=30)
@@ -421,7 +315,7 @@ def test_cross_origin_and_rebinding(files, server):  # noqa: F811
     """POSTs from a foreign Origin: 403 (before the token); the page's own origin, an
     --allow_origin and clients without Origin are served.  A Host that is not an IP,
     localhost, or an --allow_host: 400 on every route (DNS rebinding)."""
-    host, port = address(server)
+    host, port = address(server.url)
     for origin in ('http://evil.example', 'null', f'http://{host}:{port + 1}',
                    f'https://{host}:{port}'):
         r = post(server.url, files['clip'], headers={'Origin': origin, **auth()})
@@ -461,18 +355,18 @@ def metric_with_auth(server, **labels):
 
 
 def test_malformed_tokens_and_boundaries_log_one_line(server):
-    host, _ = address(server)
+    host, _ = address(server.url)
     surrogate = b'\xed\xb2\x80'  # a lone surrogate, UTF-8 style
     for request in (
             b'GET /v1/labels HTTP/1.1\r\nHost: %s\r\nAuthorization: Bearer %s\r\n\r\n',
             b'GET /v1/labels HTTP/1.1\r\nHost: %s\r\nAuthorization: %s\r\n\r\n'):
         answers = []
         quiet(log_after(server, lambda: answers.append(
-            raw(server, request % (host.encode(), surrogate)))))
+            raw(server.url, request % (host.encode(), surrogate)))))
         assert status_of(answers[0]) == 401
     answers = []
     body = b'--' + b'b' * 300 + b'--\r\n'
-    quiet(log_after(server, lambda: answers.append(raw(server, (
+    quiet(log_after(server, lambda: answers.append(raw(server.url, (
         b'POST /v1/predict HTTP/1.1\r\nHost: %s\r\nAuthorization: Bearer %s\r\n'
         b'Content-Type: multipart/form-data; boundary=%s\r\nContent-Length: %d\r\n\r\n%s'
         % (host.encode(), TOKEN.encode(), b'b' * 300, len(body), body))))))

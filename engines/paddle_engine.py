@@ -40,9 +40,11 @@ def export(model, prefix, input_shape, formulation='split', batch=None, probabil
     """paddle.jit.save a copy of `model` in `formulation` with input [batch or None,
     *input_shape] float32 named 'image'; -> prefix.  formulation 'online' (ONLINE): the
     per-frame model of models/online.py (input_shape [3, S, S]; inputs frame, state_0...,
-    outputs logits then the new states)."""
+    outputs logits then the new states).  A ResNet's runs in the split formulation
+    (OnlineStep parts=True): a slice and a concat per block made every engine convert
+    layouts around them (docs/online.md)."""
     if formulation == ONLINE:
-        net = OnlineStep(copy.deepcopy(model))
+        net = OnlineStep(copy.deepcopy(model), parts=True)
         net.eval()
         spec = net.input_spec(input_shape[-1], batch or None)
     else:

@@ -166,9 +166,12 @@ class PartsConv(nn.Layer):
 
 class PartsBlock(nn.Layer):
     """A residual block on channel parts (channel_parts): the shifted folds, all in part
-    0, move by whole frames (shift_frames); nothing else is copied."""
+    0, move by whole frames (shift_frames); nothing else is copied.  With `state`
+    (slots, index) the block runs one frame online (models/online.py): part 0, the
+    backward fold, is swapped for the previous frame's (slots.swap)."""
 
-    def __init__(self, block, in_parts, out_parts, shift_place, seg_num, batch):
+    def __init__(self, block, in_parts, out_parts, shift_place, seg_num, batch,
+                 direction=None, state=None):
         super().__init__()
         layers = list(block.branch.children())
         mid = lambda cb: [(0, cb.conv.weight.shape[0])]  # noqa: E731
@@ -183,13 +186,21 @@ class PartsBlock(nn.Layer):
         self.folds = []
         if block.shift is not None:
             s = block.shift
-            self.folds = fold_bounds(in_parts[-1][1], s.shift_ratio, s.direction)[0]
+            self.folds = fold_bounds(in_parts[-1][1], s.shift_ratio,
+                                     direction or s.direction)[0]
         self.shift_place, self.seg_num, self.batch = shift_place, seg_num, batch
+        self.state = state
+
+    def move(self, fold):
+        if self.state is not None:
+            slots, index = self.state
+            return slots.swap(index, fold)
+        return moved_folds(fold, self.folds, self.seg_num, self.batch)
 
     def forward(self, xs):
         moved = xs
         if self.folds:
-            moved = [moved_folds(xs[0], self.folds, self.seg_num, self.batch)] + xs[1:]
+            moved = [self.move(xs[0])] + xs[1:]
         short = moved if self.shift_place == 'block' else xs
         if self.shortcut is not None:
             short = self.shortcut(short)
@@ -200,21 +211,27 @@ class PartsBlock(nn.Layer):
 
 
 class PartsBackbone(nn.Layer):
-    """ResNetTSM in the split formulation: [N*T, C, H, W] -> [N*T, F, h, w]."""
+    """ResNetTSM in the split formulation: [N*T, C, H, W] -> [N*T, F, h, w].  `slots`
+    (models/online.py's StateSlots): the per-frame model, whose part 0 is the backward
+    fold only, swapped for the state of each shifted block in turn."""
 
-    def __init__(self, backbone, batch=None):
+    def __init__(self, backbone, batch=None, slots=None):
         super().__init__()
-        r, d = backbone.shift_ratio, backbone.shift_direction
+        r = backbone.shift_ratio
+        d = 'backward' if slots is not None else backbone.shift_direction
         stem_out = backbone.stem.conv.weight.shape[0]
         self.stem = PartsConv(backbone.stem, [(0, backbone.stem.conv.weight.shape[1])],
                               [(0, stem_out)])
         self.pool = backbone.pool
         self.parts = channel_parts(stem_out, r, d)
-        blocks, in_parts = [], self.parts
+        blocks, in_parts, states = [], self.parts, 0
         for block in backbone.blocks:
             out_parts = channel_parts(block.branch[-1].conv.weight.shape[0], r, d)
+            state = None
+            if slots is not None and block.shift is not None:
+                state, states = (slots, states), states + 1
             blocks.append(PartsBlock(block, in_parts, out_parts, backbone.shift_place,
-                                     backbone.seg_num, batch))
+                                     backbone.seg_num, batch, d, state))
             in_parts = out_parts
         self.blocks = nn.LayerList(blocks)
 

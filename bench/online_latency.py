@@ -16,7 +16,7 @@ no reshape: the batch is the file's, engines.BATCH by default):
   - online: the per-frame model (inference_model.py --online), its states fed back;
   - clip: the offline model (inference_model.py), one clip of seg_num frames.
 For each precision, --pairs pairs of (one online frame, one clip) run back to back in
-alternating order (common.paired_ratio): frame_vs_clip is the median ratio (the floor is
+alternating order (common.paired_ratio), each after SETTLE untimed calls: frame_vs_clip is the median ratio (the floor is
 1 / seg_num: the same 2D network on one frame instead of seg_num), frame_ms and clip_ms
 the medians of the same runs.  stream_frame_ms: the same frame through the project's own
 path (the engine's runner in an OnlineStream, as predict.py --online and the server run it).
@@ -45,8 +45,17 @@ import sys
 import tempfile
 import time
 
+# The engines' thread settings as a plain deployment has them: common sets OpenMP's idle
+# threads to sleep (KMP_BLOCKTIME 0, OMP_WAIT_POLICY PASSIVE), which cost Paddle's per-frame
+# model, many short parallel regions, about 40 %; the settle calls before each timed one
+# keep the other model's spinning threads out instead.
+OWN_ENV = {k: os.environ.get(k) for k in ('KMP_BLOCKTIME', 'OMP_WAIT_POLICY')}
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import common  # noqa: E402
+
+for _key, _value in OWN_ENV.items():
+    if _value is None:
+        os.environ.pop(_key, None)
 
 import numpy as np  # noqa: E402
 
@@ -60,6 +69,9 @@ PRECISIONS = {'openvino': ('fp32', 'bf16'), 'onnxruntime': ('fp32',),
               'paddle': ('fp32', 'bf16')}
 TARGETS = {'mobilenetv2_frame_ms': 10, 'resnet50_frame_vs_clip': 0.2,
            'browser_answers_per_s': 25}
+# Untimed calls before each timed one in a pair: the first call after the other model's
+# pays for its threads still spinning (ONNX Runtime's pool) and the caches it filled.
+SETTLE = 2
 RESULTS = os.path.join(common.ROOT, 'bench', 'results')
 
 
@@ -189,7 +201,7 @@ def measure_precision(model, cfg, engine, paths, precision, threads, pairs):
     for _ in range(3):  # warm: allocations, kernels
         step(), clip(), stream()
     times = {}
-    ratio, _ = common.paired_ratio(step, clip, pairs, times)
+    ratio, _ = common.paired_ratio(step, clip, pairs, times, settle=SETTLE)
     frame_s, clip_s = statistics.median(times['a']), statistics.median(times['b'])
     stream_s = common.interleaved({'stream': stream}, reps=pairs, warmup=0)[0]['stream']
     return {'precision': precision, 'frame_ms': round(1000 * frame_s, 2),
@@ -206,7 +218,8 @@ def measure_engine(engine, name, quick, threads, pairs):
     common.set_threads(threads)
     model, cfg = build_model(MODELS[name], quick)
     batch = engines.BATCH[engine]
-    out = {'rows': [], 'threads': threads, 'omp_num_threads': os.environ['OMP_NUM_THREADS']}
+    out = {'rows': [], 'threads': threads, 'omp_num_threads': os.environ['OMP_NUM_THREADS'],
+           'omp_env': {k: os.environ.get(k) for k in OWN_ENV}}
     with tempfile.TemporaryDirectory(prefix='tsm-online-bench-') as folder:
         t = time.perf_counter()
         paths = export_both(model, cfg, engine, folder, batch)
@@ -249,7 +262,7 @@ def openvino_batch(model, cfg, name, quick, static, folder, threads, pairs):
         for _ in range(3):
             static_step(), dynamic_step()
         times = {}
-        ratio, _ = common.paired_ratio(dynamic_step, static_step, pairs, times)
+        ratio, _ = common.paired_ratio(dynamic_step, static_step, pairs, times, settle=SETTLE)
         row['online'] = {'dynamic_ms': round(1000 * statistics.median(times['a']), 2),
                          'static_ms': round(1000 * statistics.median(times['b']), 2),
                          'dynamic_vs_static': round(ratio, 3)}
@@ -417,7 +430,8 @@ def main(argv=None):
     os.makedirs(os.path.dirname(os.path.abspath(out := args.out)), exist_ok=True)
     common.write_json(out, {
         'machine': machine, 'models': {n: MODELS[n] for n in args.models.split(',')},
-        'quick': args.quick, 'threads': threads, 'omp_num_threads': threads, 'pairs': pairs,
+        'quick': args.quick, 'threads': threads, 'omp_num_threads': threads,
+        'omp_env': {k: os.environ.get(k) for k in OWN_ENV}, 'pairs': pairs,
         'paper_ms': PAPER_MS, 'rows': rows, 'openvino_batch': batch, 'browser': browser,
         'targets': targets(rows, browser, args.quick), 'load_avg_after': loads,
         'load_avg_at_end': os.getloadavg(),

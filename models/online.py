@@ -36,7 +36,7 @@ import paddle
 import paddle.nn as nn
 
 from .resnet import ResNetTSM
-from .shift_conv import PartsBackbone
+from .shift_conv import PartsBackbone, fold_into_first_conv
 from .temporal_shift import find_shifts, fold_sizes
 
 
@@ -97,19 +97,26 @@ class OnlineStep(nn.Layer):
     TSM; taken over: its TemporalShift layers become StepShift) on one frame.  states
     None: zeros (the first frame).
 
-    parts=True (the export): a ResNet backbone runs in the split formulation
-    (models/shift_conv.py, BN folded), its tensors two channel parts, the backward fold
-    and the rest, so that a state is a part as it is and the block input is never sliced
-    or concatenated (layout conversions in the engines); other backbones keep StepShift."""
+    formulation (the export; models/shift_conv.py, BN folded): 'split' runs a ResNet
+    backbone on two channel parts, the backward fold and the rest, so that a state is a
+    part as it is; 'conv' folds each blockres shift into the convolution after it (its
+    fold's weights on the state).  Neither slices and concatenates the block input, which
+    costs the engines layout conversions.  Other backbones or places: StepShift."""
 
-    def __init__(self, model, parts=False):
+    def __init__(self, model, formulation='slice'):
         super().__init__()
         check_online(model)
         model.eval()
         self.slots = StateSlots()
         shifts = find_shifts(model)  # in the order the network runs them (any backbone)
-        if parts and isinstance(model.backbone, ResNetTSM):
-            model.backbone = PartsBackbone(model.backbone, slots=self.slots)
+        backbone = model.backbone
+        if formulation == 'split' and isinstance(backbone, ResNetTSM):
+            model.backbone = PartsBackbone(backbone, slots=self.slots)
+            model.eval()
+        elif formulation in ('split', 'conv') and backbone.shift_place == 'blockres':
+            shifted = [block for block in backbone.blocks if block.shift is not None]
+            for index, block in enumerate(shifted):
+                fold_into_first_conv(block, None, 'backward', (self.slots, index))
             model.eval()
         else:
             for index, (parent, name, shift) in enumerate(shifts):

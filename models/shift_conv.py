@@ -97,12 +97,15 @@ def moved_folds(x, folds, seg_num, batch):
 
 class ShiftedConvBN(nn.Layer):
     """act(bn(conv(temporal_shift(x)))) of a shifted ConvBN, without building the shifted
-    tensor (see the module docstring)."""
+    tensor (see the module docstring).  With `state` (slots, index) it runs one frame
+    online (models/online.py): the backward fold comes from the state (slots.swap)."""
 
-    def __init__(self, conv_bn, shift, batch=None):
+    def __init__(self, conv_bn, shift, batch=None, direction=None, state=None):
         super().__init__()
         weight, bias = fold_bn(conv_bn)
-        self.folds, rest = fold_bounds(weight.shape[1], shift.shift_ratio, shift.direction)
+        self.folds, rest = fold_bounds(weight.shape[1], shift.shift_ratio,
+                                       direction or shift.direction)
+        self.state = state
         main = weight.copy()
         main[:, :rest] = 0  # the shifted folds come in through their own convolutions
         _param(self, 'weight_main', main)
@@ -117,7 +120,11 @@ class ShiftedConvBN(nn.Layer):
 
     def forward(self, x):  # [N*T, C, H, W] -> [N*T, C_out, H', W']
         y = F.conv2d(x, self.weight_main, self.bias, stride=self.stride, padding=self.padding)
-        moved = moved_folds(x, self.folds, self.seg_num, self.batch)
+        if self.state is not None:
+            slots, index = self.state
+            moved = slots.swap(index, x[:, :self.folds[0][1]])
+        else:
+            moved = moved_folds(x, self.folds, self.seg_num, self.batch)
         y = F.conv2d(moved, self.weight_folds, stride=self.stride, padding=self.padding) + y
         return self.act(y) if self.act is not None else y
 
@@ -243,13 +250,14 @@ class PartsBackbone(nn.Layer):
         return paddle.concat(xs, axis=1) if len(xs) > 1 else xs[0]
 
 
-def fold_into_first_conv(block, batch):
+def fold_into_first_conv(block, batch, direction=None, state=None):
     """Replace a blockres block's shift and the ConvBN after it by one ShiftedConvBN."""
     if isinstance(block, InvertedResidual):
-        block.expand = ShiftedConvBN(block.expand, block.shift, batch)
+        block.expand = ShiftedConvBN(block.expand, block.shift, batch, direction, state)
     else:
         layers = list(block.branch.children())
-        block.branch = nn.Sequential(ShiftedConvBN(layers[0], block.shift, batch), *layers[1:])
+        block.branch = nn.Sequential(
+            ShiftedConvBN(layers[0], block.shift, batch, direction, state), *layers[1:])
     block.shift = None
 
 

@@ -16,9 +16,9 @@ no reshape: the batch is the file's, engines.BATCH by default):
   - online: the per-frame model (inference_model.py --online), its states fed back;
   - clip: the offline model (inference_model.py), one clip of seg_num frames.
 For each precision, --pairs pairs of (one online frame, one clip) run back to back in
-alternating order (common.paired_ratio), each after SETTLE untimed calls: frame_vs_clip is the median ratio (the floor is
-1 / seg_num: the same 2D network on one frame instead of seg_num), frame_ms and clip_ms
-the medians of the same runs.  stream_frame_ms: the same frame through the project's own
+alternating order (common.paired_ratio), each after SETTLE untimed calls: frame_vs_clip
+is the median ratio (the floor is 1 / seg_num: the same 2D network on one frame instead of
+seg_num), frame_ms and clip_ms the medians of the same runs.  stream_frame_ms: the same frame through the project's own
 path (the engine's runner in an OnlineStream, as predict.py --online and the server run it).
 The paper's figures (TSM, Lin, Gan and Han, 2019; MobileNetV2-TSM compiled with TVM) stand
 beside them: 13 ms per frame on a Jetson Nano, 35 ms on a Galaxy Note8.
@@ -380,17 +380,9 @@ def lscpu_model():
 
 def run_child(name, engine, args, threads, pairs):
     """One model on one engine in a fresh process -> its output."""
-    out = os.path.join(tempfile.gettempdir(), f'tsm_online_{os.getpid()}_{name}_{engine}.json')
-    cmd = [sys.executable, os.path.abspath(__file__), '--child', engine, '--models', name,
-           '--out', out, '--threads', str(threads), '--pairs', str(pairs)]
-    res = subprocess.run(cmd + (['--quick'] if args.quick else []), cwd=common.ROOT,
-                         capture_output=True, text=True, timeout=3600)
-    if res.returncode != 0:
-        raise RuntimeError(f"{name} on {engine} failed:\n{res.stderr[-3000:]}")
-    with open(out, encoding='utf-8') as f:
-        data = json.load(f)
-    os.remove(out)
-    return data
+    flags = ['--child', engine, '--models', name, '--threads', str(threads), '--pairs',
+             str(pairs)] + (['--quick'] if args.quick else [])
+    return common.run_script('online_latency', flags, timeout=3600)
 
 
 def main(argv=None):

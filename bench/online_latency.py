@@ -18,8 +18,9 @@ no reshape: the batch is the file's, engines.BATCH by default):
 For each precision, --pairs pairs of (one online frame, one clip) run back to back in
 alternating order (common.paired_ratio), each after SETTLE untimed calls: frame_vs_clip
 is the median ratio (the floor is 1 / seg_num: the same 2D network on one frame instead of
-seg_num), frame_ms and clip_ms the medians of the same runs.  stream_frame_ms: the same frame through the project's own
-path (the engine's runner in an OnlineStream, as predict.py --online and the server run it).
+seg_num), frame_ms and clip_ms the medians of the same runs.  stream_frame_ms: the same
+frame through the project's own path (the engine's runner in an OnlineStream, as
+predict.py --online and the server run it).
 The paper's figures (TSM, Lin, Gan and Han, 2019; MobileNetV2-TSM compiled with TVM) stand
 beside them: 13 ms per frame on a Jetson Nano, 35 ms on a Galaxy Note8.
 

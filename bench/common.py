@@ -64,19 +64,27 @@ def interleaved(fns, reps, warmup=1, cpu=None):
     return {k: statistics.median(v) for k, v in times.items()}, times
 
 
-def paired_ratio(fa, fb, pairs):
+def paired_ratio(fa, fb, pairs, times=None, settle=0):
     """Median over `pairs` of time(fa) / time(fb), the two run back to back in
     alternating order (ab, ba, ...): a ratio of two calls a fraction of a second apart,
     which the machine's slow drifts in speed (other tenants, clock) touch least.
-    -> (median, [ratios])."""
+    -> (median, [ratios]).  Pass a dict as `times` to get {'a': [s], 'b': [s]} too.
+    settle: untimed calls of each before its timed one, so that the other's threads
+    (an engine's spinning pool) and cache contents are gone, as in a process that runs
+    one model only."""
     ratios = []
+    runs = times if times is not None else {}
+    runs.update(a=[], b=[])
     for i in range(pairs):
-        times = {}
+        took = {}
         for key, fn in ((('a', fa), ('b', fb)) if i % 2 == 0 else (('b', fb), ('a', fa))):
+            for _ in range(settle):
+                fn()
             t = time.perf_counter()
             fn()
-            times[key] = time.perf_counter() - t
-        ratios.append(times['a'] / times['b'])
+            took[key] = time.perf_counter() - t
+            runs[key].append(took[key])
+        ratios.append(took['a'] / took['b'])
     return statistics.median(ratios), ratios
 
 

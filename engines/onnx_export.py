@@ -67,6 +67,12 @@ def convert(prefix, onnx_file, fold=True):
     return onnx_file
 
 
+# The per-frame model's shifts (models/online.py OnlineStep): ResNet-50 per frame over the
+# 2D network alone, OpenVINO and ONNX Runtime, 1.0-1.3x in 'split' against 1.4-1.75x as
+# slice + concat (docs/online.md).
+ONLINE_FORMULATION = 'split'
+
+
 def export(model, onnx_file, input_shape, formulation='split', batch=None,
            probabilities=False, fold=True):
     """`model` exported for Paddle (in a temporary folder beside onnx_file), then
@@ -74,7 +80,7 @@ def export(model, onnx_file, input_shape, formulation='split', batch=None,
     tmp = tempfile.mkdtemp(prefix='.paddle-', dir=os.path.dirname(os.path.abspath(onnx_file)))
     try:
         prefix = paddle_engine.export(model, os.path.join(tmp, 'model'), input_shape,
-                                      formulation, batch, probabilities)
+                                      formulation, batch, probabilities, ONLINE_FORMULATION)
         convert(prefix, onnx_file, fold)
         if formulation == paddle_engine.ONLINE:
             name_outputs(onnx_file)

@@ -19,6 +19,11 @@ logger = logging.getLogger(__name__)
 
 NAME = 'paddle'
 ONLINE = 'online'  # the per-frame model, as a formulation of the export
+# How the per-frame model's shifts are exported (OnlineStep): a slice and a concat per block
+# cost every engine layout conversions (docs/online.md).  ONNX Runtime and OpenVINO take
+# 'split' (engines/onnx_export.py); oneDNN in Paddle runs the split's many small
+# convolutions slowly in bf16 and takes 'conv'.
+ONLINE_FORMULATION = 'conv'
 
 
 def versions():
@@ -36,13 +41,15 @@ class Softmax(paddle.nn.Layer):
         return paddle.nn.functional.softmax(self.model(x), axis=-1)
 
 
-def export(model, prefix, input_shape, formulation='split', batch=None, probabilities=False):
+def export(model, prefix, input_shape, formulation='split', batch=None, probabilities=False,
+           online_formulation=None):
     """paddle.jit.save a copy of `model` in `formulation` with input [batch or None,
     *input_shape] float32 named 'image'; -> prefix.  formulation 'online' (ONLINE): the
     per-frame model of models/online.py (input_shape [3, S, S]; inputs frame, state_0...,
-    outputs logits then the new states)."""
+    outputs logits then the new states) in `online_formulation` (OnlineStep; default
+    ONLINE_FORMULATION, Paddle Inference's)."""
     if formulation == ONLINE:
-        net = OnlineStep(copy.deepcopy(model))
+        net = OnlineStep(copy.deepcopy(model), online_formulation or ONLINE_FORMULATION)
         net.eval()
         spec = net.input_spec(input_shape[-1], batch or None)
     else:

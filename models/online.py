@@ -35,6 +35,8 @@ import numpy as np
 import paddle
 import paddle.nn as nn
 
+from .resnet import ResNetTSM
+from .shift_conv import PartsBackbone, fold_into_first_conv
 from .temporal_shift import find_shifts, fold_sizes
 
 
@@ -54,6 +56,13 @@ class StateSlots:
     def __init__(self):
         self.given, self.new = None, {}
 
+    def swap(self, index, fold):
+        """State `index` given to this call (zeros without states), and `fold` kept as
+        its new value."""
+        previous = self.given[index] if self.given is not None else paddle.zeros_like(fold)
+        self.new[index] = fold
+        return previous
+
 
 class StepShift(nn.Layer):
     """The backward-only shift of one layer at one frame: the first fold comes from the
@@ -65,9 +74,7 @@ class StepShift(nn.Layer):
 
     def forward(self, x):  # [N, C, H, W], one frame of each of N streams
         c1 = fold_sizes(x.shape[1], self.shift_ratio)[0]
-        given = self.slots.given
-        previous = given[self.index] if given is not None else paddle.zeros_like(x[:, :c1])
-        self.slots.new[self.index] = x[:, :c1]
+        previous = self.slots.swap(self.index, x[:, :c1])
         return paddle.concat([previous, x[:, c1:]], axis=1)
 
     def extra_repr(self):
@@ -88,16 +95,32 @@ def check_online(model):
 class OnlineStep(nn.Layer):
     """(frame [B, 3, S, S], [state_i]) -> [logits [B, K], new state_i ...]: `model` (a
     TSM; taken over: its TemporalShift layers become StepShift) on one frame.  states
-    None: zeros (the first frame)."""
+    None: zeros (the first frame).
 
-    def __init__(self, model):
+    formulation (the export; models/shift_conv.py, BN folded): 'split' runs a ResNet
+    backbone on two channel parts, the backward fold and the rest, so that a state is a
+    part as it is; 'conv' folds each blockres shift into the convolution after it (its
+    fold's weights on the state).  Neither slices and concatenates the block input, which
+    costs the engines layout conversions.  Other backbones or places: StepShift."""
+
+    def __init__(self, model, formulation='slice'):
         super().__init__()
         check_online(model)
         model.eval()
         self.slots = StateSlots()
         shifts = find_shifts(model)  # in the order the network runs them (any backbone)
-        for index, (parent, name, shift) in enumerate(shifts):
-            setattr(parent, name, StepShift(shift.shift_ratio, index, self.slots))
+        backbone = model.backbone
+        if formulation == 'split' and isinstance(backbone, ResNetTSM):
+            model.backbone = PartsBackbone(backbone, slots=self.slots)
+            model.eval()
+        elif formulation in ('split', 'conv') and backbone.shift_place == 'blockres':
+            shifted = [block for block in backbone.blocks if block.shift is not None]
+            for index, block in enumerate(shifted):
+                fold_into_first_conv(block, None, 'backward', (self.slots, index))
+            model.eval()
+        else:
+            for index, (parent, name, shift) in enumerate(shifts):
+                setattr(parent, name, StepShift(shift.shift_ratio, index, self.slots))
         self.model, self.num_states = model, len(shifts)
 
     def forward(self, frame, states=None):

@@ -97,12 +97,15 @@ def moved_folds(x, folds, seg_num, batch):
 
 class ShiftedConvBN(nn.Layer):
     """act(bn(conv(temporal_shift(x)))) of a shifted ConvBN, without building the shifted
-    tensor (see the module docstring)."""
+    tensor (see the module docstring).  With `state` (slots, index) it runs one frame
+    online (models/online.py): the backward fold comes from the state (slots.swap)."""
 
-    def __init__(self, conv_bn, shift, batch=None):
+    def __init__(self, conv_bn, shift, batch=None, direction=None, state=None):
         super().__init__()
         weight, bias = fold_bn(conv_bn)
-        self.folds, rest = fold_bounds(weight.shape[1], shift.shift_ratio, shift.direction)
+        self.folds, rest = fold_bounds(weight.shape[1], shift.shift_ratio,
+                                       direction or shift.direction)
+        self.state = state
         main = weight.copy()
         main[:, :rest] = 0  # the shifted folds come in through their own convolutions
         _param(self, 'weight_main', main)
@@ -117,7 +120,11 @@ class ShiftedConvBN(nn.Layer):
 
     def forward(self, x):  # [N*T, C, H, W] -> [N*T, C_out, H', W']
         y = F.conv2d(x, self.weight_main, self.bias, stride=self.stride, padding=self.padding)
-        moved = moved_folds(x, self.folds, self.seg_num, self.batch)
+        if self.state is not None:
+            slots, index = self.state
+            moved = slots.swap(index, x[:, :self.folds[0][1]])
+        else:
+            moved = moved_folds(x, self.folds, self.seg_num, self.batch)
         y = F.conv2d(moved, self.weight_folds, stride=self.stride, padding=self.padding) + y
         return self.act(y) if self.act is not None else y
 
@@ -166,9 +173,12 @@ class PartsConv(nn.Layer):
 
 class PartsBlock(nn.Layer):
     """A residual block on channel parts (channel_parts): the shifted folds, all in part
-    0, move by whole frames (shift_frames); nothing else is copied."""
+    0, move by whole frames (shift_frames); nothing else is copied.  With `state`
+    (slots, index) the block runs one frame online (models/online.py): part 0, the
+    backward fold, is swapped for the previous frame's (slots.swap)."""
 
-    def __init__(self, block, in_parts, out_parts, shift_place, seg_num, batch):
+    def __init__(self, block, in_parts, out_parts, shift_place, seg_num, batch,
+                 direction=None, state=None):
         super().__init__()
         layers = list(block.branch.children())
         mid = lambda cb: [(0, cb.conv.weight.shape[0])]  # noqa: E731
@@ -183,13 +193,21 @@ class PartsBlock(nn.Layer):
         self.folds = []
         if block.shift is not None:
             s = block.shift
-            self.folds = fold_bounds(in_parts[-1][1], s.shift_ratio, s.direction)[0]
+            self.folds = fold_bounds(in_parts[-1][1], s.shift_ratio,
+                                     direction or s.direction)[0]
         self.shift_place, self.seg_num, self.batch = shift_place, seg_num, batch
+        self.state = state
+
+    def move(self, fold):
+        if self.state is not None:
+            slots, index = self.state
+            return slots.swap(index, fold)
+        return moved_folds(fold, self.folds, self.seg_num, self.batch)
 
     def forward(self, xs):
         moved = xs
         if self.folds:
-            moved = [moved_folds(xs[0], self.folds, self.seg_num, self.batch)] + xs[1:]
+            moved = [self.move(xs[0])] + xs[1:]
         short = moved if self.shift_place == 'block' else xs
         if self.shortcut is not None:
             short = self.shortcut(short)
@@ -200,21 +218,27 @@ class PartsBlock(nn.Layer):
 
 
 class PartsBackbone(nn.Layer):
-    """ResNetTSM in the split formulation: [N*T, C, H, W] -> [N*T, F, h, w]."""
+    """ResNetTSM in the split formulation: [N*T, C, H, W] -> [N*T, F, h, w].  `slots`
+    (models/online.py's StateSlots): the per-frame model, whose part 0 is the backward
+    fold only, swapped for the state of each shifted block in turn."""
 
-    def __init__(self, backbone, batch=None):
+    def __init__(self, backbone, batch=None, slots=None):
         super().__init__()
-        r, d = backbone.shift_ratio, backbone.shift_direction
+        r = backbone.shift_ratio
+        d = 'backward' if slots is not None else backbone.shift_direction
         stem_out = backbone.stem.conv.weight.shape[0]
         self.stem = PartsConv(backbone.stem, [(0, backbone.stem.conv.weight.shape[1])],
                               [(0, stem_out)])
         self.pool = backbone.pool
         self.parts = channel_parts(stem_out, r, d)
-        blocks, in_parts = [], self.parts
+        blocks, in_parts, states = [], self.parts, 0
         for block in backbone.blocks:
             out_parts = channel_parts(block.branch[-1].conv.weight.shape[0], r, d)
+            state = None
+            if slots is not None and block.shift is not None:
+                state, states = (slots, states), states + 1
             blocks.append(PartsBlock(block, in_parts, out_parts, backbone.shift_place,
-                                     backbone.seg_num, batch))
+                                     backbone.seg_num, batch, d, state))
             in_parts = out_parts
         self.blocks = nn.LayerList(blocks)
 
@@ -226,13 +250,14 @@ class PartsBackbone(nn.Layer):
         return paddle.concat(xs, axis=1) if len(xs) > 1 else xs[0]
 
 
-def fold_into_first_conv(block, batch):
+def fold_into_first_conv(block, batch, direction=None, state=None):
     """Replace a blockres block's shift and the ConvBN after it by one ShiftedConvBN."""
     if isinstance(block, InvertedResidual):
-        block.expand = ShiftedConvBN(block.expand, block.shift, batch)
+        block.expand = ShiftedConvBN(block.expand, block.shift, batch, direction, state)
     else:
         layers = list(block.branch.children())
-        block.branch = nn.Sequential(ShiftedConvBN(layers[0], block.shift, batch), *layers[1:])
+        block.branch = nn.Sequential(
+            ShiftedConvBN(layers[0], block.shift, batch, direction, state), *layers[1:])
     block.shift = None
 
 

@@ -236,7 +236,7 @@ def test_jester_online_matches_demo_step_by_step(jester):
     for frame in frames:
         with torch.no_grad():
             want, buffers = online_demo_step(ref, torch.from_numpy(frame[None]), buffers)
-        got = online.step(paddle.to_tensor(frame[None]))
+        got = online.step(paddle.to_tensor(frame[None]))  # numpy [1, K]
         want = want.detach().numpy()
         np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4 * np.abs(want).max())
     assert [list(s.shape) for s in online.states] == [list(s) for s in sizes]
@@ -261,7 +261,7 @@ def test_jester_offline_is_the_causal_online(jester):
     offline = net(paddle.to_tensor(x)).numpy()
     online = OnlineTSM(built('configs/tsm_mobilenetv2_jester_online.yaml', dst, seg_num=4))
     for frame in x[0]:
-        got = online.step(paddle.to_tensor(frame[None]))
+        got = online.step(paddle.to_tensor(frame[None]))  # numpy [1, K]
     np.testing.assert_allclose(got, offline, rtol=1e-4, atol=1e-5)
     options = safe_load(str(dst))[OPTIONS_KEY]
     assert options['shift_direction'] == 'backward' and options['num_classes'] == 27
@@ -437,4 +437,5 @@ def test_demo_flags_build_an_online_mobilenet():
     assert type(net.backbone).__name__ == 'MobileNetV2TSM'
     assert {s.direction for _, _, s in find_shifts(net.backbone)} == {'backward'}
     online = OnlineTSM(net, window=cfg.MODEL.seg_num)
-    assert online.step(paddle.to_tensor(clip(10, frames=1)[0, :, :, :32, :32])).shape == (1, 8)
+    logits = online.step(paddle.to_tensor(clip(10, frames=1)[0, :, :, :32, :32]))
+    assert logits.shape == (1, 8)  # numpy

@@ -40,7 +40,7 @@ from utils.env import available_cpus
 
 logger = logging.getLogger(__name__)
 
-EXPORT_VERSION = 3  # bump when the exported program changes for the same inputs
+EXPORT_VERSION = 4  # bump when the exported program changes for the same inputs
 TOLERANCE = 1e-5  # probabilities, exported vs eager, fp32
 ONLINE_FRAMES = 16  # the online export is checked over a sequence this long
 ONLINE_TOLERANCE = 1e-4  # per-frame logits, online export vs eager, fp32, relative to the

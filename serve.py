@@ -3,7 +3,8 @@
 at /docs with --docs.  The model is loaded as predict.py loads it (same flags, engines, config)."""
 import os
 
-from utils.cli import add_inference_flags, base_parser, run_job
+from jobs.entry import add_inference_flags, run_job
+from utils.cli import base_parser
 
 
 def add_decode_limits(p):

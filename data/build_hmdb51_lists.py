@@ -1,6 +1,6 @@
 """Build HMDB51 list files (`path label` per line) from the official split files.
 
-    python data/build_hmdb51_lists.py --root /data/hmdb51 --splits /data/testTrainMulti_7030_splits \
+    python -m data.build_hmdb51_lists --root /data/hmdb51 --splits /data/testTrainMulti_7030_splits \
         --split 1 --out_dir data/dataset/hmdb51
 
 --root holds the unpacked videos, hmdb51/<class>/<video>.avi (each class's .rar of
@@ -13,12 +13,10 @@ first few named.
 """
 import os
 import re
-import sys
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-sys.path.insert(0, os.path.dirname(HERE))
 
-from data.build_kinetics_lists import (normalize, read_label_list,  # noqa: E402
+from data.build_kinetics_lists import (normalize, read_label_list,
                                       split_lists_main, write_list)
 
 SPLIT_FILE = re.compile(r'^(?P<cls>.+)_test_split(?P<n>\d)\.txt$')

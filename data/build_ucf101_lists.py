@@ -1,6 +1,6 @@
 """Build UCF101 list files (`path label` per line) from the official split files.
 
-    python data/build_ucf101_lists.py --root /data/UCF-101 --splits /data/ucfTrainTestlist \
+    python -m data.build_ucf101_lists --root /data/UCF-101 --splits /data/ucfTrainTestlist \
         --split 1 --out_dir data/dataset/ucf101
 
 --root is the unpacked UCF101.rar (UCF-101/<Class>/v_<Class>_gXX_cYY.avi); --splits the
@@ -12,12 +12,10 @@ Writes ucf101_train_split_N.list and ucf101_val_split_N.list; videos the split n
 the disk lacks are counted and the first few named.
 """
 import os
-import sys
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-sys.path.insert(0, os.path.dirname(HERE))
 
-from data.build_kinetics_lists import (normalize, read_label_list,  # noqa: E402
+from data.build_kinetics_lists import (normalize, read_label_list,
                                       split_lists_main, write_list)
 
 

@@ -15,8 +15,10 @@
                then openvino.convert_model
 
 `backend='auto'` (choose) takes the fastest installed (and usable) engine for the precision,
-in FASTEST_FIRST.  utils/inference.py caches the exports and checks them
+in FASTEST_FIRST.  inference/artifacts.py caches the exports and checks them
 against the eager model.
+
+May import: utils, models.
 """
 import importlib
 import importlib.util
@@ -54,6 +56,11 @@ FASTEST_FIRST = {
 }
 
 
+
+class EngineError(RuntimeError):
+    """An engine this machine lacks (with the pip command), a precision it cannot run, or an
+    export that does not compute what the eager model computes; one-line message."""
+
 def missing(name):
     """The pip packages `name` needs that cannot be imported here."""
     return [pip for mod, pip in REQUIRES[name].items() if importlib.util.find_spec(mod) is None]
@@ -82,7 +89,6 @@ def unusable(name):
 def engine(name):
     """The engine module; EngineError with the pip command when a package is missing or
     unusable here."""
-    from engines.base import EngineError
     if name not in MODULES:
         raise EngineError(f"unknown backend {name!r} (use one of {', '.join(BACKENDS)})")
     lacking = missing(name)

@@ -1,18 +1,12 @@
-"""What every engine shares: the error type, the precisions, and the Runner base class
+"""What every engine shares: the precision this CPU runs, and the Runner base class
 (batching in chunks, the eager model's call signature, describe())."""
 import logging
 
 import numpy as np
 
-from engines import PRECISIONS
-from utils.env import EnvError
+from engines import PRECISIONS, EngineError
 
 logger = logging.getLogger(__name__)
-
-
-class EngineError(EnvError):
-    """An engine this machine lacks (with the pip command), a precision it cannot run, or an
-    export that does not compute what the eager model computes; one-line message."""
 
 
 def cpu_has_bf16():

@@ -1,4 +1,8 @@
-"""Readers: `get_reader(name, mode, cfg)` -> a paddle.io.Dataset; `collate` batches it."""
+"""Videos in, model inputs out: `get_reader(name, mode, cfg)` -> a paddle.io.Dataset, the
+list files, the decoders, frame sampling and transforms, per-video deadlines, and what
+predict.py reads besides a list (folders, windows, label names).
+
+May import: utils, models."""
 from models.registry import RegistryError
 from utils.config_utils import mode_section
 

@@ -22,7 +22,7 @@ import paddle
 
 from .sampling import eval_clip_indices, segment_indices
 from .transforms import eval_views, normalize, train_transform
-from .guard import VideoTimeout, deadline
+from .deadline import VideoTimeout, deadline
 from .video_backends import FrameCountChanged, VideoDecodeError, open_video
 
 logger = logging.getLogger(__name__)
@@ -97,7 +97,7 @@ class KineticsReader(paddle.io.Dataset):
         self.average = section.get('average', 'prob')  # how the loops merge the views
         self.video_timeout = section.video_timeout
         self.buf_size = section.get('buf_size', 0)  # clips the loader may read ahead
-        self.decode_threads = 1  # FFmpeg threads per video (utils/pipeline.py sets it)
+        self.decode_threads = 1  # FFmpeg threads per video (inference/core_plan.py sets it)
         self.seed, self.epoch = None, 0
         if items is None:
             filelist = filelist or section.filelist

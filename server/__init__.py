@@ -7,8 +7,10 @@ of concurrent requests micro-batched into the model.
     decode.py    the decode worker processes (the reader's sampling and views)
     batching.py  micro-batching of concurrent clips into one model call
     online.py    online TSM over a WebSocket, one camera frame at a time
-    metrics.py   Prometheus counters and histograms
+    prometheus.py Prometheus counters and histograms
     app.py       the routes, errors as JSON, and the page in static/
     guard.py     what every request passes first: Host, Origin, token, body deadline
     transport.py uvicorn's settings and the connection limits it lacks
+
+May import: utils, models, metrics, reader, engines, training, inference, jobs, data.
 """

@@ -30,7 +30,7 @@ from . import streaming, uploads
 from .batching import MicroBatcher
 from .decode import DecodeFailed
 from .guard import BodyTimeout, Guard, Policy, error
-from .metrics import CONTENT_TYPE_LATEST, Metrics
+from .prometheus import CONTENT_TYPE_LATEST, Metrics
 from .online import OnlineEndpoint
 
 logger = logging.getLogger(__name__)

@@ -16,7 +16,7 @@ from python_multipart.exceptions import MultipartParseError
 from python_multipart.multipart import parse_options_header
 from starlette.requests import ClientDisconnect
 
-from utils.predict_modes import VIDEO_EXTENSIONS
+from reader.inputs import VIDEO_EXTENSIONS
 
 FIELD_BYTES = 256        # a form field (topk, window_seconds, ...) is a short number
 MAX_PARTS = 16

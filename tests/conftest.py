@@ -123,7 +123,7 @@ def environ_of(pid):
 
 def alive(pid):
     """True while `pid` runs (a zombie has ended)."""
-    from utils.orphans import ended
+    from utils.parent_watch import ended
     return not ended(pid)
 
 

@@ -19,7 +19,7 @@ import engines
 from engines.base import EngineError, cpu_has_bf16
 from tests.conftest import ROOT, TINY, run_cli, write_config
 from tests.test_inference import softmax, tiny_tsm
-from utils import inference
+from inference import artifacts as inference
 
 NAMES = ('paddle', 'onnxruntime', 'openvino')
 SHAPE = [4, 3, 32, 32]  # one clip: T, 3L, S, S
@@ -408,7 +408,7 @@ def test_publish_keeps_the_entry_of_the_first_exporter(tmp_path):
 def test_eval_through_every_backend_and_predict_match_eager(tiny_dataset, tmp_path):
     """Same figures and predictions as --use_inference False (eval with two views per
     video: 6-D batches); one cache entry per engine, which predict reuses.  predict.py
-    through one engine: it gets its engine as eval.py does (utils.jobs.for_inference), and
+    through one engine: it gets its engine as eval.py does (inference.loading.for_inference), and
     every engine's runner answers as eager (test_export_equals_eager_for_batch_1_and_3)."""
     weights = tmp_path / 'w.pdparams'
     paddle.save(tiny_tsm(18, seg=4, size=32, classes=3, seed=1).state_dict(), str(weights))

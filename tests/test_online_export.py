@@ -125,7 +125,7 @@ def test_online_export_is_the_causal_offline_model(exported, model, shapes, name
     on frames 0..t only: its frame t (window 1), and the numpy mean of its last 3 frames
     (window 3, what OnlineStream averages)."""
     from models.online import OnlineStream
-    from utils.inference import runner_step
+    from inference.artifacts import runner_step
     runner = engines.engine(name).load(exported[name], 1, 'fp32', 1)
     x = stream(8, seed=5)[:, 0]
     got = run_states(runner, x[:, None], shapes)[:, 0]
@@ -214,7 +214,7 @@ def test_inference_model_py_batch_is_static_by_default(tiny_files, model, tmp_pa
     dynamic."""
     import inference_model
     from engines.openvino_engine import CORE  # one Core per process
-    from utils.inference import export_artifact
+    from inference.artifacts import export_artifact
     assert inference_model.parse_args([]).batch is None and engines.BATCH['openvino'] == 1
     got = {}
     for batch in (1, None):
@@ -240,7 +240,7 @@ def eager_records(files):
     import cv2
     from models import get_model, load_weights
     from utils.config_utils import parse_config
-    from utils.predict_modes import run_online, stream_frames
+    from jobs.online_job import run_online, stream_frames
     cfg = parse_config(files['config'])
     model = get_model('TSM', cfg, 'infer')
     load_weights(model, files['weights'])
@@ -271,7 +271,7 @@ def test_predict_online_through_every_engine(tiny_files, tmp_path):
 
 
 def test_the_cache_keeps_online_and_clip_models_apart(tiny_files):
-    from utils import inference
+    from inference import artifacts as inference
     from utils.config_utils import parse_config
     cfg = parse_config(tiny_files['config'])
     eng = engines.engine('openvino')

@@ -13,7 +13,8 @@ from models.tsm import TSM
 from reader import open_video
 from tests.conftest import TINY, make_clip, run_cli, write_config, write_mp4, write_video
 from utils.config_utils import parse_config
-from utils.predict_modes import clock, find_videos
+from jobs.predict_output import clock
+from reader.inputs import find_videos
 
 
 @pytest.fixture

@@ -16,7 +16,7 @@ import numpy as np
 import paddle
 import pytest
 
-from engines.quantize import compare
+from engines.int8 import compare
 from tests.conftest import TINY, run_cli, write_config, write_video
 from tests.test_inference import softmax, tiny_tsm
 
@@ -87,7 +87,7 @@ def quantized(tmp_path_factory):
     want = eager_probs(model, x)
     top2 = -np.sort(-want, 1)[:, :2]
     assert (want.argmax(1) == labels).all() and (top2[:, 0] - top2[:, 1] > CLEAR).all()
-    res = run_cli('tools/quantize.py', '--config', config, '--weights', str(d / 'w.pdparams'),
+    res = run_cli('-m', 'tools.quantize', '--config', config, '--weights', str(d / 'w.pdparams'),
                   '--filelist', str(d / 'calib.list'), '--save_dir', str(d / 'out'),
                   '--cpu_threads', '1')
     assert res.returncode == 0, res.stderr[-3000:]
@@ -175,7 +175,7 @@ def test_predict_and_eval_precision_int8_run_the_quantized_model(quantized, tmp_
 
 
 def test_int8_without_a_quantized_model_is_a_one_line_error(quantized, tmp_path):
-    """The lookup is the same for every engine (utils.inference.cached_artifact; Paddle's
+    """The lookup is the same for every engine (inference.artifacts.cached_artifact; Paddle's
     in tests/test_engines.py::test_int8_asks_for_a_quantized_model)."""
     res = run_cli('predict.py', '--config', quantized['config'], '--weights',
                   quantized['weights'], '--precision', 'int8', '--backend', 'openvino',
@@ -200,13 +200,13 @@ def test_bad_calibration_inputs_are_one_line_errors(quantized, tmp_path):
                                        f"videos could be decoded",
     }
     for listfile, want in cases.items():
-        res = run_cli('tools/quantize.py', '--config', quantized['config'], '--weights',
+        res = run_cli('-m', 'tools.quantize', '--config', quantized['config'], '--weights',
                       quantized['weights'], '--filelist', listfile, '--save_dir',
                       str(tmp_path / 'out'))
         assert res.returncode == 2, res.stderr[-3000:]
         assert res.stderr.strip().splitlines()[-1].startswith(want), res.stderr[-3000:]
         assert 'Traceback' not in res.stderr
-    res = run_cli('tools/quantize.py', '--config', quantized['config'], '--weights',
+    res = run_cli('-m', 'tools.quantize', '--config', quantized['config'], '--weights',
                   quantized['weights'], '--filelist', str(quantized['dir'] / 'calib.list'),
                   '--backend', 'paddle')
     assert res.returncode == 2
@@ -235,7 +235,7 @@ def test_calibration_clips_are_every_view_up_to_the_limit(tmp_path):
     list order, as the reader makes it; a video that does not decode is counted."""
     from reader import get_reader, parse_list
     from utils.config_utils import apply_overrides, parse_config
-    from utils.quantization import CalibrationClips
+    from jobs.quantize_job import CalibrationClips
     rng = np.random.default_rng(1)
     lines = [write_video(tmp_path / f'v{i}.avi', rng.integers(0, 256, (16, 40, 48, 3),
                                                              dtype=np.uint8))

@@ -303,12 +303,12 @@ def test_failed_videos_are_counted_through_dataloader_workers(tmp_path, lossless
     (1024, 16, 12, 30, 2),  # 30 views per item: at least Paddle's default
     (0, 1, 2, 1, 2), (1024, 1, 0, 1, 2)])
 def test_prefetch_batches(buf, batch, workers, views, expected):
-    from utils.engine import prefetch_batches
+    from training.loader import prefetch_batches
     assert prefetch_batches(buf, batch, workers, views) == expected
 
 
 def test_loader_reads_ahead_from_buf_size_in_order(tmp_path, lossless):
-    from utils.engine import build_loader
+    from training.loader import build_loader
     _, good = lossless
     lines = [f"{good} {i % 3}" for i in range(7)]
     (tmp_path / 'v.list').write_text('\n'.join(lines))
@@ -345,7 +345,7 @@ class CountingReads(paddle.io.Dataset):
 def test_workers_read_ahead_as_far_as_buf_size_allows(tmp_path, lossless):
     """buf_size 4, 2 workers, batch 1: 2 batches each ahead.  While the consumer holds
     the first batch, the workers read exactly 4 more videos, then wait."""
-    from utils.engine import build_loader
+    from training.loader import build_loader
     from utils.env import available_cpus
     if available_cpus() < 2:
         pytest.skip('needs 2 cores for 2 workers')
@@ -371,5 +371,5 @@ def test_workers_read_ahead_as_far_as_buf_size_allows(tmp_path, lossless):
         assert [int(b['indices'][0]) for b in it] == list(range(1, 12))
         assert reads() == 12
     finally:
-        from utils.loader import close_iterator
+        from training.loader import close_iterator
         close_iterator(it)

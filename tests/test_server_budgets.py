@@ -35,7 +35,7 @@ def media(tmp_path_factory):
                              video_timeout=4)
     cfg = write_config(d / 'tiny.yaml', sections)
     from models import get_model
-    from utils import checkpoint
+    from training import checkpoint
     from utils.config_utils import parse_config
     paddle.seed(1)
     checkpoint.save_weights(get_model('TSM', parse_config(cfg), 'infer'), str(d / 'w.pdparams'))

@@ -1,7 +1,7 @@
 """The end-to-end demo: TSM learns frame order, TSN cannot.
 
-    python tools/demo.py --out_dir output/demo [--quick] [--seed 0]
-    python tools/demo.py --backbone mobilenetv2 --online    # the online model, per frame
+    python -m tools.demo --out_dir output/demo [--quick] [--seed 0]
+    python -m tools.demo --backbone mobilenetv2 --online    # the online model, per frame
 
 1. generates the frame-order dataset (data/demo_dataset.py: 8 classes in 4
    time-reversed pairs) into <out_dir>/data, unless a matching one is there;
@@ -32,11 +32,9 @@ import sys
 import threading
 import time
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-if ROOT not in sys.path:
-    sys.path.insert(0, ROOT)
+from utils.config_utils import ConfigError, apply_overrides, parse_config
 
-from utils.config_utils import ConfigError, apply_overrides, parse_config  # noqa: E402
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))  # the scripts run from here
 
 MODELS = (('tsm', 'configs/tsm_demo.yaml'), ('tsn', 'configs/tsn_demo.yaml'))
 # videos per class; frames = seg_num x an odd number, so that the test-time sampling

@@ -1,10 +1,13 @@
 """Devices, threads, seeds, distributed ranks and the C allocator."""
 import ctypes
+import logging
 import os
 import random
 
 import numpy as np
 import paddle
+
+logger = logging.getLogger(__name__)
 
 
 class EnvError(RuntimeError):
@@ -81,4 +84,21 @@ def init_distributed():
     rank, size = world()
     if size > 1:
         paddle.distributed.init_parallel_env()
+    return rank, size
+
+
+def setup_runtime(cfg, args):
+    """Threads, device and process group for this process; -> (rank, world size).
+    An explicit --use_gpu True without a GPU is an error; the config's default
+    (TRAIN.use_gpu: True, as the original) falls back to the CPU with a warning."""
+    rank, size = world()
+    local = int(os.environ.get('PADDLE_LOCAL_SIZE', size))
+    set_cpu_threads(args.cpu_threads, local)
+    use_gpu = args.use_gpu
+    if use_gpu is None:
+        use_gpu = cfg.TRAIN.use_gpu and gpu_available()
+        if cfg.TRAIN.use_gpu and not use_gpu:
+            logger.warning("no GPU here: running on the CPU (TRAIN.use_gpu is True in the config)")
+    set_device(use_gpu)
+    init_distributed()
     return rank, size

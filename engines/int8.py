@@ -28,7 +28,7 @@ logger = logging.getLogger(__name__)
 
 QUANTIZERS = ('openvino',)
 PADDLE_REASON = ("Paddle 3.3's own post-training quantization writes programs its CPU "
-                 "predictor cannot load (engines/quantize.py)")
+                 "predictor cannot load (engines/int8.py)")
 # fp32's top-2 probability gap above which int8 "should" keep the top-1 (compare)
 CLEAR_MARGIN = 0.1
 

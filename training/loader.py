@@ -1,6 +1,6 @@
 """Data loaders that survive their workers: paddle.io.DataLoader with sharding, read-ahead
 and recovery from a worker process that died (a decoder that segfaulted, or was ended by
-its hard deadline, reader/guard.py).
+its hard deadline, reader/deadline.py).
 
 How a dead worker is recovered: every worker writes which item it is reading into memory
 shared with the main process (TrackedDataset).  When a worker dies, Paddle reports it in
@@ -15,7 +15,7 @@ log) and the workers restart at the first batch not yet delivered: no other vide
 How iterators end (close_iterator): on the main thread, before any new worker starts,
 the old workers are ended and reaped, the reader thread joined, the queues closed, the
 shared-memory segments the workers left unlinked.  Workers also die with their parent
-however it dies, SIGKILL included (utils.orphans.die_with_parent, their worker_init_fn).
+however it dies, SIGKILL included (utils.parent_watch.die_with_parent, their worker_init_fn).
 """
 import contextlib
 import glob
@@ -34,8 +34,9 @@ from paddle.io.dataloader.worker import _ResumeIteration
 from paddle.io.multiprocess_utils import _set_SIGCHLD_handler
 
 from reader import collate
+from utils.config_utils import ConfigError
 from utils.env import available_cpus
-from utils.orphans import die_with_parent, ended
+from utils.parent_watch import die_with_parent, ended
 
 logger = logging.getLogger(__name__)
 
@@ -342,7 +343,7 @@ def close_iterator(it, grace=5.0):
 def remove_segments(pid):
     """Unlink the shared-memory segments that ended DataLoader worker `pid` left: those
     of batches sent but never read (an early stop, a restart) and, when it was SIGKILLed
-    or ended by reader.guard's _exit, every one it made.  Names start with paddle_<pid>_;
+    or ended by reader.deadline's _exit, every one it made.  Names start with paddle_<pid>_;
     what the main process has mapped stays valid."""
     for path in glob.glob(f'/dev/shm/paddle_{pid}_*'):
         with contextlib.suppress(OSError):
@@ -369,3 +370,9 @@ def failed_batch(size):
     """A batch in which every one of `size` videos failed (as `collate` makes it)."""
     return {'paths': [], 'failed': np.array(size, dtype=np.int64), 'labels': None,
             'imgs': None, 'indices': None}
+
+
+def per_device_batch(global_batch, world):
+    if global_batch < world:
+        raise ConfigError(f"batch_size {global_batch} is smaller than the {world} devices")
+    return global_batch // world

@@ -65,6 +65,13 @@ def test_relative_links_lead_somewhere(page):
     assert broken_links(page) == []
 
 
+def test_every_docs_page_is_in_the_index():
+    with open(os.path.join(ROOT, 'docs', 'README.md'), encoding='utf-8') as f:
+        listed = set(LINK.findall(f.read()))
+    pages = {os.path.basename(p) for p in PAGES if os.sep + 'docs' + os.sep in p}
+    assert sorted(pages - listed - {'README.md'}) == []
+
+
 def test_the_link_check_finds_broken_links(tmp_path):
     (tmp_path / 'other.md').write_text('# A heading, with `code`\n', encoding='utf-8')
     page = tmp_path / 'page.md'

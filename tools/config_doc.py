@@ -45,7 +45,7 @@ def format_value(value):
 
 
 def allowed(sections, key):
-    """The values SECTION.key may take, as one cell (the same in every section given)."""
+    """The values SECTION.key may take in `sections`, one cell (" / " between differing ones)."""
     cells = []
     for section in sections:
         choices = CHOICES.get((section, key))

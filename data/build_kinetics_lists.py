@@ -8,7 +8,7 @@ Class names are matched to data/kinetics400_label_list.txt whatever their spelli
 of spaces/underscores/quotes/parentheses.  Videos whose class is unknown are counted
 and reported, not listed.
 
-    python data/build_kinetics_lists.py --root /data/kinetics400 --split train \
+    python -m data.build_kinetics_lists --root /data/kinetics400 --split train \
         --out data/dataset/kinetics/train.list
 """
 import argparse

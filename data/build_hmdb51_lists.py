@@ -17,7 +17,7 @@ import re
 HERE = os.path.dirname(os.path.abspath(__file__))
 
 from data.build_kinetics_lists import (normalize, read_label_list,
-                                      split_lists_main, write_list)
+                                      split_lists_main, write_split_lists)
 
 SPLIT_FILE = re.compile(r'^(?P<cls>.+)_test_split(?P<n>\d)\.txt$')
 
@@ -55,13 +55,7 @@ def build(root, splits, split, out_dir, labels_path=os.path.join(HERE, 'hmdb51_l
                     missing.append(f"{cls}/{parts[0]}")
                 else:
                     lists['train' if parts[1] == '1' else 'val'].append((video, label))
-    result = {}
-    for kind, items in lists.items():
-        write_list(items, os.path.join(out_dir, f'hmdb51_{kind}_split_{split}.list'))
-        result[kind] = len(items)
-    result['missing'] = len(missing)
-    result['missing_examples'] = missing[:5]
-    return result
+    return write_split_lists(lists, out_dir, 'hmdb51', split, missing)
 
 
 def main(argv=None):

@@ -86,6 +86,16 @@ def write_list(items, out):
             f.write(f"{path} {idx}\n")
 
 
+def write_split_lists(lists, out_dir, name, split, missing):
+    """lists {'train': items, 'val': items} -> <out_dir>/<name>_<kind>_split_<split>.list;
+    -> {'train': n, 'val': n, 'missing': n, 'missing_examples': the first five}."""
+    result = {}
+    for kind, items in lists.items():
+        write_list(items, os.path.join(out_dir, f'{name}_{kind}_split_{split}.list'))
+        result[kind] = len(items)
+    return {**result, 'missing': len(missing), 'missing_examples': missing[:5]}
+
+
 def split_lists_main(argv, doc, build, root_help, splits_help, out_dir, labels):
     """The command line of the official-split list builders (UCF101, HMDB51): build(root,
     splits, split, out_dir, labels) -> {'train', 'val', 'missing', 'missing_examples'}."""

@@ -16,7 +16,7 @@ import os
 HERE = os.path.dirname(os.path.abspath(__file__))
 
 from data.build_kinetics_lists import (normalize, read_label_list,
-                                      split_lists_main, write_list)
+                                      split_lists_main, write_split_lists)
 
 
 def read_class_ind(path):
@@ -74,16 +74,12 @@ def build(root, splits, split, out_dir, labels_path=os.path.join(HERE, 'ucf101_l
         if names != sorted(labels, key=labels.get):
             raise ValueError(f"{class_ind} does not list the classes of {labels_path} in its "
                              f"order")
-    result, missing = {}, []
+    lists, missing = {}, []
     for kind, name in (('train', 'trainlist'), ('val', 'testlist')):
-        items, lost = read_split(os.path.join(splits, f'{name}{split:02d}.txt'), root, labels,
-                                 with_index=kind == 'train')
-        write_list(items, os.path.join(out_dir, f'ucf101_{kind}_split_{split}.list'))
-        result[kind] = len(items)
+        lists[kind], lost = read_split(os.path.join(splits, f'{name}{split:02d}.txt'), root,
+                                       labels, with_index=kind == 'train')
         missing += lost
-    result['missing'] = len(missing)
-    result['missing_examples'] = missing[:5]
-    return result
+    return write_split_lists(lists, out_dir, 'ucf101', split, missing)
 
 
 def main(argv=None):

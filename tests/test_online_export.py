@@ -271,13 +271,13 @@ def test_predict_online_through_every_engine(tiny_files, tmp_path):
 
 
 def test_the_cache_keeps_online_and_clip_models_apart(tiny_files):
-    from inference import artifacts as inference
+    from inference import artifacts
     from utils.config_utils import parse_config
     cfg = parse_config(tiny_files['config'])
     eng = engines.engine('openvino')
     m = tiny_tsm(18, seg=4, size=SIZE, classes=CLASSES, seed=3, shift_direction='backward')
-    clip = inference.cache_entry(eng, m, tiny_files['weights'], cfg, 'INFER', 'fp32')
-    online = inference.cache_entry(eng, m, tiny_files['weights'], cfg, 'INFER', 'fp32', True)
+    clip = artifacts.cache_entry(eng, m, tiny_files['weights'], cfg, 'INFER', 'fp32')
+    online = artifacts.cache_entry(eng, m, tiny_files['weights'], cfg, 'INFER', 'fp32', True)
     assert clip[0] != online[0]
     assert online[2]['formulation'] == 'online' and online[2]['input'] == FRAME
     assert online[2]['batch'] == 1

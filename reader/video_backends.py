@@ -479,10 +479,6 @@ def _first_line(e):
     return text[-1][:200] if text else type(e).__name__
 
 
-def mp4_backend():
-    return DecordVideo if decord is not None else OpenCVVideo
-
-
 def _open_mp4(path, num_frames, threads=1, fast=True):
     """PyAV for H.264 in mp4/mov/mkv/webm (`fast`), else decord; OpenCV when decord is
     missing or cannot open the file (decord refuses a truncated mp4 outright, where

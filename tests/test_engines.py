@@ -300,8 +300,8 @@ def test_int8_asks_for_a_quantized_model(tiny_files, tmp_path, monkeypatch):
     cfg = parse_config(tiny_files['config'])
     with pytest.raises(EngineError, match='tools/quantize.py --config C --weights W '
                                           '--filelist L'):
-        inference.inference_model(tiny_files['model'], tiny_files['weights'], cfg, 'INFER',
-                                  precision='int8', backend='paddle')
+        inference.cached_runner(tiny_files['model'], tiny_files['weights'], cfg, 'INFER',
+                                precision='int8', backend='paddle')
     assert os.listdir(tmp_path) == []  # nothing exported for it
     res = run_cli('inference_model.py', '--config', tiny_files['config'], '--weights',
                   tiny_files['weights'], '--precision', 'int8', '--save_dir', str(tmp_path))

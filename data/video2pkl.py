@@ -3,9 +3,9 @@ and write the pkl list file.  Reading pkl is several times faster than decoding 
 during training, at the cost of disk space.
 
 Pickle protocol 4 by default: the original wrote protocol 2 (Python 2's), which spells
-every frame's bytes as latin-1 text; Python 3 reads that ~15x slower (50 ms against 3 ms
-for 300 frames of 640x360), more than the 8 JPEG decodes a clip needs.  The reader reads
-both; --protocol 2 writes files the Python 2 original can read.
+every frame's bytes as latin-1 text; Python 3 reads that far slower, slower than the 8
+JPEG decodes a clip needs (docs/training.md#reading-videos).  The reader reads both;
+--protocol 2 writes files the Python 2 original can read.
 
     python -m data.video2pkl --list data/dataset/kinetics/train.list \
         --out_dir data/dataset/kinetics/train_pkl --out_list data/dataset/kinetics/train_pkl.list

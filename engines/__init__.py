@@ -42,14 +42,13 @@ REQUIRES = {'paddle': {'paddle': 'paddlepaddle'},
 # (models/shift_conv.py) and the clips per engine call of the cached export (None: any
 # batch, fed whole).  Paddle: a fixed batch lets the frame moves be static slices.
 # OpenVINO: dynamic-batch IR is compiled static anyway (engines/openvino_engine.py).
-# ONNX Runtime: no difference measured between batch 1 and a dynamic batch.
+# ONNX Runtime: batch 1 is no faster than a dynamic batch (docs/engines.md).
 FORMULATION = {'paddle': 'conv', 'onnxruntime': 'split', 'openvino': 'split'}
 BATCH = {'paddle': 1, 'onnxruntime': None, 'openvino': 1}
 
 # The engines, fastest first, per precision: 'auto' takes the first installed and usable
-# one.  The order comes from bench/shift_engines.py (ResNet-50 TSM, 8 frames at 224, 2
-# threads), the same on both hosts measured; the figures are in docs/engines.md.  ONNX
-# Runtime has no bf16 convolutions: its bf16 is its fp32.
+# one.  The order and the figures behind it (bench/shift_engines.py): docs/engines.md.
+# ONNX Runtime has no bf16 convolutions: its bf16 is its fp32.
 FASTEST_FIRST = {
     'fp32': ('openvino', 'onnxruntime', 'paddle'),
     'bf16': ('openvino', 'paddle', 'onnxruntime'),

@@ -21,8 +21,7 @@ def cpu_has_bf16():
 
 def default_precision():
     """predict.py's and the server's default: bf16 where the CPU runs it natively (OpenVINO's
-    own default there; top-1 agreement with fp32 was 100 % on the demo's held-out videos and
-    the real clips, README Performance), else fp32."""
+    own default there; its top-1 agreement with fp32: docs/engines.md), else fp32."""
     return 'bf16' if cpu_has_bf16() else 'fp32'
 
 

@@ -32,6 +32,7 @@ import engines
 from engines.base import EngineError, effective_precision
 from engines.paddle_engine import ONLINE
 from models.online import OnlineStep, OnlineStream, OnlineTSM
+from reader import clip_shape
 from utils.download import sha256sum
 from utils.env import available_cpus
 
@@ -45,13 +46,6 @@ ONLINE_TOLERANCE = 1e-4  # per-frame logits, online export vs eager, fp32, relat
 QUANTIZE_HINT = ("make one with tools/quantize.py --config C --weights W --filelist L "
                  "(post-training quantization calibrated on a list file; OpenVINO), "
                  "or use --precision fp32 or bf16")
-
-
-def input_shape_of(cfg, section, online=False):
-    """One clip of cfg[section]: [T, 3L, S, S]; online: one frame [3, S, S]."""
-    m = cfg.MODEL
-    size = cfg[section].target_size
-    return [3, size, size] if online else [m.seg_num, 3 * m.seglen, size, size]
 
 
 def threads():
@@ -133,7 +127,7 @@ def cache_entry(eng, model, weights_path, cfg, section, precision, online=False)
     formulation, batch = (ONLINE, 1) if online else (engines.FORMULATION[name],
                                                      engines.BATCH[name])
     key, desc = cache_key(weights_path, model, dict(cfg.MODEL),
-                          input_shape_of(cfg, section, online), name, formulation, batch,
+                          clip_shape(cfg, section, online=online), name, formulation, batch,
                           precision, eng.versions())
     final = os.path.join(cache_root(), key)
     return final, os.path.join(final, 'model'), desc

@@ -5,6 +5,7 @@ import os
 import engines
 from inference import artifacts
 from inference.loading import check_online, load_for_inference
+from reader import clip_shape
 
 
 def export_job(args, cfg):
@@ -24,5 +25,5 @@ def export_job(args, cfg):
     batch = engines.BATCH[backend] if batch is None else None if batch == -1 else batch
     path = os.path.join(args.save_dir, args.model_name.upper() + ('_online' if online else ''))
     return artifacts.export_artifact(model, backend, path,
-                                     artifacts.input_shape_of(cfg, 'INFER', online), precision,
+                                     clip_shape(cfg, 'INFER', online=online), precision,
                                      formulation, artifacts.threads(), batch)

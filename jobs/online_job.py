@@ -46,7 +46,7 @@ def run_online(online, frames, cfg, names, fps=None):
     try:
         for t, frame in enumerate(frames):
             view = eval_views(frame[None], sec.short_size, sec.target_size, 1,
-                              sec.get('keep_ratio', False))[0]
+                              sec.keep_ratio)[0]
             x = normalize(view, m.image_mean, m.image_std, 1, 1)  # [1, 3, S, S]
             logits = online.step(x)[0]
             probs = np.exp(logits - logits.max())

@@ -27,7 +27,7 @@ from engines import int8
 from engines.base import EngineError
 from inference import artifacts
 from inference.loading import load_for_inference
-from reader import ListFileError, get_reader, parse_list
+from reader import ListFileError, clip_shape, get_reader, parse_list
 from training.loader import build_loader, resilient_batches
 
 logger = logging.getLogger(__name__)
@@ -105,7 +105,7 @@ def quantize_job(args, cfg):
     if not items:
         raise ListFileError(f"{args.filelist}: no videos listed; nothing to calibrate on")
     model, weights = load_for_inference(args, cfg, 'infer')[:2]
-    if artifacts.input_shape_of(cfg, 'TEST') != artifacts.input_shape_of(cfg, SECTION):
+    if clip_shape(cfg, 'TEST') != clip_shape(cfg, SECTION):
         logger.warning("TEST.target_size differs from INFER's: eval.py --precision int8 will "
                        "not find this model (pass -o INFER.target_size=%s to quantize for it)",
                        cfg.TEST.target_size)

@@ -6,7 +6,8 @@ May import: utils, models."""
 from models.registry import RegistryError
 from utils.config_utils import mode_section
 
-from .kinetics_reader import KineticsReader, ListFileError, collate, parse_list  # noqa: F401
+from .kinetics_reader import (KineticsReader, ListFileError, clip_shape, collate,  # noqa: F401
+                              parse_list)
 from .video_backends import VideoDecodeError, open_video  # noqa: F401
 
 _READERS = {'TSM': KineticsReader}

@@ -27,15 +27,15 @@ PROTOCOL_KEYS = ('num_clips', 'dense_sample', 'num_crops', 'keep_ratio', 'averag
 
 def protocol_text(section, seg_num):
     """One line naming the test protocol of a VALID/TEST/INFER section."""
-    clips, crops = section.get('num_clips', 1), section.get('num_crops', 1)
+    clips, crops = section.num_clips, section.num_crops
     sampling = (f"dense ({seg_num} frames, stride {max(1, 64 // seg_num)})"
-                if section.get('dense_sample', False) else f"uniform ({seg_num} segments)")
+                if section.dense_sample else f"uniform ({seg_num} segments)")
     crop = {1: 'centre crop', 3: '3 crops', 10: '10 crops'}[crops]
-    scale = 'aspect kept' if section.get('keep_ratio', False) else '4:3'
+    scale = 'aspect kept' if section.keep_ratio else '4:3'
     views = clips * crops
     return (f"{clips} clip{'s' if clips > 1 else ''} x {crop} ({views} view"
             f"{'s' if views > 1 else ''}), {sampling}, short side {section.short_size} "
-            f"({scale}), {section.target_size}px, average {section.get('average', 'prob')}")
+            f"({scale}), {section.target_size}px, average {section.average}")
 
 
 def find_videos(folder, fmt='mp4'):

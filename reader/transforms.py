@@ -3,8 +3,8 @@
 All frames of a clip get the same geometry (one crop box, one flip), as the original.
 Every resize is Pillow's BILINEAR, as the original's: when it shrinks, Pillow widens the
 filter with the reduction and so averages over the source pixels, which OpenCV's
-INTER_LINEAR does not (up to ~100 grey levels apart on real 720p and 1080p clips scaled to
-341x256), and the released weights were trained on Pillow-resized frames.
+INTER_LINEAR does not (far apart on real 720p and 1080p clips: docs/protocols.md#resizing),
+and the released weights were trained on Pillow-resized frames.
 """
 import functools
 
@@ -117,7 +117,7 @@ def normalize(frames, mean, std, seg_num, seglen):
     """uint8 [T*L, H, W, 3] -> float32 [seg_num, 3*seglen, H, W], (x/255 - mean) / std.
     A uint8 channel has 256 values: the formula is computed once for each (the same
     float32 operations, so the same bits) and looked up per pixel with OpenCV's LUT,
-    ~6x faster than the arithmetic over every pixel."""
+    much faster than the arithmetic over every pixel (docs/training.md#reading-videos)."""
     if frames.dtype != np.uint8:
         x = (frames.astype(np.float32) / 255.0 - np.asarray(mean, np.float32)) \
             / np.asarray(std, np.float32)

@@ -44,10 +44,8 @@ class Service:
     @property
     def clip_shape(self):
         """One item of the reader: [T, 3L, S, S], or [V, T, 3L, S, S] with V views."""
-        m, sec = self.cfg.MODEL, self.cfg.INFER
-        shape = [m.seg_num, 3 * m.seglen, sec.target_size, sec.target_size]
-        views = sec.get('num_clips', 1) * sec.get('num_crops', 1)
-        return ([views] if views > 1 else []) + shape
+        from reader import clip_shape
+        return clip_shape(self.cfg, 'INFER', views=True)
 
     @paddle.no_grad()
     def probabilities(self, clips):

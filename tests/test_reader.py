@@ -8,7 +8,7 @@ import numpy as np
 import paddle
 import pytest
 
-from reader import collate, get_reader, parse_list
+from reader import clip_shape, collate, get_reader, parse_list
 from reader.kinetics_reader import ListFileError
 from reader.sampling import segment_indices, uniform_clip_indices
 from reader.transforms import (center_crop_box, fixed_offsets, multi_scale_crop_box,
@@ -76,6 +76,21 @@ def test_reader_offset_follows_the_format(tmp_path, fmt, expected):
     ds = get_reader('TSM', 'valid', cfg, filelist=str(tmp_path / 'v.list'))
     frames, _ = ds.load_frames(0, None)
     np.testing.assert_array_equal(frames, clip[expected])
+
+
+def test_clip_shape_of_a_section(tmp_path):
+    """seg_num 4, seglen 2, TEST at 32 px with 2 clips x 3 crops: the model takes [4, 6, 32,
+    32], a reader item holds the 6 views, the online model one frame; training one view."""
+    sections = {k: dict(v) for k, v in TINY.items()}
+    sections['MODEL']['seglen'] = 2
+    sections['TEST'].update(num_clips=2, num_crops=3)
+    cfg = parse_config(write_config(tmp_path / 'c.yaml', sections))
+    assert clip_shape(cfg, 'TEST') == [4, 6, 32, 32]
+    assert clip_shape(cfg, 'TEST', views=True) == [6, 4, 6, 32, 32]
+    assert clip_shape(cfg, 'VALID', views=True) == [4, 6, 32, 32]  # one view: no V axis
+    assert clip_shape(cfg, 'INFER', online=True) == [3, 32, 32]
+    train = get_reader('TSM', 'train', cfg, items=[])
+    assert train.clip_shape == [4, 6, 32, 32] and train.num_views == 1
 
 
 def test_train_indices_stay_in_their_segment_and_cover_it():

@@ -37,7 +37,7 @@ def evaluate(model, loader, log_interval=0, desc='eval', amp=None, meter=None):
 
 def views_average(loader):
     """How the dataset's views are merged: its section's `average` ('prob' or 'logit')."""
-    return getattr(loader.dataset, 'average', 'prob')
+    return loader.dataset.average
 
 
 def video_log_probs(model, imgs, average='prob'):

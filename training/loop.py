@@ -92,12 +92,6 @@ def step_seed(seed, epoch, it, rank=0):
     return (seed * 1000003 + epoch * 10007 + it + rank * 7919) % (2 ** 31)
 
 
-def clip_shape(dataset):
-    """[seg_num, 3*seglen, S, S]: one clip of the dataset (the placeholder's shape)."""
-    size = dataset.target_size
-    return [dataset.seg_num, 3 * dataset.seglen, size, size]
-
-
 def placeholder_loss(model, shape):
     """A loss with zero gradients for a rank whose batch has no video: the rank still
     runs backward, so it joins the gradient all-reduce of the step like every other
@@ -143,7 +137,7 @@ def train_one_epoch(model, loader, optimizer, lr_sched, epoch, log_interval=10, 
             loss_value = float(loss_sum) / videos
         elif ranks.distributed:
             with amp.autocast():
-                loss_sum = placeholder_loss(model, clip_shape(loader.dataset))
+                loss_sum = placeholder_loss(model, loader.dataset.clip_shape)
             loss_value = 0.0
         status = ranks.step_status(videos, math.isfinite(loss_value if videos else 0.0))
         if status.nonfinite_ranks:

@@ -52,7 +52,7 @@ _READER_DEFAULTS = {
 # (1 centre, 3 along the long side, 10 corners+centre and flips), keep the aspect ratio
 # when scaling the short side (else the original's forced 4:3), and what is averaged
 # over the views ('prob': softmax then mean; 'logit': mean of the logits).
-_EVAL_DEFAULTS = {
+EVAL_DEFAULTS = {
     'num_clips': 1,
     'dense_sample': False,
     'num_crops': 1,
@@ -95,10 +95,10 @@ DEFAULTS = {
         'amp_level': 'O1',
         'amp_dtype': 'float16',
     }),
-    'VALID': dict(_READER_DEFAULTS, batch_size=128, **_EVAL_DEFAULTS),
-    'TEST': dict(_READER_DEFAULTS, **_EVAL_DEFAULTS),
+    'VALID': dict(_READER_DEFAULTS, batch_size=128, **EVAL_DEFAULTS),
+    'TEST': dict(_READER_DEFAULTS, **EVAL_DEFAULTS),
     'INFER': dict(_READER_DEFAULTS, batch_size=1, video_path='',
-                  kinetics_labels='./data/kinetics400_label_list.txt', **_EVAL_DEFAULTS),
+                  kinetics_labels='./data/kinetics400_label_list.txt', **EVAL_DEFAULTS),
 }
 
 # One line per key of DEFAULTS, for docs/config.md (python -m tools.config_doc): under

@@ -53,8 +53,8 @@ def set_cpu_threads(threads=None, world_size=1):
 def keep_freed_memory(mmap_threshold=32 << 20, trim_threshold=1 << 30):
     """Have glibc keep the memory a run frees for the next run.  Paddle Inference frees
     its activations after every run; by default glibc hands the large ones back to the
-    kernel (mmap, heap trim) and faults them in again, zeroed, on the next run (measured:
-    ~31k page faults and 0.07 s of system time per ResNet-50 TSN clip).  Blocks up to
+    kernel (mmap, heap trim) and faults them in again, zeroed, on the next run (what that
+    cost: docs/engines.md#cores-and-memory-at-prediction-time).  Blocks up to
     `mmap_threshold` (glibc's maximum: 32 MB) come from the heap, which is trimmed only
     past `trim_threshold` free at its top.  Process-wide; -> False where there is no
     glibc (then nothing changes)."""

@@ -8,7 +8,7 @@ import numpy as np
 
 from jobs.predict_output import clock, write_online
 from reader.inputs import InputError
-from reader.transforms import eval_views, normalize
+from reader.transforms import frame_input
 from utils.config_utils import ConfigError
 
 logger = logging.getLogger(__name__)
@@ -41,14 +41,10 @@ def run_online(online, frames, cfg, names, fps=None):
     """Feed frames (RGB uint8 [H, W, 3]) to an OnlineStream (models/online.py); print the top class whenever it
     changes.  -> per-frame records {'frame', 'time', 'class_index', 'class_name',
     'probability'} (time None without a frame rate).  Ctrl-C ends the stream."""
-    sec, m = cfg.INFER, cfg.MODEL
     records, current = [], None
     try:
         for t, frame in enumerate(frames):
-            view = eval_views(frame[None], sec.short_size, sec.target_size, 1,
-                              sec.keep_ratio)[0]
-            x = normalize(view, m.image_mean, m.image_std, 1, 1)  # [1, 3, S, S]
-            logits = online.step(x)[0]
+            logits = online.step(frame_input(frame, cfg.INFER, cfg.MODEL))[0]
             probs = np.exp(logits - logits.max())
             probs /= probs.sum()
             top = int(probs.argmax())

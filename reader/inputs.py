@@ -58,6 +58,14 @@ def video_items(video_path, fmt):
     return [(video_path, -1, None)]
 
 
+def video_windows(num_frames, fps, window_seconds, stride_seconds):
+    """The windows of one video (reader.sampling.window_spans) -> ([(first, stop)] frame
+    spans, [(start_s, end_s)] rounded to the millisecond); ValueError without a frame rate."""
+    spans = window_spans(num_frames, fps, window_seconds, stride_seconds)
+    return ([(first, stop) for first, stop, _, _ in spans],
+            [(round(start, 3), round(end, 3)) for _, _, start, end in spans])
+
+
 def window_items(items, fmt, window_seconds, stride_seconds):
     """Each video -> one item per window, `(path, -1, num_frames, (first, stop))`;
     -> (items, {item index: (start_s, end_s)}, videos that could not be opened)."""
@@ -67,7 +75,7 @@ def window_items(items, fmt, window_seconds, stride_seconds):
             video = open_video(path, fmt, nframes)
             count, fps = video.num_frames, video.fps
             video.close()
-            spans = window_spans(count, fps, window_seconds, stride_seconds)
+            spans, spans_s = video_windows(count, fps, window_seconds, stride_seconds)
         except VideoDecodeError as e:
             logger.warning("skipping video: %s", e)
             failed += 1
@@ -76,9 +84,9 @@ def window_items(items, fmt, window_seconds, stride_seconds):
             logger.warning("skipping video: %s: %s: windows need it", path, e)
             failed += 1
             continue
-        for first, stop, start, end in spans:
-            times[len(out)] = (round(start, 3), round(end, 3))
-            out.append((path, -1, count, (first, stop)))
+        for span, span_s in zip(spans, spans_s):
+            times[len(out)] = span_s
+            out.append((path, -1, count, span))
     return out, times, failed
 
 

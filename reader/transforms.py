@@ -204,3 +204,12 @@ def eval_views(frames, short_size, target_size, num_crops=1, keep_ratio=False):
         view = crop(frames, x, y, cw, ch)
         views.append(view[:, :, ::-1] if flip else view)
     return views
+
+
+def frame_input(frame, section, model_cfg):
+    """One RGB uint8 frame [H, W, 3] -> the online model's input float32 [1, 3, S, S]:
+    the section's scaling and centre crop, then the model's normalisation (predict.py
+    --online and the server's camera mode).  ValueError when smaller than the crop."""
+    view = eval_views(frame[None], section.short_size, section.target_size, 1,
+                      section.keep_ratio)[0]  # [1, S, S, 3]
+    return normalize(view, model_cfg.image_mean, model_cfg.image_std, 1, 1)  # -> [1, 3, S, S]

@@ -177,7 +177,7 @@ def probe_upload(path, window_seconds=None, stride_seconds=None, seconds=0):
         global _kept
         import av
         _release()  # a new request
-        from reader.sampling import window_spans
+        from reader.inputs import video_windows
         from reader.video_backends import UPLOAD_OPTIONS
         try:
             with av.open(path, options=UPLOAD_OPTIONS) as container:
@@ -200,9 +200,7 @@ def probe_upload(path, window_seconds=None, stride_seconds=None, seconds=0):
                     raise DecodeFailed("the video has no frame rate: windows need one")
                 stride = stride_seconds or window_seconds
                 check_windows(count / fps, window_seconds, stride, _limits)
-                spans = window_spans(count, fps, window_seconds, stride)
-                out['spans'] = [(first, stop) for first, stop, _, _ in spans]
-                out['times'] = [(round(start, 3), round(end, 3)) for _, _, start, end in spans]
+                out['spans'], out['times'] = video_windows(count, fps, window_seconds, stride)
         except BaseException:
             video.close()
             raise

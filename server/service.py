@@ -51,7 +51,7 @@ class Service:
     def probabilities(self, clips):
         """list of clips (reader items) -> list of float64 class probabilities [K]."""
         x = paddle.to_tensor(np.stack(clips))  # -> [B, (V,) T, 3L, S, S]
-        return list(np.exp(video_log_probs(self.net, x, self.cfg.INFER.get('average', 'prob'))))
+        return list(np.exp(video_log_probs(self.net, x, self.cfg.INFER.average)))
 
     def warm(self):
         """One model call before the first request (allocations, oneDNN kernels)."""

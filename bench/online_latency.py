@@ -276,7 +276,7 @@ def openvino_batch(model, cfg, name, quick, static, folder, threads, pairs):
 
 def serve_model(folder, name, quick, threads):
     """serve.py on `name`'s seeded weights (default engine and precision) -> Served."""
-    from server.harness import Served
+    from testing.served import Served
     from utils import checkpoint
     model, cfg = build_model(MODELS[name], quick)
     weights = os.path.join(folder, 'w.pdparams')
@@ -321,7 +321,7 @@ def camera_answers(d, camera_fps, seconds):
 
 def browser_answers(name, quick, seconds, camera_fps, threads):
     """serve.py + headless Chromium's fake camera -> the page's answers/s and model ms."""
-    from server.harness import CHROMIUM_HINT, chromium, chromium_driver
+    from testing.browser import CHROMIUM_HINT, chromium, chromium_driver
     if chromium() is None:
         return {'skipped': CHROMIUM_HINT}
     import requests

@@ -11,7 +11,8 @@ import paddle
 import pytest
 
 from models import get_model
-from tests.conftest import TINY, run_cli, write_config
+from testing.tiny import TINY, write_config
+from tests.conftest import run_cli
 from utils import checkpoint, jobs
 from utils.cli import run_job
 from utils.config_utils import parse_config

@@ -1,6 +1,6 @@
-"""The hostile clients of the soak (bench/serving_load.py --soak): issue 21's attacks, each bounded in
-requests and time, each -> the outcomes it saw (an HTTP status, 'closed', a WebSocket
-close code, ...).  Three lanes run side by side, each going round its own list:
+"""The hostile clients of the soak (bench/serving_load.py --soak): issue 21's attacks,
+each bounded in requests and time, each -> the outcomes it saw (an HTTP status, 'closed',
+a WebSocket close code, ...).  Three lanes run side by side, each going round its own list:
 connections (slow heads, slow bodies, idle sockets), uploads (bombs and refusals, quick),
 websocket (at most one hostile session at a time, so a good session always has a slot
 of --max_online 2)."""

@@ -231,6 +231,13 @@ def base_args(description):
     return p
 
 
+def precisions(quick):
+    """fp32, and bf16 on CPUs that have it; --quick: fp32 only (a smoke run's code paths
+    are the same for both)."""
+    from engines.base import cpu_has_bf16
+    return ['fp32'] + (['bf16'] if not quick and cpu_has_bf16() else [])
+
+
 def softmax(z):
     e = np.exp(z - z.max(axis=-1, keepdims=True))
     return e / e.sum(axis=-1, keepdims=True)

@@ -109,7 +109,7 @@ def realclips_and_speed(args, tmp, threads):
     fp32_xml = eng.export(model, os.path.join(tmp, 'fp32', 'model'), shape, 'split', 1)
     fp32 = eng.load(fp32_xml, threads, 'fp32', 1)
     folds = [clips[0::2], clips[1::2]]
-    variants = ('int8', 'int8_bf16_rest') if cpu_has_bf16() else ('int8',)
+    variants = ('int8', 'int8_bf16_rest') if cpu_has_bf16() and not args.quick else ('int8',)
     scored, int8_xml, quantize_s = {k: [] for k in ('fp32', *variants)}, None, []
     for k, calib in enumerate(folds):
         t = time.perf_counter()

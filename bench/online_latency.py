@@ -224,7 +224,7 @@ def measure_engine(engine, name, quick, threads, pairs):
         t = time.perf_counter()
         paths = export_both(model, cfg, engine, folder, batch)
         export_s = round(time.perf_counter() - t, 1)
-        for precision in PRECISIONS[engine]:
+        for precision in [p for p in PRECISIONS[engine] if p in common.precisions(quick)]:
             row = measure_precision(model, cfg, engine, paths, precision, threads, pairs)
             out['rows'].append({'model': name, 'engine': engine, 'batch': batch or 'dynamic',
                                 'export_s': export_s, **row})
@@ -247,7 +247,7 @@ def openvino_batch(model, cfg, name, quick, static, folder, threads, pairs):
         files[form]['tsn'] = export(tsn, cfg, 'openvino', os.path.join(folder, f'tsn_{form}',
                                                                        'TSN'), False, batch)
     result = {}
-    for precision in PRECISIONS['openvino']:
+    for precision in [p for p in PRECISIONS['openvino'] if p in common.precisions(quick)]:
         row = {}
         for form, f in files.items():
             tsn_fn, tsm_fn = (plain_clip(f[k], 'openvino', precision, threads)

@@ -42,6 +42,7 @@ TARGETS = (
      lambda d: part(d, 'e2e').get('folder_vs_bound'), '<=', 1.2),
 )
 RENDERED = ('engines', 'floor', 'e2e', 'int8')  # by their own functions; the rest: headlines
+MORE = {'crowded': ('times_s',), 'pair': ('overhead_breakdown',)}  # beside the headlines
 
 
 def part(d, name):
@@ -209,8 +210,8 @@ def other_parts(d):
     for name in HEADLINE:
         if name in RENDERED or not d.get(name):
             continue
-        heads = [f"{k} {figure(v)}" for k, v in d[name].items() if k in HEADLINE[name]
-                 and v is not None]
+        keys = HEADLINE[name] + MORE.get(name, ())
+        heads = [f"{k} {figure(v)}" for k, v in d[name].items() if k in keys and v is not None]
         if name == 'online':
             heads = [f"{k} {figure(v)}" for k, v in (d[name].get('targets') or {}).items()
                      if k in ('mobilenetv2_frame_ms', 'resnet50_frame_vs_clip',
@@ -241,6 +242,8 @@ def render(d):
         out += ['**--quick run: tiny models, the figures mean nothing.**', '']
     if d.get('note'):
         out += [d['note'], '']
+    if d.get('ranges'):
+        out += ['Ranges over runs:', '', *(f"- {k}: {v}" for k, v in d['ranges'].items()), '']
     out += ['TSN against TSM, one clip (the same weights, shift off), each engine alone in '
             'its process:', '', *engine_table(d), '',
             'Where the shift costs on OpenVINO (TSM over TSN, the same weights):', '',

@@ -102,7 +102,6 @@ def measure_engine(name, formulations, quick, threads, pairs):
     """One engine, in this process: export TSN and the TSM formulations, check TSM against
     the eager model (fp32 probabilities), time every precision the engine runs."""
     import engines
-    from engines.base import cpu_has_bf16
     eng = engines.engine(name)
     depth, classes, seg, size, default_pairs = sizes(quick)
     pairs = pairs or default_pairs
@@ -122,8 +121,7 @@ def measure_engine(name, formulations, quick, threads, pairs):
     result = {'engine': name, 'versions': eng.versions(), 'batch': batch, 'threads': threads,
               'formulations': forms, 'chosen': engines.FORMULATION[name], 'pairs': pairs,
               'export_s': export_s, 'probs_max_abs_diff': {}}
-    precisions = ['fp32'] + (['bf16'] if cpu_has_bf16() else [])
-    for precision in precisions:
+    for precision in common.precisions(quick):
         runners = {k: eng.load(a, threads=threads, precision=precision, batch=batch)
                    for k, a in artifacts.items()}
         if runners['tsn'].describe()['precision'] != precision:
@@ -359,10 +357,10 @@ def add_onnx(fns, result, tsm, shape, tmp, threads, x, eager, quick):
         result['onnx'] = {'error': f"{type(e).__name__}: {str(e).splitlines()[0][:300]}"}
 
 
-def add_bf16(fns, runners, tmp, threads, x):
-    """The TSN and TSM split programs in bf16, on CPUs that have it; -> whether they do."""
-    from engines.base import cpu_has_bf16
-    if not cpu_has_bf16():
+def add_bf16(fns, runners, tmp, threads, x, quick):
+    """The TSN and TSM split programs in bf16, on CPUs that have it (not with --quick);
+    -> whether they ran."""
+    if 'bf16' not in common.precisions(quick):
         return False
     eng = paddle_engine()
     for name in ('tsm_split', 'tsn'):
@@ -433,7 +431,7 @@ def crowded(args, threads):
         fns['eager_tsn'] = lambda: tsn(xt).numpy()
     add_torch(fns, result, tsm, tsn, x, eager, threads)
     add_onnx(fns, result, tsm, shape, tmp, threads, x, eager, args.quick)
-    bf16 = add_bf16(fns, runners, tmp, threads, x)
+    bf16 = add_bf16(fns, runners, tmp, threads, x, args.quick)
     # every variant in every round; a ratio is the median over rounds of the ratio within
     # a round, which load from other processes (it comes and goes) disturbs least
     cpu = {}
@@ -447,7 +445,7 @@ def crowded(args, threads):
     if threads > 1 and not args.quick:
         result['eager_thread_speedup'] = eager_thread_speedup(tsm, xt, threads)
     result['bf16'] = (bf16_report(runners, seg, size, args.quick) if bf16
-                      else {'skipped': 'this CPU has no AVX512-BF16/AMX'})
+                      else {'skipped': 'this CPU has no AVX512-BF16/AMX, or --quick'})
     return result
 
 
@@ -706,7 +704,6 @@ def floor(args, threads):
     import openvino as ov
     import engines
     from engines import openvino_engine as eng
-    from engines.base import cpu_has_bf16
     depth, _, seg, size, pairs = sizes(args.quick)
     pairs = args.pairs or pairs
     tsm, x, eager = tsm_and_clip(args.quick)  # the TSM and clip the engines table times
@@ -715,7 +712,7 @@ def floor(args, threads):
     core = ov.Core()
     result = {'threads': threads, 'pairs': pairs, 'openvino': ov.__version__, 'depth': depth,
               'formulation': form}
-    for precision in ['fp32'] + (['bf16'] if cpu_has_bf16() else []):
+    for precision in common.precisions(args.quick):
         config = {'INFERENCE_PRECISION_HINT': eng.HINTS[precision],
                   'INFERENCE_NUM_THREADS': threads, 'PERFORMANCE_HINT': 'LATENCY',
                   'NUM_STREAMS': 1}

@@ -45,8 +45,8 @@ FORMULATION = {'paddle': 'conv', 'onnxruntime': 'split', 'openvino': 'split'}
 BATCH = {'paddle': 1, 'onnxruntime': None, 'openvino': 1}
 
 # The engines, fastest first, per precision: 'auto' takes the first installed and usable
-# one.  The order comes from bench/shift_engines.py (ResNet-50 TSM, 8 frames at 224, 2
-# threads), the same on both hosts measured; the figures are in docs/engines.md.  ONNX
+# one.  The order comes from bench/shift_cost.py --mode engines (ResNet-50 TSM, 8 frames at
+# 224, 2 threads), the same on both hosts measured; the figures are in docs/engines.md.  ONNX
 # Runtime has no bf16 convolutions: its bf16 is its fp32.
 FASTEST_FIRST = {
     'fp32': ('openvino', 'onnxruntime', 'paddle'),

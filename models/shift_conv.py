@@ -38,15 +38,15 @@ shortcut needs the shifted tensor itself, so there is no convolution to fold it 
 'split' is built for the ResNet only: a MobileNetV2 export takes 'conv' instead (its
 shifted blocks are blockres; 'slice' for 'block', where 'conv' has nothing to fold into).
 
-Which engine runs which (engines.FORMULATION; bench/shift_engines.py: R50, 8x224, 2 threads,
-TSM over TSN in bracketed rounds, +-5 points of noise on this shared machine):
+Which engine runs which (engines.FORMULATION; bench/shift_cost.py --mode engines: R50, 8x224,
+2 threads, TSM over TSN in bracketed rounds, +-5 points of noise on this shared machine):
   OpenVINO      split, one clip per call: fp32 +2..5 %, bf16 +9..12 %.  It keeps activations
                 channels-last, where a channel range is strided, so no fold can be a view:
                 every arrangement copies the folds once and then either sums convolutions
                 per part (split) or wastes multiply-adds (conv: +13 % bf16, +9 % fp32).  The
                 one-clip export matters most: the dynamic-batch program (5-D frame views)
                 measured +46 % compiled static, +70 % dynamic (bf16).  What is left in
-                bf16 (bench/shift_floor.py): the split layout with no moves at all costs
+                bf16 (bench/shift_cost.py --mode floor): the split layout with no moves at all costs
                 about +5 % (more convolution calls), the moves as much again (a quarter
                 of each block input copied once); the shift as a custom op instead runs
                 in f32 plain layout between reorders that cost more than TSN itself.

@@ -290,6 +290,25 @@ def clip_name(path, source):
     return os.path.relpath(path, REALCLIPS) if source == 'realclips' else os.path.basename(path)
 
 
+_EXPORTS = {}  # (engine, model's build_key, shape, formulation, batch) -> artifact
+
+
+def export(eng, model, prefix, input_shape, formulation, batch):
+    """eng.export (an engines/ module), once per process for a model of
+    testing.models.build_tsm (its build_key names its weights): the parts of a --quick run,
+    all in one process, share their exports, kept in a folder of their own (a part may
+    remove its own).  -> the artifact (at prefix for any other model)."""
+    key = getattr(model, 'build_key', None)
+    if key is None:
+        return eng.export(model, prefix, input_shape, formulation, batch)
+    key = (eng.__name__, key, tuple(input_shape), formulation, batch)
+    if key not in _EXPORTS:
+        folder = tempfile.mkdtemp(prefix='tsm_bench_export_')
+        _EXPORTS[key] = eng.export(model, os.path.join(folder, 'model'), input_shape,
+                                   formulation, batch)
+    return _EXPORTS[key]
+
+
 def export_split_without_moves(model, prefix, input_shape, export=None):
     """The split export of `model` (one clip per call; `export`: an engine's
     export(model, prefix, input_shape, formulation, batch), default Paddle Inference's)

@@ -9,8 +9,8 @@ Model: ResNet-50 TSM of configs/tsm.yaml (8 frames, 224, 400 classes) with rando
 (BN calibrated), the engine and precision predict.py takes by default (--backend auto,
 bf16 on AMX/AVX512-BF16 CPUs), exported once before any timing (warm: the process is up,
 the export cached, the engine loaded).  --quick: the tests' tiny ResNet-18 on generated
-clips, a smoke run.  Clips: ../shared/realclips when present (edgecases/ left out), else
-generated ones.
+clips on Paddle Inference fp32 (the quickest export), a smoke run.  Clips:
+../shared/realclips when present (edgecases/ left out), else generated ones (common.clips).
 
   - e2e_latency_s: one 10 s clip (mmaction2_demo.mp4, 340x256, 280 frames), predict.py's
     one-video plan (decoded in this process with every core, then the engine with every
@@ -75,7 +75,9 @@ def setup(folder, quick):
     model = build_tsm(depth, classes, frames, size)
     weights = os.path.join(folder, 'bench.pdparams')
     checkpoint.save_weights(model, weights)
-    args = predict.parse_args(['--config', config, '--weights', weights])
+    # --quick: Paddle Inference fp32, the quickest export
+    quick_engine = ['--backend', 'paddle', '--precision', 'fp32'] if quick else []
+    args = predict.parse_args(['--config', config, '--weights', weights, *quick_engine])
     cfg = load_config(args, 'INFER', {})
     setup_runtime(cfg, args)
     return cfg, model.eval(), weights, args

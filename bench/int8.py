@@ -106,7 +106,8 @@ def realclips_and_speed(args, tmp, threads):
     model = build_tsm(depth, classes, seg, size, 0.125)
     shape = [seg, 3, size, size]
     os.makedirs(os.path.join(tmp, 'fp32'))
-    fp32_xml = eng.export(model, os.path.join(tmp, 'fp32', 'model'), shape, 'split', 1)
+    fp32_xml = common.export(eng, model, os.path.join(tmp, 'fp32', 'model'), shape, 'split',
+                             1)
     fp32 = eng.load(fp32_xml, threads, 'fp32', 1)
     folds = [clips[0::2], clips[1::2]]
     variants = ('int8', 'int8_bf16_rest') if cpu_has_bf16() and not args.quick else ('int8',)

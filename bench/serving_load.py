@@ -6,9 +6,9 @@ attack for a while (the soak).
 
 Starts `serve.py` (ResNet-50 TSM, configs/tsm.yaml, seeded random weights with calibrated
 BN, whatever engine and precision serve.py picks by default; --quick: the tests' tiny
-ResNet-18) on a free loopback port (testing.served) and posts real clips
-(../shared/realclips' mp4 files when present, else generated 10 s clips: common.clips)
-over HTTP:
+ResNet-18 on Paddle Inference fp32, the quickest export) on a free loopback port
+(testing.served) and posts real clips (../shared/realclips' mp4 files when present, else
+generated 10 s clips: common.clips) over HTTP:
   - concurrency_speedup: 8 requests from 8 clients at once against the same 8 one after
     another, in alternating rounds (median of the per-round ratios: the machine's speed
     drifts);
@@ -161,7 +161,8 @@ def load_mode(args):
     with tempfile.TemporaryDirectory(prefix='tsm-bench-serve-') as folder:
         cfg, weights = model_files(folder, args.quick)
         paths, source = mp4_clips(folder, 8, args.quick, args.clips)
-        server = Served(['--config', cfg, '--weights', weights, *args.serve_args],
+        quick_engine = ['--backend', 'paddle', '--precision', 'fp32'] if args.quick else []
+        server = Served(['--config', cfg, '--weights', weights, *quick_engine, *args.serve_args],
                         env={'TSM_PADDLE_CACHE': os.path.join(folder, 'cache')}).wait()
         try:
             model = session().get(server.url + '/v1/model').json()

@@ -116,7 +116,8 @@ def measure_engine(name, formulations, quick, threads, pairs):
     for key, model, form in [('tsn', tsn, forms[0])] + [(f, tsm, f) for f in forms]:
         t = time.perf_counter()
         os.makedirs(os.path.join(tmp, key))
-        artifacts[key] = eng.export(model, os.path.join(tmp, key, 'model'), shape, form, batch)
+        artifacts[key] = common.export(eng, model, os.path.join(tmp, key, 'model'), shape,
+                                       form, batch)
         export_s[key] = round(time.perf_counter() - t, 1)
     result = {'engine': name, 'versions': eng.versions(), 'batch': batch, 'threads': threads,
               'formulations': forms, 'chosen': engines.FORMULATION[name], 'pairs': pairs,
@@ -205,8 +206,8 @@ def engines_mode(args):
     threads = args.threads or len(os.sched_getaffinity(0))
     if args.engines:
         names = [n for n in args.engines.split(',') if not engines.missing(n)]
-    elif args.quick:  # the code path, not the table: the engines `auto` takes
-        names = list(dict.fromkeys(engines.choose('auto', p) for p in ('fp32', 'bf16')))
+    elif args.quick:  # the code path, not the table: the engine of the quickest export
+        names = ['paddle']
     else:
         names = [n for n in engines.MODULES if not engines.missing(n)]
     per_engine = {}
@@ -306,7 +307,7 @@ def export_variants(tsm, tsn, shape, tmp, threads, quick, x, eager):
     runners, export_s, diffs = {}, {}, {}
     for name, (model, form, batch) in variants.items():
         t = time.perf_counter()
-        prefix = eng.export(model, os.path.join(tmp, name, 'model'), shape, form, batch)
+        prefix = common.export(eng, model, os.path.join(tmp, name, 'model'), shape, form, batch)
         runners[name] = eng.load(prefix, threads, 'fp32', batch)
         out = runners[name].run(x)
         export_s[name] = round(time.perf_counter() - t, 2)
@@ -357,14 +358,14 @@ def add_onnx(fns, result, tsm, shape, tmp, threads, x, eager, quick):
         result['onnx'] = {'error': f"{type(e).__name__}: {str(e).splitlines()[0][:300]}"}
 
 
-def add_bf16(fns, runners, tmp, threads, x, quick):
+def add_bf16(fns, runners, threads, x, quick):
     """The TSN and TSM split programs in bf16, on CPUs that have it (not with --quick);
     -> whether they ran."""
     if 'bf16' not in common.precisions(quick):
         return False
     eng = paddle_engine()
     for name in ('tsm_split', 'tsn'):
-        runners[name + '_bf16'] = eng.load(os.path.join(tmp, name, 'model'), threads, 'bf16', 1)
+        runners[name + '_bf16'] = eng.load(runners[name].prefix, threads, 'bf16', 1)
         fns[name + '_bf16'] = lambda r=runners[name + '_bf16']: r.run(x)
     return True
 
@@ -431,7 +432,7 @@ def crowded(args, threads):
         fns['eager_tsn'] = lambda: tsn(xt).numpy()
     add_torch(fns, result, tsm, tsn, x, eager, threads)
     add_onnx(fns, result, tsm, shape, tmp, threads, x, eager, args.quick)
-    bf16 = add_bf16(fns, runners, tmp, threads, x, args.quick)
+    bf16 = add_bf16(fns, runners, threads, x, args.quick)
     # every variant in every round; a ratio is the median over rounds of the ratio within
     # a round, which load from other processes (it comes and goes) disturbs least
     cpu = {}
@@ -472,7 +473,8 @@ def pair(args, threads):
     tmp, shape, eng = tempfile.mkdtemp(prefix='tsm_bench_'), [seg, 3, size, size], paddle_engine()
     run = {}
     for name, model, form in (('tsn', tsn, 'slice'), ('tsm_split', tsm, 'split')):
-        runner = eng.load(eng.export(model, os.path.join(tmp, name, 'model'), shape, form, 1),
+        runner = eng.load(common.export(eng, model, os.path.join(tmp, name, 'model'), shape,
+                                        form, 1),
                           threads, 'fp32', 1)
         runner.run(x)  # warm-up
         run[name] = lambda r=runner: r.run(x)
@@ -657,11 +659,12 @@ def floor_exports(tsm, shape, form, tmp):
     from engines import openvino_engine as eng
     tsn = copy.deepcopy(tsm)  # the same weights, the shifts off
     tsn.backbone.set_shift(0.0, tsm.backbone.shift_direction, tsm.backbone.shift_place)
+    tsn.build_key = None  # not the network build_tsm made: not shared
     xml = {k: os.path.join(tmp, k, 'model') for k in ('tsn', 'split', 'no_moves')}
     for k in xml:
         os.makedirs(os.path.dirname(xml[k]))
     xml['tsn'] = eng.export(tsn, xml['tsn'], shape, form, 1)
-    xml['split'] = eng.export(tsm, xml['split'], shape, form, 1)
+    xml['split'] = common.export(eng, tsm, xml['split'], shape, form, 1)
     xml['no_moves'] = common.export_split_without_moves(tsm, xml['no_moves'], shape,
                                                         export=eng.export)
     return xml
@@ -727,15 +730,17 @@ def floor(args, threads):
 
 def primitives(args, threads):
     """oneDNN primitive time by kind (the docstring's 'primitives'); -> the result dict."""
-    depth, _, seg, size, _ = sizes(args.quick)
+    depth, classes, seg, size, _ = sizes(args.quick)
+    classes = classes if args.quick else 400  # --quick: the other modes' networks, shared
     rounds = 3 if args.quick else 8
     shape, eng = [seg, 3, size, size], paddle_engine()
     tmp = tempfile.mkdtemp(prefix='tsm_primitives_')
     programs = {'tsn': (0.0, 'slice'), 'tsm_split': (0.125, 'split'), 'tsm_conv': (0.125, 'conv')}
     pairs = []
     for name, (ratio, form) in programs.items():
-        model = build_tsm(depth, 400, seg, size, ratio)
-        pairs += [name, eng.export(model, os.path.join(tmp, name, 'model'), shape, form, 1)]
+        model = build_tsm(depth, classes, seg, size, ratio)
+        pairs += [name, common.export(eng, model, os.path.join(tmp, name, 'model'), shape,
+                                      form, 1)]
     # the split layout without its frame moves (timing only): what the layout itself costs;
     # `model` is the last one built above, a TSM
     name = 'tsm_split_without_moves'
@@ -776,7 +781,7 @@ def parse_args(argv=None):
     p = common.base_args(__doc__)
     p.add_argument('--mode', choices=MODES, required=True)
     p.add_argument('--engines', help="engines: comma-separated (default: every installed "
-                                     "engine; --quick: those `--backend auto` takes)")
+                                     "engine; --quick: paddle)")
     p.add_argument('--formulations', default='default',
                    help="engines: comma-separated TSM formulations ('default': each "
                         "engine's own)")

@@ -33,4 +33,5 @@ def build_tsm(depth, num_classes, seg_num, size, shift_ratio=0.125, seed=0):
     model = TSM(num_classes=num_classes, seg_num=seg_num, num_layers=depth,
                 shift_ratio=shift_ratio)
     calibrate_bn(model, paddle.randn([1, seg_num, 3, size, size]))
+    model.build_key = (depth, num_classes, seg_num, size, shift_ratio, seed)  # the same weights
     return model

@@ -1,7 +1,8 @@
 """Config: the original's sections and values, attribute access, overrides, one-line errors."""
 import pytest
 
-from tests.conftest import run_cli, write_config
+from testing.tiny import write_config
+from tests.conftest import run_cli
 from utils.config_utils import (ConfigError, apply_overrides, explicit_keys, merge_configs,
                                 parse_config, print_configs, to_plain)
 

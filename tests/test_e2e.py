@@ -16,7 +16,9 @@ import pytest
 from models import get_model
 from reader.transforms import normalize
 from reader.video_backends import DecordVideo, PyAVVideo, open_video
-from tests.conftest import TINY, run_cli, write_config, write_video
+from testing.media import write_video
+from testing.tiny import TINY, write_config
+from tests.conftest import run_cli
 from utils.config_utils import AttrDict, parse_config
 from utils.env import available_cpus
 from inference.core_plan import plan_predict

@@ -11,7 +11,9 @@ from models import get_model
 from models.online import OnlineTSM
 from models.tsm import TSM
 from reader import open_video
-from tests.conftest import TINY, make_clip, run_cli, write_config, write_mp4, write_video
+from testing.media import make_clip, write_mp4, write_video
+from testing.tiny import TINY, write_config
+from tests.conftest import run_cli
 from utils.config_utils import parse_config
 from jobs.predict_output import clock
 from reader.inputs import find_videos

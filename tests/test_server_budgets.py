@@ -17,8 +17,11 @@ import numpy as np
 import paddle
 import pytest
 
-from server.harness import Served, multipart, png_header_only, y4m
-from tests.conftest import TINY, alive, make_clip, write_config, write_mp4, write_video
+from testing.attacks import multipart, png_header_only, y4m
+from testing.served import Served
+from testing.media import make_clip, write_mp4, write_video
+from testing.tiny import TINY, write_config
+from tests.conftest import alive
 from tests.test_server import decode_workers, json_error, metric, post
 
 WINDOWS = 250  # of the long video at WINDOW_S: under the server's 256

@@ -90,7 +90,7 @@ def realclips_and_speed(args, tmp, threads):
     """R50 (--quick: R18) TSM: two-fold int8 agreement on the clips, and the speed of
     fp32, bf16 and int8 (the first fold's model)."""
     import engines
-    from engines import quantize
+    from engines import int8 as quantize
     from engines.base import cpu_has_bf16
     from utils.config_utils import apply_overrides, parse_config
     eng = engines.engine('openvino')

@@ -13,7 +13,7 @@ from models.tsm import TSM
 from models.weight_files import WeightsError
 from tests.test_temporal_shift import numpy_shift
 from utils.config_utils import parse_config
-from models.lod_tensor import write_lod_tensor
+from testing.lod_files import write_lod_tensor
 
 
 def cfg_with(**model):

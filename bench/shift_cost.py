@@ -486,8 +486,8 @@ def pair(args, threads):
     layout = eng.load(common.export_split_without_moves(
         tsm, os.path.join(tmp, 'tsm_split_without_moves', 'model'), shape), threads, 'fp32', 1)
     layout.run(x)  # warm-up
-    med_layout, _ = common.paired_ratio(lambda: layout.run(x), run['tsn'], pairs)
-    med_moves, _ = common.paired_ratio(run['tsm_split'], lambda: layout.run(x), pairs)
+    med_layout, _ = common.paired_ratio(lambda r=layout: r.run(x), run['tsn'], pairs)
+    med_moves, _ = common.paired_ratio(run['tsm_split'], lambda r=layout: r.run(x), pairs)
     result['overhead_breakdown'] = {'layout': med_layout - 1, 'moves': med_moves - 1}
     del layout
     try:  # then PyTorch eager, same weights, against the same TSM program

@@ -3,7 +3,6 @@
 Layers carry the fluid names of the model zoo (`res2a_branch2a`, `bn2a_branch2a`,
 ...) so that released weights map onto them by rule (see `fluid_names`).
 """
-import paddle
 import paddle.nn as nn
 
 from .temporal_shift import ShiftBackbone, block_inputs, check_shift_options

@@ -179,9 +179,12 @@ def quick():
         args = run.parse_args(['--quick', '--out', out])
         common.save(run.measure(args), args)
     finally:
+        # Paddle's threads as they were (one unless OMP_NUM_THREADS said otherwise), then
+        # the environment: set_threads writes OMP_NUM_THREADS, which every later
+        # subprocess would inherit (Paddle then warns on stderr)
+        common.set_threads(int(env.get('OMP_NUM_THREADS', 1)))
         os.environ.clear()
         os.environ.update(env)
-        common.set_threads(len(os.sched_getaffinity(0)))
     with open(out, encoding='utf-8') as f:
         return json.load(f), out
 

@@ -149,3 +149,62 @@ def gone_within(tag, seconds):
         except OSError:
             pass
     return left
+
+
+# ---- shared by several files: in-process entry scripts, one served model per session ----
+
+def run_main(main, *argv):
+    """`main(argv)` of an entry script in this process, for a check of how bad input ends
+    (it ends before any work, so it needs no interpreter of its own): -> (exit code,
+    stdout, stderr).  An exception that is not SystemExit fails the test, as a traceback
+    on stderr would.  The logging setup and os.environ (OMP_NUM_THREADS) the script
+    changes are restored; pass --cpu_threads 1 to a script that sets Paddle's threads, so
+    that this process keeps Paddle's default of one."""
+    import contextlib
+    import io
+    import logging
+    root = logging.getLogger()
+    handlers, level, environ = root.handlers[:], root.level, dict(os.environ)
+    out, err, code = io.StringIO(), io.StringIO(), 0
+    try:
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            main(list(argv))
+    except SystemExit as e:
+        code = e.code if isinstance(e.code, int) else 1
+    finally:
+        root.handlers[:] = handlers
+        root.setLevel(level)
+        os.environ.clear()
+        os.environ.update(environ)
+    return code, out.getvalue(), err.getvalue()
+
+
+@pytest.fixture(scope='session')
+def shared_model(tmp_path_factory, _inference_cache):
+    """One tiny model per session: a config (tiny.yaml, labels red, green, blue), seeded
+    weights (w.pdparams), and their OpenVINO exports (clip and online: what serve.py and
+    predict.py load by default, the stored artifact being float32 for fp32 and bf16 alike)
+    in the session's inference cache.  Every server of the session (test_server*.py,
+    test_browser.py) and predict.py in test_predict_modes.py find them there instead of
+    exporting the same model again."""
+    import argparse
+    import paddle
+    from models import get_model, load_weights
+    from utils import checkpoint
+    from utils.config_utils import parse_config
+    from utils.jobs import for_inference, online_for_inference
+    d = tmp_path_factory.mktemp('shared_model')
+    (d / 'labels.txt').write_text('0 red\n1 green\n2 blue\n')
+    sections = {k: dict(v) for k, v in TINY.items()}
+    sections['INFER']['kinetics_labels'] = str(d / 'labels.txt')
+    config = write_config(d / 'tiny.yaml', sections)
+    cfg = parse_config(config)
+    paddle.seed(1)
+    checkpoint.save_weights(get_model('TSM', cfg, 'infer'), str(d / 'w.pdparams'))
+    model = get_model('TSM', cfg, 'infer')
+    load_weights(model, str(d / 'w.pdparams'))
+    args = argparse.Namespace(use_inference=None, backend='auto', precision='fp32')
+    for export in (for_inference, online_for_inference):
+        export(model, args, cfg, 'INFER', str(d / 'w.pdparams'), threads=1)
+    return {'dir': d, 'config': config, 'weights': str(d / 'w.pdparams'),
+            'labels': str(d / 'labels.txt'), 'sections': sections}

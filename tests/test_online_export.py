@@ -20,7 +20,7 @@ import pytest
 import engines
 from engines.base import cpu_has_bf16
 from models.online import OnlineTSM
-from tests.conftest import TINY, make_clip, run_cli, write_config, write_video
+from tests.conftest import TINY, make_clip, run_cli, run_main, write_config, write_video
 from tests.test_inference import tiny_tsm
 
 NAMES = ('paddle', 'onnxruntime', 'openvino')
@@ -64,10 +64,15 @@ def shapes(model):
 
 
 @pytest.fixture(scope='module')
-def exported(model, tmp_path_factory):
-    """engine -> its online artifact (batch 1, as the cache exports it)."""
-    d = tmp_path_factory.mktemp('online_export')
-    return {name: engines.engine(name).export(model, str(d / name), FRAME, 'online', 1)
+def exported(model, tiny_files):
+    """engine -> its online artifact, exported by the cache (batch 1) for tiny_files'
+    weights and config: predict.py --online below finds it there instead of exporting
+    the same model again."""
+    from utils import inference
+    from utils.config_utils import parse_config
+    cfg = parse_config(tiny_files['config'])
+    return {name: inference.cached_artifact(engines.engine(name), model, tiny_files['weights'],
+                                            cfg, 'INFER', 'fp32', online=True)[0]
             for name in NAMES}
 
 
@@ -222,8 +227,9 @@ def test_inference_model_py_batch_is_static_by_default(tiny_files, model, tmp_pa
                                   [4, *FRAME], batch=batch)
         got[batch] = str(CORE.read_model(path).inputs[0].get_partial_shape())
     assert got == {1: '[1,4,3,32,32]', None: '[?,4,3,32,32]'}
-    res = run_cli('inference_model.py', '--config', tiny_files['config'], '--batch', '0')
-    assert res.returncode == 2 and '--batch must be positive' in res.stderr
+    code, _, err = run_main(inference_model.main, '--config', tiny_files['config'],
+                            '--batch', '0')
+    assert code == 2 and '--batch must be positive' in err
 
 
 def predict_online(files, save_dir, *flags):
@@ -284,8 +290,11 @@ def test_the_cache_keeps_online_and_clip_models_apart(tiny_files):
 
 
 def test_mit_direction_cannot_export_online(tiny_files, tmp_path):
-    res = run_cli('inference_model.py', '--config', tiny_files['config'], '--weights',
-                  tiny_files['weights'], '--online', '-o', 'MODEL.shift_direction=mit',
-                  '--save_dir', str(tmp_path))
-    assert res.returncode == 2 and 'Traceback' not in res.stderr
-    assert "MIT's direction" in res.stderr.strip().splitlines()[-1]
+    """A one-line error before any work: checked in this process."""
+    import inference_model
+    code, _, err = run_main(inference_model.main, '--config', tiny_files['config'],
+                            '--weights', tiny_files['weights'], '--online', '-o',
+                            'MODEL.shift_direction=mit', '--save_dir', str(tmp_path),
+                            '--cpu_threads', '1')
+    assert code == 2
+    assert "MIT's direction" in err.strip().splitlines()[-1]

@@ -14,33 +14,25 @@ from urllib.parse import urlparse
 
 import imageio_ffmpeg
 import numpy as np
-import paddle
 import pytest
 
 from server.harness import Served, multipart, png_header_only, y4m
-from tests.conftest import TINY, alive, make_clip, write_config, write_mp4, write_video
+from tests.conftest import alive, make_clip, write_config, write_mp4, write_video
 from tests.test_server import decode_workers, json_error, metric, post
 
 WINDOWS = 250  # of the long video at WINDOW_S: under the server's 256
 
 
 @pytest.fixture(scope='module')
-def media(tmp_path_factory):
-    """A tiny config (keep_ratio on: the aspect-ratio bomb's way in; a 4 s decode
-    budget), seeded weights, a good clip and a long 720p video."""
+def media(tmp_path_factory, shared_model):
+    """The session's tiny config with keep_ratio on (the aspect-ratio bomb's way in) and a
+    4 s decode budget, its seeded weights (conftest.shared_model: already exported), a
+    good clip and a long 720p video."""
     d = tmp_path_factory.mktemp('budgets')
-    (d / 'labels.txt').write_text('0 red\n1 green\n2 blue\n')
-    sections = {k: dict(v) for k, v in TINY.items()}
-    sections['INFER'].update(kinetics_labels=str(d / 'labels.txt'), keep_ratio=True,
-                             video_timeout=4)
-    cfg = write_config(d / 'tiny.yaml', sections)
-    from models import get_model
-    from utils import checkpoint
-    from utils.config_utils import parse_config
-    paddle.seed(1)
-    checkpoint.save_weights(get_model('TSM', parse_config(cfg), 'infer'), str(d / 'w.pdparams'))
-    return {'dir': d, 'config': cfg, 'weights': str(d / 'w.pdparams'),
-            'clip': write_mp4(d / 'clip.mp4', make_clip(30))}
+    sections = {k: dict(v) for k, v in shared_model['sections'].items()}
+    sections['INFER'].update(keep_ratio=True, video_timeout=4)
+    return {'dir': d, 'config': write_config(d / 'tiny.yaml', sections),
+            'weights': shared_model['weights'], 'clip': write_mp4(d / 'clip.mp4', make_clip(30))}
 
 
 def ffmpeg(*args):

@@ -1,4 +1,5 @@
 """Shared test helpers: generated lossless videos and tiny configs (no network, no ../shared)."""
+import json
 import os
 import subprocess
 import sys
@@ -159,24 +160,55 @@ def run_main(main, *argv):
     stdout, stderr).  An exception that is not SystemExit fails the test, as a traceback
     on stderr would.  The logging setup and os.environ (OMP_NUM_THREADS) the script
     changes are restored; pass --cpu_threads 1 to a script that sets Paddle's threads, so
-    that this process keeps Paddle's default of one."""
+    that this process keeps Paddle's default of one.  Output goes through files, not
+    StringIO: worker processes forked meanwhile need a stderr with a file descriptor."""
     import contextlib
-    import io
     import logging
+    import tempfile
     root = logging.getLogger()
     handlers, level, environ = root.handlers[:], root.level, dict(os.environ)
-    out, err, code = io.StringIO(), io.StringIO(), 0
-    try:
-        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-            main(list(argv))
-    except SystemExit as e:
-        code = e.code if isinstance(e.code, int) else 1
-    finally:
-        root.handlers[:] = handlers
-        root.setLevel(level)
-        os.environ.clear()
-        os.environ.update(environ)
-    return code, out.getvalue(), err.getvalue()
+    code = 0
+    with tempfile.TemporaryFile('w+', buffering=1) as out, \
+            tempfile.TemporaryFile('w+', buffering=1) as err:
+        try:
+            with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+                main(list(argv))
+        except SystemExit as e:
+            code = e.code if isinstance(e.code, int) else 1
+        finally:
+            root.handlers[:] = handlers
+            root.setLevel(level)
+            os.environ.clear()
+            os.environ.update(environ)
+        out.seek(0)
+        err.seek(0)
+        return code, out.read(), err.read()
+
+
+SCRIPTS_IN_ONE = r'''
+import importlib, json, sys
+from tests.conftest import run_main
+done = []
+for script, argv in json.loads(sys.argv[1]):
+    code, out, err = run_main(importlib.import_module(script[:-3]).main, *argv)
+    done.append({'returncode': code, 'stdout': out, 'stderr': err})
+print(json.dumps(done))
+'''
+
+
+def run_scripts(*runs, python=sys.executable, env=None, timeout=300):
+    """Entry scripts of the repo root, each (script, *args) of `runs` in turn, in one new
+    interpreter of `python`: one start-up for several runs where what is checked is not
+    a fresh process (a run after another reads what that one left on disk, not in
+    memory: each run's state goes with its main()).  -> a SimpleNamespace(returncode,
+    stdout, stderr) per run."""
+    from types import SimpleNamespace
+    argvs = json.dumps([(script, list(args)) for script, *args in runs])
+    res = subprocess.run([python, '-c', SCRIPTS_IN_ONE, argvs], cwd=ROOT, capture_output=True,
+                         text=True, timeout=timeout * len(runs),
+                         env=dict(os.environ, PYTHONWARNINGS='ignore', **(env or {})))
+    assert res.returncode == 0, res.stderr[-3000:]
+    return [SimpleNamespace(**r) for r in json.loads(res.stdout.strip().splitlines()[-1])]
 
 
 @pytest.fixture(scope='session')

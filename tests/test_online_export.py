@@ -20,7 +20,7 @@ import pytest
 import engines
 from engines.base import cpu_has_bf16
 from models.online import OnlineTSM
-from tests.conftest import TINY, make_clip, run_cli, run_main, write_config, write_video
+from tests.conftest import TINY, run_cli, run_main, run_scripts, write_config, write_video
 from tests.test_inference import tiny_tsm
 
 NAMES = ('paddle', 'onnxruntime', 'openvino')
@@ -232,13 +232,19 @@ def test_inference_model_py_batch_is_static_by_default(tiny_files, model, tmp_pa
     assert code == 2 and '--batch must be positive' in err
 
 
-def predict_online(files, save_dir, *flags):
-    res = run_cli('predict.py', '--config', files['config'], '--weights', files['weights'],
-                  '--online', '--video_path', files['video'], '--online_window', '3',
-                  '--cpu_threads', '1', '--save_dir', str(save_dir), *flags)
-    assert res.returncode == 0, res.stderr[-3000:]
-    frames = json.loads((save_dir / 'online_results.json').read_text())['frames']
-    return frames, res.stdout + res.stderr
+def predict_online(files, runs):
+    """predict.py --online over files' video, once per (save_dir, *flags) of `runs`, in one
+    interpreter -> per run (its frame records, its log)."""
+    done = run_scripts(*[('predict.py', '--config', files['config'], '--weights',
+                          files['weights'], '--online', '--video_path', files['video'],
+                          '--online_window', '3', '--cpu_threads', '1', '--save_dir',
+                          str(save_dir), *flags) for save_dir, *flags in runs])
+    out = []
+    for (save_dir, *_), res in zip(runs, done, strict=True):
+        assert res.returncode == 0, res.stderr[-3000:]
+        frames = json.loads((save_dir / 'online_results.json').read_text())['frames']
+        out.append((frames, res.stdout + res.stderr))
+    return out
 
 
 def eager_records(files):
@@ -263,10 +269,12 @@ def test_predict_online_through_every_engine(tiny_files, tmp_path):
     (fp32); the default (auto, bf16 where the CPU has it) runs OpenVINO."""
     eager = eager_records(tiny_files)
     assert len(eager) == 10
-    for name, flags in (('paddle', ['--backend', 'paddle', '--precision', 'fp32']),
-                        ('onnxruntime', ['--backend', 'onnxruntime', '--precision', 'fp32']),
-                        ('openvino', [])):
-        got, log = predict_online(tiny_files, tmp_path / name, *flags)
+    engines_flags = (('paddle', ['--backend', 'paddle', '--precision', 'fp32']),
+                     ('onnxruntime', ['--backend', 'onnxruntime', '--precision', 'fp32']),
+                     ('openvino', []))
+    done = predict_online(tiny_files, [(tmp_path / name, *flags)
+                                       for name, flags in engines_flags])
+    for (name, flags), (got, log) in zip(engines_flags, done, strict=True):
         assert f'online inference engine: engine {name}' in log
         assert [f['class_index'] for f in got] == [f['class_index'] for f in eager], name
         if flags:

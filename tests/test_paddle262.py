@@ -17,14 +17,13 @@ import shutil
 import site
 import subprocess
 import sys
-from types import SimpleNamespace
 
 import paddle
 import pytest
 
 import engines
 from engines.base import EngineError
-from tests.conftest import ROOT, make_tiny_dataset
+from tests.conftest import make_tiny_dataset, run_scripts
 from tests.test_inference import tiny_tsm
 
 VENV = os.path.join(os.path.expanduser('~'), '.cache', 'tsm_paddle', 'venv-paddle262')
@@ -77,29 +76,13 @@ def tiny(tmp_path_factory):
     return {**files, 'weights': str(d / 'w.pdparams')}
 
 
-RUNS = r'''
-import importlib, json, sys
-from tests.conftest import run_main
-done = []
-for script, argv in json.loads(sys.argv[1]):
-    code, out, err = run_main(importlib.import_module(script[:-3]).main, *argv)
-    done.append({'returncode': code, 'stdout': out, 'stderr': err})
-print(json.dumps(done))
-'''
-
-
 def run(python, tiny, *runs, env=None):
     """Each (script, *args) of `runs` in turn, with the tiny config and weights on one
     thread, in one interpreter of `python` (what is checked is Paddle 2.6.2, not a fresh
-    process: one start-up for all); -> a SimpleNamespace(returncode, stdout, stderr) per
-    run."""
-    argvs = [(script, ['--config', tiny['config'], '--weights', tiny['weights'],
-                       '--cpu_threads', '1', *args]) for script, *args in runs]
-    res = subprocess.run([python, '-c', RUNS, json.dumps(argvs)], cwd=ROOT,
-                         capture_output=True, text=True, timeout=300 * len(runs),
-                         env=dict(os.environ, PYTHONWARNINGS='ignore', **(env or {})))
-    assert res.returncode == 0, res.stderr[-3000:]
-    return [SimpleNamespace(**r) for r in json.loads(res.stdout.strip().splitlines()[-1])]
+    process); -> a SimpleNamespace(returncode, stdout, stderr) per run."""
+    return run_scripts(*[(script, '--config', tiny['config'], '--weights', tiny['weights'],
+                          '--cpu_threads', '1', *args) for script, *args in runs],
+                       python=python, env=env)
 
 
 def test_eval_through_every_backend_and_predict_under_paddle_262(python262, tiny, tmp_path):

@@ -17,7 +17,7 @@ import paddle
 import pytest
 
 from engines.quantize import compare
-from tests.conftest import TINY, run_cli, run_main, write_config, write_video
+from tests.conftest import TINY, run_cli, run_main, run_scripts, write_config, write_video
 from tests.test_inference import softmax, tiny_tsm
 
 CLASSES = 3
@@ -158,8 +158,10 @@ def test_the_cache_entry_says_how_it_was_made(quantized):
 def test_predict_and_eval_precision_int8_run_the_quantized_model(quantized, tmp_path):
     flags = ['--config', quantized['config'], '--weights', quantized['weights'],
              '--precision', 'int8', '--cpu_threads', '1']
-    pr = run_cli('predict.py', *flags, '--filelist', str(quantized['dir'] / 'calib.list'),
-                 '--infer_topk', '3', '--save_dir', str(tmp_path / 'pr'))
+    pr, ev = run_scripts(  # one interpreter: what they share is on disk
+        ('predict.py', *flags, '--filelist', str(quantized['dir'] / 'calib.list'),
+         '--infer_topk', '3', '--save_dir', str(tmp_path / 'pr')),
+        ('eval.py', *flags, '--backend', 'openvino', '--save_dir', str(tmp_path / 'ev')))
     assert pr.returncode == 0, pr.stderr[-3000:]
     log = pr.stdout + pr.stderr
     assert 'precision int8' in log and f"artifact {quantized['cache']}/model.xml" in log
@@ -168,7 +170,6 @@ def test_predict_and_eval_precision_int8_run_the_quantized_model(quantized, tmp_
     names = ['red', 'green', 'blue']
     assert [r['top_names'][0] for r in records] == \
         [names[k] for k in quantized['want'].argmax(1)]
-    ev = run_cli('eval.py', *flags, '--backend', 'openvino', '--save_dir', str(tmp_path / 'ev'))
     assert ev.returncode == 0, ev.stderr[-3000:]
     assert f"artifact {quantized['cache']}/model.xml" in ev.stdout + ev.stderr
     assert json.loads((tmp_path / 'ev' / 'eval_results.json').read_text())['top1'] == 1.0

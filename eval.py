@@ -1,6 +1,7 @@
 """Evaluate a model: prints TOP1_ACC / TOP5_ACC and writes eval_results.json."""
 
-from utils.cli import add_inference_flags, base_parser, run_job
+from jobs.entry import add_inference_flags, run_job
+from utils.cli import base_parser
 
 
 def parse_args(argv=None):
@@ -13,7 +14,7 @@ def parse_args(argv=None):
 
 def main(argv=None):
     args = parse_args(argv)
-    from utils.jobs import eval_job
+    from jobs.eval_job import eval_job
     run_job('eval', args, 'TEST', {'batch_size': args.batch_size}, eval_job)
 
 

@@ -21,7 +21,8 @@ Each loads in its engine with no project code (README: Export for inference).  T
 exported in the engine's formulation (engines.FORMULATION; --formulation picks another).
 The files are <save_dir>/TSM.*, or TSM_online.* with --online."""
 from models.shift_conv import EXPORT_FORMULATIONS
-from utils.cli import add_engine_flags, base_parser, run_job
+from jobs.entry import add_engine_flags, run_job
+from utils.cli import base_parser
 
 
 def parse_args(argv=None):
@@ -53,7 +54,7 @@ def main(argv=None):
     args = parse_args(argv)
 
     def export(args, cfg):
-        from utils.jobs import export_job
+        from jobs.export_job import export_job
         path, files = export_job(args, cfg)
         print(f"saved inference model: {', '.join(files)}")
         return path

@@ -2,7 +2,8 @@
 or a list (--filelist); along long videos in windows (--window_seconds); or online,
 frame by frame, over a video or a camera (--online)."""
 
-from utils.cli import add_inference_flags, base_parser, run_job
+from jobs.entry import add_inference_flags, run_job
+from utils.cli import base_parser
 
 
 def parse_args(argv=None):
@@ -18,7 +19,7 @@ def parse_args(argv=None):
     p.add_argument('--num_reader_threads', type=int, default=None,
                    help='worker processes that decode while the engine runs (INFER.'
                         'num_reader_threads; default: one per core for several videos, none '
-                        'for one video; see utils/pipeline.py)')
+                        'for one video; see inference/core_plan.py)')
     p.add_argument('--window_seconds', type=float, default=None,
                    help='predict along each video: one prediction per window of this many '
                         'seconds (each window sampled as a clip of its own)')
@@ -51,7 +52,7 @@ def parse_args(argv=None):
 
 def main(argv=None):
     args = parse_args(argv)
-    from utils.jobs import predict_job
+    from jobs.predict_job import predict_job
     run_job('predict', args, 'INFER', {'batch_size': args.batch_size,
                                        'num_reader_threads': args.num_reader_threads},
             predict_job)

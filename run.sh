@@ -90,7 +90,7 @@ serve)
     ;;
 demo)
     setup
-    python tools/demo.py --out_dir output/demo "$@"
+    python -m tools.demo --out_dir output/demo "$@"
     ;;
 test)
     setup -r requirements-test.txt

@@ -3,51 +3,24 @@
 at /docs with --docs.  The model is loaded as predict.py loads it (same flags, engines, config)."""
 import os
 
-from utils.cli import add_inference_flags, base_parser, run_job
+from jobs.entry import add_inference_flags, run_job
+from server.limits import LIMIT_FLAGS
+from utils.cli import base_parser
+
+
+def add_limit_flags(group, decode):
+    """The flags of server.limits.LIMIT_FLAGS: the decode limits, or the connection ones."""
+    for f in LIMIT_FLAGS:
+        if bool(f.field) == decode:
+            group.add_argument('--' + f.name, type=f.kind, default=f.default, help=f.help)
 
 
 def add_decode_limits(p):
     """Checked on an upload's headers before it is decoded (docs/serving.md)."""
-    from server.limits import DecodeLimits
-    d = DecodeLimits()
     g = p.add_argument_group('decode limits', 'an upload over one gets a 422 before it is '
                              'decoded; INFER.video_timeout bounds the decode time of a whole '
                              'request')
-    g.add_argument('--max_fps', type=float, default=d.max_fps,
-                   help='largest frame rate (default %(default)s)')
-    g.add_argument('--max_duration', type=float, default=d.max_duration_s,
-                   help='longest video, in seconds (default %(default)s)')
-    g.add_argument('--max_frames', type=int, default=d.max_frames,
-                   help='most frames (default %(default)s)')
-    g.add_argument('--max_pixels', type=int, default=d.max_pixels,
-                   help='largest frame, width x height (default 4096x2160)')
-    g.add_argument('--max_aspect', type=float, default=d.max_aspect,
-                   help='largest aspect ratio, long side / short side '
-                        '(default %(default)s)')
-    g.add_argument('--max_windows', type=int, default=d.max_windows,
-                   help='most windows (window_seconds, stride_seconds) per request '
-                        '(default %(default)s)')
-    g.add_argument('--decode_memory_mb', type=int, default=d.memory_mb,
-                   help="memory a decode worker may take beyond its start-up size "
-                        "(RLIMIT_AS, default %(default)s; 0: no cap): a decode over it fails "
-                        "in that worker, which is replaced")
-
-
-LIMITS = (  # (flag, type, default, help), each a positive number (docs/serving.md)
-    ('max_connections', int, 64, 'open connections at once; a request beyond gets 503'),
-    ('header_timeout', float, 10, 'seconds for a request line and its headers to arrive '
-                                  '(then 408)'),
-    ('body_timeout', float, 30, 'seconds an upload may pause, and its grace before '
-                                '--min_body_kbps applies (then 408)'),
-    ('min_body_kbps', float, 16, 'slowest average upload rate, in KiB/s, after --body_timeout'),
-    ('keep_alive_timeout', float, 5, 'seconds an idle kept-alive connection stays open'),
-    ('send_timeout', float, 30, 'seconds a client may read nothing of what the server sends '
-                                'before its connection is reset (frees its --max_online slot)'),
-    ('ws_idle_timeout', float, 60, 'seconds an online session may send nothing before it is '
-                                   'closed'),
-    ('max_frame_pixels', int, 4096 * 4096, 'largest online camera frame, width x height, read '
-                                           'from its header before it is decoded'),
-)
+    add_limit_flags(g, decode=True)
 
 
 def add_security_flags(p):
@@ -60,8 +33,7 @@ def add_security_flags(p):
     g.add_argument('--allow_origin', action='append', default=[], metavar='URL',
                    help='a web origin (https://example.org) whose pages may POST and open the '
                         "WebSocket, besides the server's own page; repeatable; '*': any")
-    for name, kind, default, text in LIMITS:
-        g.add_argument('--' + name, type=kind, default=default, help=f'{text} (default {default})')
+    add_limit_flags(g, decode=False)
     g.add_argument('--docs', action='store_true',
                    help='serve the OpenAPI page at /docs (its script comes from a CDN); '
                         '/openapi.json is always served')
@@ -97,8 +69,8 @@ def parse_args(argv=None):
     args = p.parse_args(argv)
     if not 0 <= args.port <= 65535:
         p.error('--port must be in [0, 65535]')
-    for name in ('max_upload_mb', 'max_queue', 'max_online', 'max_fps', 'max_duration',
-                 'max_frames', 'max_pixels', 'max_aspect', 'max_windows', *(f[0] for f in LIMITS)):
+    for name in ('max_upload_mb', 'max_queue', 'max_online',
+                 *(f.name for f in LIMIT_FLAGS if not f.zero_ok)):
         if not getattr(args, name) > 0:  # NaN too
             p.error(f'--{name} must be positive')
     if args.batch_wait_ms < 0 or args.decode_workers < 0 or args.decode_memory_mb < 0:

@@ -1,6 +1,7 @@
 """Train a video classifier: python train.py --model_name=TSM --config=./configs/tsm.yaml"""
 
-from utils.cli import base_parser, run_job, str2bool
+from utils.cli import base_parser, str2bool
+from jobs.entry import run_job
 
 
 def parse_args(argv=None):
@@ -25,7 +26,7 @@ def parse_args(argv=None):
 
 def main(argv=None):
     args = parse_args(argv)
-    from utils.jobs import train_job
+    from jobs.train_job import train_job
     run_job('train', args, 'TRAIN', {'batch_size': args.batch_size,
                                      'learning_rate': args.learning_rate, 'epoch': args.epoch},
             train_job)

@@ -1,6 +1,6 @@
 """Build HMDB51 list files (`path label` per line) from the official split files.
 
-    python data/build_hmdb51_lists.py --root /data/hmdb51 --splits /data/testTrainMulti_7030_splits \
+    python -m data.build_hmdb51_lists --root /data/hmdb51 --splits /data/testTrainMulti_7030_splits \
         --split 1 --out_dir data/dataset/hmdb51
 
 --root holds the unpacked videos, hmdb51/<class>/<video>.avi (each class's .rar of
@@ -13,13 +13,11 @@ first few named.
 """
 import os
 import re
-import sys
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-sys.path.insert(0, os.path.dirname(HERE))
 
-from data.build_kinetics_lists import (normalize, read_label_list,  # noqa: E402
-                                      split_lists_main, write_list)
+from data.build_kinetics_lists import (normalize, read_label_list,
+                                      split_lists_main, write_split_lists)
 
 SPLIT_FILE = re.compile(r'^(?P<cls>.+)_test_split(?P<n>\d)\.txt$')
 
@@ -57,13 +55,7 @@ def build(root, splits, split, out_dir, labels_path=os.path.join(HERE, 'hmdb51_l
                     missing.append(f"{cls}/{parts[0]}")
                 else:
                     lists['train' if parts[1] == '1' else 'val'].append((video, label))
-    result = {}
-    for kind, items in lists.items():
-        write_list(items, os.path.join(out_dir, f'hmdb51_{kind}_split_{split}.list'))
-        result[kind] = len(items)
-    result['missing'] = len(missing)
-    result['missing_examples'] = missing[:5]
-    return result
+    return write_split_lists(lists, out_dir, 'hmdb51', split, missing)
 
 
 def main(argv=None):

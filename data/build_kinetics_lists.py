@@ -8,7 +8,7 @@ Class names are matched to data/kinetics400_label_list.txt whatever their spelli
 of spaces/underscores/quotes/parentheses.  Videos whose class is unknown are counted
 and reported, not listed.
 
-    python data/build_kinetics_lists.py --root /data/kinetics400 --split train \
+    python -m data.build_kinetics_lists --root /data/kinetics400 --split train \
         --out data/dataset/kinetics/train.list
 """
 import argparse
@@ -84,6 +84,16 @@ def write_list(items, out):
     with open(out, 'w', encoding='utf-8') as f:
         for path, idx in items:
             f.write(f"{path} {idx}\n")
+
+
+def write_split_lists(lists, out_dir, name, split, missing):
+    """lists {'train': items, 'val': items} -> <out_dir>/<name>_<kind>_split_<split>.list;
+    -> {'train': n, 'val': n, 'missing': n, 'missing_examples': the first five}."""
+    result = {}
+    for kind, items in lists.items():
+        write_list(items, os.path.join(out_dir, f'{name}_{kind}_split_{split}.list'))
+        result[kind] = len(items)
+    return {**result, 'missing': len(missing), 'missing_examples': missing[:5]}
 
 
 def split_lists_main(argv, doc, build, root_help, splits_help, out_dir, labels):

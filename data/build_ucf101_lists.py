@@ -1,6 +1,6 @@
 """Build UCF101 list files (`path label` per line) from the official split files.
 
-    python data/build_ucf101_lists.py --root /data/UCF-101 --splits /data/ucfTrainTestlist \
+    python -m data.build_ucf101_lists --root /data/UCF-101 --splits /data/ucfTrainTestlist \
         --split 1 --out_dir data/dataset/ucf101
 
 --root is the unpacked UCF101.rar (UCF-101/<Class>/v_<Class>_gXX_cYY.avi); --splits the
@@ -12,13 +12,11 @@ Writes ucf101_train_split_N.list and ucf101_val_split_N.list; videos the split n
 the disk lacks are counted and the first few named.
 """
 import os
-import sys
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-sys.path.insert(0, os.path.dirname(HERE))
 
-from data.build_kinetics_lists import (normalize, read_label_list,  # noqa: E402
-                                      split_lists_main, write_list)
+from data.build_kinetics_lists import (normalize, read_label_list,
+                                      split_lists_main, write_split_lists)
 
 
 def read_class_ind(path):
@@ -76,16 +74,12 @@ def build(root, splits, split, out_dir, labels_path=os.path.join(HERE, 'ucf101_l
         if names != sorted(labels, key=labels.get):
             raise ValueError(f"{class_ind} does not list the classes of {labels_path} in its "
                              f"order")
-    result, missing = {}, []
+    lists, missing = {}, []
     for kind, name in (('train', 'trainlist'), ('val', 'testlist')):
-        items, lost = read_split(os.path.join(splits, f'{name}{split:02d}.txt'), root, labels,
-                                 with_index=kind == 'train')
-        write_list(items, os.path.join(out_dir, f'ucf101_{kind}_split_{split}.list'))
-        result[kind] = len(items)
+        lists[kind], lost = read_split(os.path.join(splits, f'{name}{split:02d}.txt'), root,
+                                       labels, with_index=kind == 'train')
         missing += lost
-    result['missing'] = len(missing)
-    result['missing_examples'] = missing[:5]
-    return result
+    return write_split_lists(lists, out_dir, 'ucf101', split, missing)
 
 
 def main(argv=None):

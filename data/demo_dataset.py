@@ -522,16 +522,7 @@ def generate(out_dir, num_train_per_class=DEFAULT_TRAIN_PER_CLASS,
     out_dir = os.path.abspath(out_dir)
     params = _meta_params(num_train_per_class, num_val_per_class, num_frames,
                           size, seed, fps, codec, num_infer_per_class)
-    info = {
-        "out_dir": out_dir,
-        "train_list": os.path.join(out_dir, "train.list"),
-        "val_list": os.path.join(out_dir, "val.list"),
-        "infer_list": os.path.join(out_dir, "infer.list"),
-        "label_list": os.path.join(out_dir, "label_list.txt"),
-        "meta": os.path.join(out_dir, "meta.json"),
-        "num_classes": len(CLASSES),
-        "classes": list(CLASSES),
-    }
+    info = _dataset_paths(out_dir)
     if not force and is_complete(out_dir, params):
         info["skipped"] = True
         return info
@@ -541,8 +532,43 @@ def generate(out_dir, num_train_per_class=DEFAULT_TRAIN_PER_CLASS,
         os.remove(info["meta"])  # invalid until this run completes
     video_root = os.path.join(out_dir, "videos")
     _clean_old_videos(video_root)
+    jobs = _video_jobs(video_root, num_train_per_class, num_val_per_class)
 
-    jobs = []  # (split, class_index, k, path)
+    def work(job):
+        split, ci, k, path = job
+        frames = render_dataset_clip(seed, split, ci, k, num_frames, size)
+        write_video(path, frames, fps=fps, codec=codec)
+        return job
+
+    _run_jobs(work, jobs, workers, progress)
+    _write_lists(info, jobs, num_infer_per_class)
+    with open(info["meta"] + ".tmp", "w") as f:
+        json.dump({"params": params,
+                   "num_train": num_train_per_class * len(CLASSES),
+                   "num_val": num_val_per_class * len(CLASSES)}, f, indent=1)
+    os.replace(info["meta"] + ".tmp", info["meta"])
+    info["skipped"] = False
+    return info
+
+
+def _dataset_paths(out_dir):
+    """The files of a dataset in ``out_dir`` and its classes."""
+    return {
+        "out_dir": out_dir,
+        "train_list": os.path.join(out_dir, "train.list"),
+        "val_list": os.path.join(out_dir, "val.list"),
+        "infer_list": os.path.join(out_dir, "infer.list"),
+        "label_list": os.path.join(out_dir, "label_list.txt"),
+        "meta": os.path.join(out_dir, "meta.json"),
+        "num_classes": len(CLASSES),
+        "classes": list(CLASSES),
+    }
+
+
+def _video_jobs(video_root, num_train_per_class, num_val_per_class):
+    """-> [(split, class_index, k, path)], grouped by split then class; makes the
+    split folders."""
+    jobs = []
     for split, n in (("train", num_train_per_class),
                      ("val", num_val_per_class)):
         d = os.path.join(video_root, split)
@@ -551,13 +577,11 @@ def generate(out_dir, num_train_per_class=DEFAULT_TRAIN_PER_CLASS,
             for k in range(int(n)):
                 jobs.append((split, ci, k,
                              os.path.join(d, "%s_%d.mp4" % (name, k))))
+    return jobs
 
-    def work(job):
-        split, ci, k, path = job
-        frames = render_dataset_clip(seed, split, ci, k, num_frames, size)
-        write_video(path, frames, fps=fps, codec=codec)
-        return job
 
+def _run_jobs(work, jobs, workers, progress):
+    """work(job) for every job on a thread pool, with a progress bar on a terminal."""
     workers = workers or max(1, min(8, os.cpu_count() or 1))
     show = bool(progress) and tqdm is not None and sys.stderr.isatty()
     bar = tqdm(total=len(jobs), desc="demo dataset", unit="video",
@@ -571,26 +595,23 @@ def generate(out_dir, num_train_per_class=DEFAULT_TRAIN_PER_CLASS,
         if bar is not None:
             bar.close()
 
-    def write_lines(path, rows):
-        with open(path + ".tmp", "w") as f:
-            for row in rows:
-                f.write(row + "\n")
-        os.replace(path + ".tmp", path)
 
+def _write_lines(path, rows):
+    with open(path + ".tmp", "w") as f:
+        for row in rows:
+            f.write(row + "\n")
+    os.replace(path + ".tmp", path)
+
+
+def _write_lists(info, jobs, num_infer_per_class):
+    """train.list, val.list, infer.list (``path label``) and label_list.txt."""
     for split, key in (("train", "train_list"), ("val", "val_list")):
-        write_lines(info[key], ["%s %d" % (p, ci)
-                                for s, ci, k, p in jobs if s == split])
-    write_lines(info["infer_list"],
-                ["%s %d" % (p, ci) for s, ci, k, p in jobs
-                 if s == "val" and k < num_infer_per_class])
-    write_lines(info["label_list"], CLASSES)
-    with open(info["meta"] + ".tmp", "w") as f:
-        json.dump({"params": params,
-                   "num_train": num_train_per_class * len(CLASSES),
-                   "num_val": num_val_per_class * len(CLASSES)}, f, indent=1)
-    os.replace(info["meta"] + ".tmp", info["meta"])
-    info["skipped"] = False
-    return info
+        _write_lines(info[key], ["%s %d" % (p, ci)
+                                 for s, ci, k, p in jobs if s == split])
+    _write_lines(info["infer_list"],
+                 ["%s %d" % (p, ci) for s, ci, k, p in jobs
+                  if s == "val" and k < num_infer_per_class])
+    _write_lines(info["label_list"], CLASSES)
 
 
 def main(argv=None):

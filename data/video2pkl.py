@@ -3,11 +3,11 @@ and write the pkl list file.  Reading pkl is several times faster than decoding 
 during training, at the cost of disk space.
 
 Pickle protocol 4 by default: the original wrote protocol 2 (Python 2's), which spells
-every frame's bytes as latin-1 text; Python 3 reads that ~15x slower (50 ms against 3 ms
-for 300 frames of 640x360), more than the 8 JPEG decodes a clip needs.  The reader reads
-both; --protocol 2 writes files the Python 2 original can read.
+every frame's bytes as latin-1 text; Python 3 reads that far slower, slower than the 8
+JPEG decodes a clip needs (docs/training.md#reading-videos).  The reader reads both;
+--protocol 2 writes files the Python 2 original can read.
 
-    python data/video2pkl.py --list data/dataset/kinetics/train.list \
+    python -m data.video2pkl --list data/dataset/kinetics/train.list \
         --out_dir data/dataset/kinetics/train_pkl --out_list data/dataset/kinetics/train_pkl.list
 """
 import argparse
@@ -17,11 +17,8 @@ import sys
 
 import cv2
 
-HERE = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-if HERE not in sys.path:
-    sys.path.insert(0, HERE)
 
-from reader.kinetics_reader import parse_list  # noqa: E402
+from reader.kinetics_reader import parse_list
 
 
 def video_to_jpegs(path, quality=90, short_size=None):

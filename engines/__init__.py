@@ -15,8 +15,10 @@
                then openvino.convert_model
 
 `backend='auto'` (choose) takes the fastest installed (and usable) engine for the precision,
-in FASTEST_FIRST.  utils/inference.py caches the exports and checks them
+in FASTEST_FIRST.  inference/artifacts.py caches the exports and checks them
 against the eager model.
+
+May import: utils, models.
 """
 import importlib
 import importlib.util
@@ -40,19 +42,23 @@ REQUIRES = {'paddle': {'paddle': 'paddlepaddle'},
 # (models/shift_conv.py) and the clips per engine call of the cached export (None: any
 # batch, fed whole).  Paddle: a fixed batch lets the frame moves be static slices.
 # OpenVINO: dynamic-batch IR is compiled static anyway (engines/openvino_engine.py).
-# ONNX Runtime: no difference measured between batch 1 and a dynamic batch.
+# ONNX Runtime: batch 1 is no faster than a dynamic batch (docs/engines.md).
 FORMULATION = {'paddle': 'conv', 'onnxruntime': 'split', 'openvino': 'split'}
 BATCH = {'paddle': 1, 'onnxruntime': None, 'openvino': 1}
 
 # The engines, fastest first, per precision: 'auto' takes the first installed and usable
-# one.  The order comes from bench/shift_engines.py (ResNet-50 TSM, 8 frames at 224, 2
-# threads), the same on both hosts measured; the figures are in docs/engines.md.  ONNX
-# Runtime has no bf16 convolutions: its bf16 is its fp32.
+# one.  The order and the figures behind it (bench/shift_engines.py): docs/engines.md.
+# ONNX Runtime has no bf16 convolutions: its bf16 is its fp32.
 FASTEST_FIRST = {
     'fp32': ('openvino', 'onnxruntime', 'paddle'),
     'bf16': ('openvino', 'paddle', 'onnxruntime'),
 }
 
+
+
+class EngineError(RuntimeError):
+    """An engine this machine lacks (with the pip command), a precision it cannot run, or an
+    export that does not compute what the eager model computes; one-line message."""
 
 def missing(name):
     """The pip packages `name` needs that cannot be imported here."""
@@ -82,7 +88,6 @@ def unusable(name):
 def engine(name):
     """The engine module; EngineError with the pip command when a package is missing or
     unusable here."""
-    from engines.base import EngineError
     if name not in MODULES:
         raise EngineError(f"unknown backend {name!r} (use one of {', '.join(BACKENDS)})")
     lacking = missing(name)

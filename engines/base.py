@@ -1,18 +1,12 @@
-"""What every engine shares: the error type, the precisions, and the Runner base class
+"""What every engine shares: the precision this CPU runs, and the Runner base class
 (batching in chunks, the eager model's call signature, describe())."""
 import logging
 
 import numpy as np
 
-from engines import PRECISIONS
-from utils.env import EnvError
+from engines import PRECISIONS, EngineError
 
 logger = logging.getLogger(__name__)
-
-
-class EngineError(EnvError):
-    """An engine this machine lacks (with the pip command), a precision it cannot run, or an
-    export that does not compute what the eager model computes; one-line message."""
 
 
 def cpu_has_bf16():
@@ -27,8 +21,7 @@ def cpu_has_bf16():
 
 def default_precision():
     """predict.py's and the server's default: bf16 where the CPU runs it natively (OpenVINO's
-    own default there; top-1 agreement with fp32 was 100 % on the demo's held-out videos and
-    the real clips, README Performance), else fp32."""
+    own default there; its top-1 agreement with fp32: docs/engines.md), else fp32."""
     return 'bf16' if cpu_has_bf16() else 'fp32'
 
 

@@ -47,9 +47,10 @@ def captured_output():
 def convert(prefix, onnx_file, fold=True):
     """A jit.save'd program (its prefix) -> onnx_file.  fold: Polygraphy folds the
     constants (paddle2onnx 2.x's default: a clean graph, which ONNX Runtime loads without
-    warnings; ~5 s, most of it importing Polygraphy); OpenVINO's converter folds them
-    itself.  paddle2onnx 1.x (Paddle 2.6's .pdmodel, engines.unusable) has no optimize_tool:
-    only its own C++ optimizer runs (enable_optimize)."""
+    warnings; it takes seconds, mostly importing Polygraphy: docs/engines.md); OpenVINO's
+    converter folds them itself.  paddle2onnx 1.x (Paddle 2.6's .pdmodel,
+    engines.unusable) has no optimize_tool: only its own C++ optimizer runs
+    (enable_optimize)."""
     import paddle2onnx
     program, params = paddle_engine.program_files(prefix)
     options = {} if paddle2onnx.__version__.startswith('1.') else {
@@ -67,9 +68,9 @@ def convert(prefix, onnx_file, fold=True):
     return onnx_file
 
 
-# The per-frame model's shifts (models/online.py OnlineStep): ResNet-50 per frame over the
-# 2D network alone, OpenVINO and ONNX Runtime, 1.0-1.3x in 'split' against 1.4-1.75x as
-# slice + concat (docs/online.md).
+# The per-frame model's shifts (models/online.py OnlineStep): 'split' leaves ResNet-50 per
+# frame close to the 2D network alone in OpenVINO and ONNX Runtime, slice + concat does not
+# (docs/online.md#how-the-per-frame-model-is-exported).
 ONLINE_FORMULATION = 'split'
 
 

@@ -5,8 +5,8 @@ The artifact is OpenVINO IR, <prefix>.xml + <prefix>.bin, with float32 weights
 [batch or dynamic, T, 3L, S, S].  The precision is a load-time hint and is always set:
 INFERENCE_PRECISION_HINT f32 for fp32 (OpenVINO itself defaults to bf16 on AMX CPUs), bf16
 for bf16.  A dynamic batch is compiled static (model.reshape) for the runner's batch:
-OpenVINO's dynamic-shape kernels were 1.4-2.6x slower per clip (R50 TSM bf16, two rough
-runs); the cache exports batch 1 (engines.BATCH), whose frame moves are static slices.
+OpenVINO's dynamic-shape kernels were slower per clip (docs/engines.md); the cache exports
+batch 1 (engines.BATCH), whose frame moves are static slices.
 """
 import collections
 import logging
@@ -102,7 +102,7 @@ class OpenVinoRunner(Runner):
 def conv_kernels(compiled):
     """The CPU plugin's convolution kernels, commonest first, e.g. 'brgconv_avx512_amx_1x1_bf16
     x36': which instructions run ('amx': AMX tiles; the same VM has drawn hosts with and
-    without AMX, 3x apart in bf16)."""
+    without AMX, far apart in bf16: docs/engines.md)."""
     info = [op.get_rt_info() for op in compiled.get_runtime_model().get_ops()]
     counts = collections.Counter(i['primitiveType'].astype(str) for i in info
                                  if i['layerType'].astype(str) == 'Convolution')

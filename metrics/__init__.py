@@ -1,4 +1,7 @@
-"""Classification metrics accumulated over batches (and over ranks)."""
+"""Classification metrics accumulated over batches (and over ranks), and the reports of
+an evaluation (per-class CSV, confusion plot).
+
+May import: utils."""
 import numpy as np
 
 

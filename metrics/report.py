@@ -25,10 +25,11 @@ def write_per_class_csv(confusion, names, path):
     return path
 
 
-def plot_confusion(confusion, names, path, title=''):
+def plot_confusion(confusion, names, path, title='', group=0):
     """Rows true class, columns predicted; rows normalised to recall so classes with
     many and few videos read alike.  Names on the axes up to TICK_LIMIT classes, counts
-    in the cells up to ANNOTATE_LIMIT.  -> path, or None without matplotlib."""
+    in the cells up to ANNOTATE_LIMIT; group=k draws lines around blocks of k classes
+    (the demo's time-reversed pairs).  -> path, or None without matplotlib."""
     try:
         import matplotlib
         matplotlib.use('Agg')
@@ -44,6 +45,9 @@ def plot_confusion(confusion, names, path, title=''):
     fig, ax = plt.subplots(figsize=(side + 1.0, side))
     im = ax.imshow(norm, cmap='Blues', vmin=0, vmax=1, interpolation='nearest')
     fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04, label='fraction of the true class')
+    for b in range(group, n, group) if group else ():
+        ax.axhline(b - 0.5, color='gray', lw=0.6)
+        ax.axvline(b - 0.5, color='gray', lw=0.6)
     if n <= TICK_LIMIT:
         size = 8 if n <= 20 else 6
         ax.set_xticks(range(n))

@@ -1,4 +1,8 @@
-"""Model registry and weight loading: `get_model(name, cfg, mode)`, `load_weights`."""
+"""The networks and their weights: the model registry (`get_model(name, cfg, mode)`),
+ResNet/MobileNetV2 TSM with the temporal shift and its export formulations, the per-frame
+online model, and weight files of every source (load_weights, convert).
+
+May import: utils."""
 from utils.config_utils import mode_section
 
 from . import tsm  # noqa: F401  (registers TSM)

@@ -26,7 +26,7 @@ import numpy as np
 
 from .resnet import NET_CONFIG, STAGE_WIDTHS, block_name
 from .temporal_shift import fold_sizes
-from .weights import WeightsError, arrays_of, is_torch_file, read_checkpoint
+from .weight_files import ConvertError, arrays_of, is_torch_file, read_checkpoint
 
 SOURCES = ('modelzoo', 'paddlevideo', 'mit', 'mmaction2', 'mit_online')
 
@@ -35,10 +35,6 @@ _TORCH_BN = {'weight': 'scale', 'bias': 'offset', 'running_mean': 'mean',
              'running_var': 'variance'}
 _PADDLE_BN = {'weight': 'scale', 'bias': 'offset', '_mean': 'mean', '_variance': 'variance'}
 _SKIP = re.compile(r'(^|\.)num_batches_tracked$|^data_preprocessor\.')
-
-
-class ConvertError(WeightsError):
-    """Weights of a source that cannot be mapped; one-line message."""
 
 
 def strip_prefix(state, prefix='module.'):

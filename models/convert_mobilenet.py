@@ -21,6 +21,7 @@ import re
 import numpy as np
 
 from .mobilenet_v2 import block_specs, shiftable_blocks
+from .weight_files import ConvertError
 
 _BN = {'weight': 'weight', 'bias': 'bias', 'running_mean': '_mean', 'running_var': '_variance'}
 _FEATURE = re.compile(r'(?:base_model\.)?features\.(\d+)\.(?:([01])|conv\.(\d+)(\.net)?)\.(\w+)$')
@@ -73,7 +74,6 @@ def _feature_key(match, expands, shifted):
 def to_model_state(state, source):
     """MIT MobileNetV2 arrays (no `module.`) -> (this project's keys -> arrays, info).
     info: backbone, num_classes, shifted (blocks with a TemporalShift in their keys)."""
-    from .convert import ConvertError
     expands, shifted, out, unknown = block_expands(), set(), {}, []
     for key, v in state.items():
         if _SKIP.search(key):
@@ -103,7 +103,6 @@ def to_model_state(state, source):
 def check_shifted(shifted, source):
     """MIT shifts every block with an expansion conv and a residual connection, or none;
     -> whether these weights were trained with a shift."""
-    from .convert import ConvertError
     if shifted and shifted != shiftable_blocks():
         raise ConvertError(f"{source} weights: shifted blocks {shifted} are not MIT's "
                            f"{shiftable_blocks()} (the blocks with a residual connection)")

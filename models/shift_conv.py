@@ -4,13 +4,13 @@
 
 oneDNN keeps activations channels-last (NHWC) for its convolutions, while Paddle's
 slice and concat kernels write plain NCHW: every tensor that goes through them is
-converted out and back.  The formulations differ in how much goes through them.
+converted out and back.  The formulations differ in how much goes through them (what
+each costs against the network without shifts: docs/shift.md).
 
   fused  the shifts as Paddle's fused op (what the eager model runs).  oneDNN has no
-         kernel for it: every shift converts all activations (measured 2.4-2.7x the
-         time of the same network without shifts).
+         kernel for it: every shift converts all activations.
   slice  the shifts as split + frame moves + concat (models/temporal_shift.py), bit for
-         bit the fused op.  The whole block input is copied and converted (1.4-1.5x).
+         bit the fused op.  The whole block input is copied and converted.
   conv   each shift folded into the convolution after it.  A convolution acts on every
          frame alone and is linear in its input channels, so
 
@@ -18,14 +18,14 @@ converted out and back.  The formulations differ in how much goes through them.
                             + conv(concat(shift_frames(x_f) for folds f), W[:, folds])
 
          Only the folds (1/4 of the channels) move, by whole frames; the price is the
-         zeroed quarter of the first convolution's multiply-adds (1.12-1.32x).
+         zeroed quarter of the first convolution's multiply-adds.
   split  every tensor between blocks travels as two channel parts,
          the shifted folds and the rest (channel_parts): each convolution that makes
          one is split by output channels, each that reads one is the sum of one
          convolution per part (oneDNN's fused residual sum).  The folds move by whole
          frames with no channel slice of the block input and no wasted multiply-adds:
-         the multiply-adds are exactly those of the unshifted network (1.06-1.19x;
-         what remains is the frame moves' conversions and one more residual sum).
+         the multiply-adds are exactly those of the unshifted network (what remains
+         is the frame moves' conversions and one more residual sum).
 
 conv and split fold BN into the weights, as Paddle Inference does for the unshifted
 network; they equal the eager model up to float32 rounding (summation order).
@@ -38,21 +38,9 @@ shortcut needs the shifted tensor itself, so there is no convolution to fold it 
 'split' is built for the ResNet only: a MobileNetV2 export takes 'conv' instead (its
 shifted blocks are blockres; 'slice' for 'block', where 'conv' has nothing to fold into).
 
-Which engine runs which (engines.FORMULATION; bench/shift_engines.py: R50, 8x224, 2 threads,
-TSM over TSN in bracketed rounds, +-5 points of noise on this shared machine):
-  OpenVINO      split, one clip per call: fp32 +2..5 %, bf16 +9..12 %.  It keeps activations
-                channels-last, where a channel range is strided, so no fold can be a view:
-                every arrangement copies the folds once and then either sums convolutions
-                per part (split) or wastes multiply-adds (conv: +13 % bf16, +9 % fp32).  The
-                one-clip export matters most: the dynamic-batch program (5-D frame views)
-                measured +46 % compiled static, +70 % dynamic (bf16).  What is left in
-                bf16 (bench/shift_floor.py): the split layout with no moves at all costs
-                about +5 % (more convolution calls), the moves as much again (a quarter
-                of each block input copied once); the shift as a custom op instead runs
-                in f32 plain layout between reorders that cost more than TSN itself.
-  ONNX Runtime  split: fp32 +4..10 % (conv and slice +20 %).
-  Paddle        conv: bf16 +30..50 % against split's +36..56 % over four runs, fp32 the same
-                (+18..20 %); slice +120 % in bf16.
+Which engine runs which (engines.FORMULATION): split for OpenVINO and ONNX Runtime, conv for
+Paddle Inference, each the cheapest there; why, and the measurements (bench/shift_engines.py,
+bench/shift_floor.py): docs/shift.md#which-engine-runs-which.
 """
 import copy
 
@@ -80,7 +68,7 @@ def fold_bn(conv_bn):
 
 def _param(layer, name, value):
     # set_value copies the array at once; an Assign initializer writes it element by
-    # element (about 3 s per ResNet-50 copy)
+    # element, far slower (docs/shift.md)
     p = layer.create_parameter(list(value.shape), dtype='float32',
                                default_initializer=nn.initializer.Constant(0.0))
     p.set_value(np.ascontiguousarray(value, dtype='float32'))

@@ -8,12 +8,11 @@ import paddle.nn as nn
 from .registry import register
 from .mobilenet_v2 import MobileNetV2TSM
 from .resnet import ResNetTSM, fluid_names
-from .weights import WeightsError
+from .weight_files import OPTION_KEYS, WeightsError
 
 BACKBONES = ('resnet', 'mobilenetv2')
 HEADS = ('feature_mean', 'logit_mean')
 # What a set of weights may need changed to compute what it was trained to compute.
-OPTION_KEYS = ('shift_direction', 'shift_ratio', 'shift_place', 'shift_every', 'head', 'dropout')
 
 
 def _dropout_mode(head):

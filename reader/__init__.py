@@ -1,8 +1,13 @@
-"""Readers: `get_reader(name, mode, cfg)` -> a paddle.io.Dataset; `collate` batches it."""
+"""Videos in, model inputs out: `get_reader(name, mode, cfg)` -> a paddle.io.Dataset, the
+list files, the decoders, frame sampling and transforms, per-video deadlines, and what
+predict.py reads besides a list (folders, windows, label names).
+
+May import: utils, models."""
 from models.registry import RegistryError
 from utils.config_utils import mode_section
 
-from .kinetics_reader import KineticsReader, ListFileError, collate, parse_list  # noqa: F401
+from .kinetics_reader import (KineticsReader, ListFileError, clip_shape, collate,  # noqa: F401
+                              parse_list)
 from .video_backends import VideoDecodeError, open_video  # noqa: F401
 
 _READERS = {'TSM': KineticsReader}

@@ -20,9 +20,11 @@ import os
 import numpy as np
 import paddle
 
+from utils.config_utils import EVAL_DEFAULTS, AttrDict
+
 from .sampling import eval_clip_indices, segment_indices
 from .transforms import eval_views, normalize, train_transform
-from .guard import VideoTimeout, deadline
+from .deadline import VideoTimeout, deadline
 from .video_backends import FrameCountChanged, VideoDecodeError, open_video
 
 logger = logging.getLogger(__name__)
@@ -77,6 +79,19 @@ def _is_int(text):
         return False
 
 
+def clip_shape(cfg, section, views=False, online=False):
+    """What the model takes for one item of cfg[section]: a clip [T, 3L, S, S]
+    (T = MODEL.seg_num, L = MODEL.seglen, S = target_size); views: one reader item,
+    [V, T, 3L, S, S] when the section takes V = num_clips * num_crops > 1 views; online:
+    one frame [3, S, S] (the per-frame model)."""
+    m, sec = cfg.MODEL, cfg[section]
+    size = sec.target_size
+    if online:
+        return [3, size, size]
+    count = sec.num_clips * sec.num_crops if views else 1
+    return ([count] if count > 1 else []) + [m.seg_num, 3 * m.seglen, size, size]
+
+
 class KineticsReader(paddle.io.Dataset):
     """Items -> (imgs float32 [seg_num, 3*seglen, S, S] or [V, seg_num, ...] (views),
     label int64 (-1 in infer mode), video path, item index).  `items`: (path, label,
@@ -90,14 +105,15 @@ class KineticsReader(paddle.io.Dataset):
         self.seg_num, self.seglen = m.seg_num, m.seglen
         self.mean, self.std = m.image_mean, m.image_std
         self.short_size, self.target_size = section.short_size, section.target_size
-        self.num_clips = section.get('num_clips', 1) if mode != 'train' else 1
-        self.num_crops = section.get('num_crops', 1) if mode != 'train' else 1
-        self.dense = section.get('dense_sample', False) and mode != 'train'
-        self.keep_ratio = section.get('keep_ratio', False) and mode != 'train'
-        self.average = section.get('average', 'prob')  # how the loops merge the views
+        self.clip_shape = clip_shape(cfg, mode.upper())  # one view: what the model takes
+        # training takes one view of each video: the test protocol's defaults
+        protocol = section if mode != 'train' else AttrDict(EVAL_DEFAULTS)
+        self.num_clips, self.num_crops = protocol.num_clips, protocol.num_crops
+        self.dense, self.keep_ratio = protocol.dense_sample, protocol.keep_ratio
+        self.average = protocol.average  # how the loops merge the views
         self.video_timeout = section.video_timeout
-        self.buf_size = section.get('buf_size', 0)  # clips the loader may read ahead
-        self.decode_threads = 1  # FFmpeg threads per video (utils/pipeline.py sets it)
+        self.buf_size = section.buf_size  # clips the loader may read ahead
+        self.decode_threads = 1  # FFmpeg threads per video (inference/core_plan.py sets it)
         self.seed, self.epoch = None, 0
         if items is None:
             filelist = filelist or section.filelist

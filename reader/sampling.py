@@ -21,18 +21,25 @@ def segment_indices(num_frames, seg_num, seglen, mode, rng=None, centre_window=F
     average_dur = num_frames // seg_num
     indices = []
     for i in range(seg_num):
-        if average_dur >= seglen:
-            if mode == 'train':
-                start = int(rng.integers(0, average_dur - seglen + 1))  # randint inclusive
-            else:
-                start = (average_dur - (seglen if centre_window else 1)) // 2
-            start += i * average_dur
-        elif average_dur >= 1:
-            start = i * average_dur
-        else:
-            start = i
-        indices.extend((j % num_frames) for j in range(start, start + seglen))
+        offset = 0
+        if average_dur >= seglen:  # (the random draw only here: seeded runs repeat exactly)
+            offset = (int(rng.integers(0, average_dur - seglen + 1)) if mode == 'train'
+                      else (average_dur - (seglen if centre_window else 1)) // 2)
+        indices.extend(segment_frames(i, average_dur, seglen, num_frames, offset))
     return indices
+
+
+def segment_frames(i, average_dur, seglen, num_frames, offset):
+    """The seglen frame indices of segment i: from `offset` frames into the segment when
+    it holds seglen frames; else (short videos) from the segment's first frame, or frame
+    i when the video has fewer frames than segments, wrapping around."""
+    if average_dur >= seglen:
+        start = i * average_dur + offset
+    elif average_dur >= 1:
+        start = i * average_dur
+    else:
+        start = i
+    return [j % num_frames for j in range(start, start + seglen)]
 
 
 DENSE_WINDOW = 64  # frames spanned by one dense clip (I3D / MIT dense sampling)
@@ -57,19 +64,11 @@ def uniform_clip_indices(num_frames, seg_num, seglen, num_clips, centre_window=F
     width = num_clips * seglen if centre_window else 1
     clips = []
     for k in range(num_clips):
-        indices = []
-        for i in range(seg_num):
-            if average_dur >= seglen:
-                start = ((2 * k + 1) * average_dur - width) // (2 * num_clips)
-                if centre_window:
-                    start = min(max(start, 0), average_dur - seglen)
-                start += i * average_dur
-            elif average_dur >= 1:
-                start = i * average_dur
-            else:
-                start = i
-            indices.extend((j % num_frames) for j in range(start, start + seglen))
-        clips.append(indices)
+        offset = ((2 * k + 1) * average_dur - width) // (2 * num_clips)
+        if centre_window:
+            offset = min(max(offset, 0), average_dur - seglen)
+        clips.append([f for i in range(seg_num)
+                      for f in segment_frames(i, average_dur, seglen, num_frames, offset)])
     return clips
 
 

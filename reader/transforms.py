@@ -3,8 +3,8 @@
 All frames of a clip get the same geometry (one crop box, one flip), as the original.
 Every resize is Pillow's BILINEAR, as the original's: when it shrinks, Pillow widens the
 filter with the reduction and so averages over the source pixels, which OpenCV's
-INTER_LINEAR does not (up to ~100 grey levels apart on real 720p and 1080p clips scaled to
-341x256), and the released weights were trained on Pillow-resized frames.
+INTER_LINEAR does not (far apart on real 720p and 1080p clips: docs/protocols.md#resizing),
+and the released weights were trained on Pillow-resized frames.
 """
 import functools
 
@@ -117,7 +117,7 @@ def normalize(frames, mean, std, seg_num, seglen):
     """uint8 [T*L, H, W, 3] -> float32 [seg_num, 3*seglen, H, W], (x/255 - mean) / std.
     A uint8 channel has 256 values: the formula is computed once for each (the same
     float32 operations, so the same bits) and looked up per pixel with OpenCV's LUT,
-    ~6x faster than the arithmetic over every pixel."""
+    much faster than the arithmetic over every pixel (docs/training.md#reading-videos)."""
     if frames.dtype != np.uint8:
         x = (frames.astype(np.float32) / 255.0 - np.asarray(mean, np.float32)) \
             / np.asarray(std, np.float32)
@@ -204,3 +204,12 @@ def eval_views(frames, short_size, target_size, num_crops=1, keep_ratio=False):
         view = crop(frames, x, y, cw, ch)
         views.append(view[:, :, ::-1] if flip else view)
     return views
+
+
+def frame_input(frame, section, model_cfg):
+    """One RGB uint8 frame [H, W, 3] -> the online model's input float32 [1, 3, S, S]:
+    the section's scaling and centre crop, then the model's normalisation (predict.py
+    --online and the server's camera mode).  ValueError when smaller than the crop."""
+    view = eval_views(frame[None], section.short_size, section.target_size, 1,
+                      section.keep_ratio)[0]  # [1, S, S, 3]
+    return normalize(view, model_cfg.image_mean, model_cfg.image_std, 1, 1)  # -> [1, 3, S, S]

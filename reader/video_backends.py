@@ -165,7 +165,7 @@ class PyAVVideo:
     the real clips of h264 in mp4/mkv, tests/test_e2e.py checks generated ones).  The
     saving: a frame that no other frame refers to (most B-frames) is not decoded unless
     it is sampled (FFmpeg's skip_frame NONREF, set per packet), and decoding stops at the
-    last sampled frame: 0.63-0.75x decord's CPU time over the real clips (two runs).
+    last sampled frame (the saving: docs/training.md#reading-videos).
     Each sampled frame is decoded from the last keyframe at or before it, as decord
     seeks: frames group into runs, one per such keyframe, and the decoder seeks over
     the gap between runs instead of decoding it.  `threads` > 1 (one video while the
@@ -477,10 +477,6 @@ def _valid_fps(value):
 def _first_line(e):
     text = str(e).strip().splitlines()
     return text[-1][:200] if text else type(e).__name__
-
-
-def mp4_backend():
-    return DecordVideo if decord is not None else OpenCVVideo
 
 
 def _open_mp4(path, num_frames, threads=1, fast=True):

@@ -5,7 +5,7 @@ within the upload allow-lists (reader.video_backends.open_upload).  A request is
 chunks (server/streaming.py), every call with what is left of the request's
 INFER.video_timeout.  Each worker's address space is capped (RLIMIT_AS), so a decode that
 would take more memory fails in its own worker.  A worker that crashes (a decoder
-segfault, memory) or hangs in C code past twice its deadline (ended by reader.guard's
+segfault, memory) or hangs in C code past twice its deadline (ended by reader.deadline's
 watchdog) breaks the pool; DecodePool starts a fresh one and tries the call once more
 there, so the other requests of that moment are not lost and the server lives on."""
 import asyncio
@@ -25,7 +25,7 @@ from concurrent.futures.process import BrokenProcessPool
 
 import numpy as np
 
-from utils.orphans import die_with_parent
+from utils.parent_watch import die_with_parent
 from .limits import (DecodeFailed, DecodeLimits, check_header, check_length, check_windows,
                      header_facts)
 
@@ -100,7 +100,7 @@ def thumbnails(clip, mean, std, seg_num, seglen):
 
 @contextlib.contextmanager
 def _quiet_watchdog(seconds):
-    """reader.guard's hard limit without its stack dump (one log line, the pool's, when a
+    """reader.deadline's hard limit without its stack dump (one log line, the pool's, when a
     decode stuck in C code ends its worker at twice the deadline)."""
     if not seconds:
         yield
@@ -116,7 +116,7 @@ def _quiet_watchdog(seconds):
 def _bounded(work, path, seconds):
     """work() within `seconds` -> (its result, seconds taken); every failure -> DecodeFailed
     with a message that names no server path."""
-    from reader.guard import deadline
+    from reader.deadline import deadline
     t0 = time.perf_counter()
     seconds = max(seconds, 1e-3) if seconds else 0
     try:
@@ -130,7 +130,7 @@ def _bounded(work, path, seconds):
 
 
 def _as_failure(e, path):
-    from reader.guard import VideoTimeout
+    from reader.deadline import VideoTimeout
     from reader.video_backends import VideoDecodeError
     if isinstance(e, DecodeFailed):
         return DecodeFailed(str(e))
@@ -177,7 +177,7 @@ def probe_upload(path, window_seconds=None, stride_seconds=None, seconds=0):
         global _kept
         import av
         _release()  # a new request
-        from reader.sampling import window_spans
+        from reader.inputs import video_windows
         from reader.video_backends import UPLOAD_OPTIONS
         try:
             with av.open(path, options=UPLOAD_OPTIONS) as container:
@@ -200,9 +200,7 @@ def probe_upload(path, window_seconds=None, stride_seconds=None, seconds=0):
                     raise DecodeFailed("the video has no frame rate: windows need one")
                 stride = stride_seconds or window_seconds
                 check_windows(count / fps, window_seconds, stride, _limits)
-                spans = window_spans(count, fps, window_seconds, stride)
-                out['spans'] = [(first, stop) for first, stop, _, _ in spans]
-                out['times'] = [(round(start, 3), round(end, 3)) for _, _, start, end in spans]
+                out['spans'], out['times'] = video_windows(count, fps, window_seconds, stride)
         except BaseException:
             video.close()
             raise

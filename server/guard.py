@@ -21,7 +21,7 @@ from urllib.parse import urlsplit
 from python_multipart.multipart import parse_options_header
 from starlette.responses import JSONResponse
 
-from .metrics import method_label
+from .prometheus import method_label
 
 SAFE_METHODS = frozenset({'GET', 'HEAD', 'OPTIONS'})
 MAX_BOUNDARY = 70  # RFC 2046: 1 to 70 characters

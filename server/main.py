@@ -58,15 +58,6 @@ def decode_workers(args, cfg):
     return max(1, min(wanted, available_cpus()))
 
 
-def decode_limits(args):
-    """serve.py's --max_fps ... --decode_memory_mb -> DecodeLimits."""
-    from .limits import DecodeLimits
-    return DecodeLimits(max_fps=args.max_fps, max_duration_s=args.max_duration,
-                        max_frames=args.max_frames, max_pixels=args.max_pixels,
-                        max_aspect=args.max_aspect, max_windows=args.max_windows,
-                        memory_mb=args.decode_memory_mb)
-
-
 def settings_of(args):
     """serve.py's flags -> (app.Settings, transport.Limits)."""
     from .app import Settings
@@ -90,6 +81,7 @@ def serve_job(args, cfg):
     import uvicorn
     from .app import create_app
     from .decode import DecodePool
+    from .limits import decode_limits
     from .service import Service
     from .transport import uvicorn_config
     if not args.token and not is_loopback(args.host):

@@ -20,7 +20,7 @@ import numpy as np
 from PIL import Image
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
-from reader.transforms import eval_views, normalize
+from reader.transforms import frame_input
 
 MAX_FRAME_BYTES = 2 << 20
 MAX_FRAME_ASPECT = 4     # long side / short side: cameras give 4:3 and 16:9, either way up
@@ -49,20 +49,17 @@ def check_frame(data, max_pixels):
         raise FrameError(f"frame {w}x{h} is more than {MAX_FRAME_ASPECT} times as long as wide")
 
 
-def frame_input(data, cfg, max_pixels):
-    """JPEG/PNG bytes -> the model's input [1, 3, S, S], as predict.py --online makes it."""
+def bytes_input(data, cfg, max_pixels):
+    """JPEG/PNG bytes -> the model's input [1, 3, S, S], as predict.py --online makes it
+    (reader.transforms.frame_input)."""
     check_frame(data, max_pixels)
     bgr = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
     if bgr is None:
         raise FrameError("the frame is not a JPEG or PNG image")
-    sec, m = cfg.INFER, cfg.MODEL
-    frame = cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
     try:
-        view = eval_views(frame[None], sec.short_size, sec.target_size, 1,
-                          sec.get('keep_ratio', False))[0]
+        return frame_input(cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB), cfg.INFER, cfg.MODEL)
     except ValueError as e:  # smaller than the crop
         raise FrameError(str(e)) from None
-    return normalize(view, m.image_mean, m.image_std, 1, 1)  # [1, 3, S, S]
 
 
 class OnlineSession:
@@ -74,7 +71,7 @@ class OnlineSession:
         self.frames = 0
 
     def step(self, x, topk=5, t0=None):
-        """A frame_input (prepared since t0, perf_counter) -> {'frame', 'class_index',
+        """A bytes_input (prepared since t0, perf_counter) -> {'frame', 'class_index',
         'class_name', 'probability', 'top', 'model_ms' (the per-frame model), 'frame_ms'
         (decoding and preparing too)}."""
         t_model = time.perf_counter()
@@ -171,7 +168,7 @@ class OnlineEndpoint:
     async def answer(self, session, data):
         loop, t0 = asyncio.get_running_loop(), time.perf_counter()
         try:
-            x = await loop.run_in_executor(self.frame_threads, frame_input, data,
+            x = await loop.run_in_executor(self.frame_threads, bytes_input, data,
                                            self.service.cfg, self.settings.max_frame_pixels)
         except FrameError as e:
             return {'error': str(e)}

@@ -1,5 +1,5 @@
 """The camera mode's per-frame model: the online model (models/online.py) exported for the
-server's engine and precision as predict.py --online gets it (utils.jobs.
+server's engine and precision as predict.py --online gets it (inference.loading.
 online_for_inference: cached export, checked against the eager online model), loaded
 once.  Each WebSocket session gets a stream of its own (OnlineStream): its states and
 window are never shared; the engine's calls are serialised on the model thread."""
@@ -7,7 +7,7 @@ import logging
 
 import numpy as np
 
-from utils.jobs import online_for_inference
+from inference.loading import online_for_inference
 
 logger = logging.getLogger(__name__)
 

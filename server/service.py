@@ -1,39 +1,26 @@
-"""The model a server serves, loaded as predict.py loads it (utils.jobs: runtime set-up,
-weights resolution, load_weights with the explicit MODEL keys kept, the label list,
-for_inference's engine), and what /v1/model says about it."""
+"""The model a server serves, loaded as predict.py loads it (inference.loading:
+load_for_inference, then for_inference's engine; the label list), and what /v1/model
+says about it."""
 import logging
 import os
 
 import numpy as np
 import paddle
 
-from models import get_model, load_weights
-from utils import predict_modes
-from utils.config_utils import explicit_keys
+from inference.loading import for_inference, load_for_inference
+from reader.inputs import PROTOCOL_KEYS, protocol_text, read_labels
+from training.evaluate import video_log_probs
 from utils.download import sha256sum
-from utils.engine import video_log_probs
-from utils.jobs import for_inference, read_labels, resolve_weights, setup_runtime
 
 from . import online_engine
 
 logger = logging.getLogger(__name__)
 
-PROTOCOL_KEYS = ('num_clips', 'dense_sample', 'num_crops', 'keep_ratio', 'average',
-                 'short_size', 'target_size')
-
-
 def engine_info(net):
-    """{'engine', 'precision'[, 'artifact']} of what for_inference returned: the engine's
-    own describe() where it has one, else read off the Paddle Inference wrapper or the
-    eager model (an adapter until every engine describes itself)."""
+    """{'engine', 'precision', ...} of what for_inference returned: an engine's runner
+    describes itself; the eager model runs float32."""
     describe = getattr(net, 'describe', None)
-    if callable(describe):
-        return dict(describe())
-    prefix = getattr(net, 'prefix', None)
-    if prefix is not None:  # utils.inference.InferenceModel
-        return {'engine': 'paddle', 'precision': getattr(net, 'precision', 'fp32'),
-                'artifact': os.path.basename(os.path.dirname(prefix))}
-    return {'engine': 'eager', 'precision': 'fp32'}
+    return dict(describe()) if callable(describe) else {'engine': 'eager', 'precision': 'fp32'}
 
 
 class Service:
@@ -41,10 +28,7 @@ class Service:
     server/online_engine.py; None when the weights cannot run online)."""
 
     def __init__(self, args, cfg):
-        setup_runtime(cfg, args)
-        model = get_model(args.model_name, cfg, 'infer')
-        weights = resolve_weights(args.weights)
-        load_weights(model, weights, keep=explicit_keys(cfg, 'MODEL'))
+        model, weights = load_for_inference(args, cfg, 'infer')[:2]
         self.names = read_labels(cfg.INFER.kinetics_labels, cfg.MODEL.num_classes)
         self.cfg, self.model_name = cfg, args.model_name.upper()
         self.net = for_inference(model, args, cfg, 'INFER', weights)
@@ -60,16 +44,14 @@ class Service:
     @property
     def clip_shape(self):
         """One item of the reader: [T, 3L, S, S], or [V, T, 3L, S, S] with V views."""
-        m, sec = self.cfg.MODEL, self.cfg.INFER
-        shape = [m.seg_num, 3 * m.seglen, sec.target_size, sec.target_size]
-        views = sec.get('num_clips', 1) * sec.get('num_crops', 1)
-        return ([views] if views > 1 else []) + shape
+        from reader import clip_shape
+        return clip_shape(self.cfg, 'INFER', views=True)
 
     @paddle.no_grad()
     def probabilities(self, clips):
         """list of clips (reader items) -> list of float64 class probabilities [K]."""
         x = paddle.to_tensor(np.stack(clips))  # -> [B, (V,) T, 3L, S, S]
-        return list(np.exp(video_log_probs(self.net, x, self.cfg.INFER.get('average', 'prob'))))
+        return list(np.exp(video_log_probs(self.net, x, self.cfg.INFER.average)))
 
     def warm(self):
         """One model call before the first request (allocations, oneDNN kernels)."""
@@ -93,7 +75,7 @@ class Service:
             'options': self.options,
             'weights': self.weights,
             **self.engine,
-            'protocol': {'text': predict_modes.protocol_text(sec, cfg.MODEL.seg_num),
+            'protocol': {'text': protocol_text(sec, cfg.MODEL.seg_num),
                          **{k: sec.get(k) for k in PROTOCOL_KEYS}},
             'num_classes': cfg.MODEL.num_classes,
             'batch_size': sec.batch_size,

@@ -1,7 +1,8 @@
 """An upload, read safely: the multipart/form-data body is streamed to a file of a private
 temporary folder under a generated name (never the client's), its bytes counted as they
 come, so an upload over the limit is refused (413) having read no more than the limit.
-The caller removes the file (Upload.remove) whatever happens next.  The folder's name
+receive() removes the file when it fails; once it returns, the caller owns the Upload
+(`with upload:` removes the file whatever happens next).  The folder's name
 holds the server's pid and start time, so the next server removes the folder of one that
 was killed (SIGKILL, OOM) before it could."""
 import glob
@@ -16,7 +17,7 @@ from python_multipart.exceptions import MultipartParseError
 from python_multipart.multipart import parse_options_header
 from starlette.requests import ClientDisconnect
 
-from utils.predict_modes import VIDEO_EXTENSIONS
+from reader.inputs import VIDEO_EXTENSIONS
 
 FIELD_BYTES = 256        # a form field (topk, window_seconds, ...) is a short number
 MAX_PARTS = 16
@@ -67,6 +68,12 @@ class Upload:
 
     def __init__(self):
         self.path, self.filename, self.size, self.fields = None, None, 0, {}
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.remove()
 
     def remove(self):
         if self.path:

@@ -124,7 +124,7 @@ def environ_of(pid):
 
 def alive(pid):
     """True while `pid` runs (a zombie has ended)."""
-    from utils.orphans import ended
+    from utils.parent_watch import ended
     return not ended(pid)
 
 
@@ -222,9 +222,9 @@ def shared_model(tmp_path_factory, _inference_cache):
     import argparse
     import paddle
     from models import get_model, load_weights
-    from utils import checkpoint
+    from training import checkpoint
     from utils.config_utils import parse_config
-    from utils.jobs import for_inference, online_for_inference
+    from inference.loading import for_inference, online_for_inference
     d = tmp_path_factory.mktemp('shared_model')
     (d / 'labels.txt').write_text('0 red\n1 green\n2 blue\n')
     sections = {k: dict(v) for k, v in TINY.items()}

@@ -42,8 +42,8 @@ def nan_at(rank, epoch, nth):
 def on_nth_loss(epoch, nth, act):
     """act(loss) -> loss for the nth loss (0-based) of `epoch` in this process."""
     import paddle.nn.functional as F
-    from utils import jobs
-    real_ce, real_train = F.cross_entropy, jobs.train_one_epoch
+    from jobs import train_job
+    real_ce, real_train = F.cross_entropy, train_job.train_one_epoch
     state = {'epoch': None, 'calls': 0}
 
     def train_one_epoch(model, loader, optimizer, lr_sched, ep, *args, **kwargs):
@@ -56,7 +56,7 @@ def on_nth_loss(epoch, nth, act):
         state['calls'] += 1
         return act(loss) if hit else loss
     F.cross_entropy = cross_entropy
-    jobs.train_one_epoch = train_one_epoch
+    train_job.train_one_epoch = train_one_epoch
 
 
 def pause_at(epoch, nth, signals=1):
@@ -89,7 +89,7 @@ def pause_at(epoch, nth, signals=1):
 def no_space_at(epoch):
     if RANK != 0:
         return
-    from utils import checkpoint
+    from training import checkpoint
     real = checkpoint.save_checkpoint
 
     def save_checkpoint(prefix, *args, **kwargs):

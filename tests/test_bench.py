@@ -228,7 +228,7 @@ def test_split_export_without_moves_leaves_out_only_the_moves(tmp_path, monkeypa
     monkeypatch.syspath_prepend(os.path.join(os.path.dirname(os.path.dirname(__file__)),
                                              'bench'))
     import common
-    from utils.inference import InferenceModel, export
+    from engines.paddle_engine import export, PaddleRunner as InferenceModel
     shape = [4, 3, 32, 32]
     model = common.build_tsm(18, 10, 4, 32, 0.125)
     x = np.random.default_rng(1).standard_normal([1, *shape]).astype('float32')
@@ -260,7 +260,7 @@ def check_e2e(d):
     assert all(positive(v) for v in d['decode_backends_s'].values())
     assert positive(d['e2e_latency_cpu_s'])
     assert set(d['e2e_latency_by_engine_threads_s']) == {'1', str(d['cpus'])}
-    # the plans: one video in this process, a folder in workers (utils/pipeline.py)
+    # the plans: one video in this process, a folder in workers (inference/core_plan.py)
     one, folder = d['plans']['one_video'], d['plans']['folder']
     assert one['workers'] == 0 and one['engine_threads'] == one['decode_threads'] == d['cpus']
     assert folder['workers'] == min(3, d['cpus']) and folder['decode_threads'] == 1

@@ -8,7 +8,7 @@ import paddle
 import pytest
 
 from tests.conftest import TINY, run_cli, write_config
-from utils import checkpoint
+from training import checkpoint
 from utils.config_utils import parse_config
 
 TRAIN = ['--pretrain', 'none', '--fix_random_seed', 'True', '--log_interval', '1',

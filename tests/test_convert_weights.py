@@ -21,8 +21,9 @@ import paddle.nn.functional as F
 import pytest
 
 from models import get_model, load_pretrain, load_weights
-from models.convert import ConvertError, to_fluid
-from models.weights import OPTIONS_KEY, WeightsError
+from models.convert import to_fluid
+from models.weight_files import ConvertError
+from models.weight_files import OPTIONS_KEY, WeightsError
 from tools.convert_weights import convert_file
 from tools.convert_weights import main as convert_main
 from utils.config_utils import parse_config

@@ -19,7 +19,7 @@ from reader import kinetics_reader
 from tests.conftest import (ROOT, TINY, alive, gone_within, make_clip, run_cli, tagged,
                             write_config, write_video)
 from utils.config_utils import parse_config
-from utils.engine import build_loader, resilient_batches
+from training.loader import build_loader, resilient_batches
 from utils.safe_pickle import safe_load
 
 TRAIN = ['train.py', '--pretrain', 'none', '--fix_random_seed', 'True', '--log_interval', '1',
@@ -139,7 +139,7 @@ def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(tiny_dataset, 
     assert re.match(r'error: (loss is (nan|inf)|weights became non-finite) at epoch \d+ '
                     r'iteration \d+', res.stderr), res.stderr
     assert 'Traceback' not in res.stderr
-    from utils.checkpoint import find_latest
+    from training.checkpoint import find_latest
     latest = find_latest(str(tmp_path), 'TSM')
     assert latest is not None
     assert all(np.isfinite(v).all() for v in weights(latest + '.pdparams').values())

@@ -62,7 +62,7 @@ def eager_log_probs(config, weights, inputs):
 
 def test_demo_quick(tmp_path):
     out = tmp_path / 'demo'
-    proc = subprocess.run([sys.executable, 'tools/demo.py', '--out_dir', str(out), '--quick'],
+    proc = subprocess.run([sys.executable, '-m', 'tools.demo', '--out_dir', str(out), '--quick'],
                           cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     with open(out / 'summary.json', encoding='utf-8') as f:
@@ -138,7 +138,7 @@ def test_demo_failure_is_one_line(tmp_path):
     """A step that fails ends the demo with one line naming the step."""
     out = tmp_path / 'demo'
     bad = tmp_path / 'missing.list'
-    proc = subprocess.run([sys.executable, 'tools/demo.py', '--out_dir', str(out), '--quick',
+    proc = subprocess.run([sys.executable, '-m', 'tools.demo', '--out_dir', str(out), '--quick',
                            '-o', f'TRAIN.filelist={bad}'],
                           cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert proc.returncode != 0

@@ -16,7 +16,7 @@ import pytest
 
 from utils import download as dl
 from utils.download import DownloadError, download, fetch_url, released_weights, safe_extract
-from utils.lod_tensor import write_lod_tensor
+from models.lod_tensor import write_lod_tensor
 
 
 class Files:
@@ -153,8 +153,8 @@ def test_released_tsm_pdparams_downloads_once(home, server):
     server.data['/TSM.pdparams'] = pickle.dumps(FLUID, protocol=2)  # the model zoo's format
     path = released_weights('TSM')
     assert path == str(home / 'TSM.pdparams')
-    from models.weights import read_state
-    state, kind = read_state(path)
+    from models.weight_files import read_checkpoint
+    state, kind, _ = read_checkpoint(path)
     assert kind == 'pickle' and set(state) == set(FLUID)
     np.testing.assert_array_equal(state['conv1_weights'], FLUID['conv1_weights'])
     assert released_weights('TSM') == path and len(server.requests) == 1  # no second fetch
@@ -168,8 +168,8 @@ def test_released_resnet50_tar_unpacks_to_its_folder(home, server, tmp_path):
     server.data['/ResNet50_pretrained.tar.gz'] = tar_gz(members)
     folder = released_weights('ResNet50_pretrained')
     assert folder == str(home / 'ResNet50_pretrained')
-    from models.weights import read_state
-    state, kind = read_state(folder)
+    from models.weight_files import read_checkpoint
+    state, kind, _ = read_checkpoint(folder)
     assert kind == 'dir' and set(state) == set(FLUID) - {'fc_0.w_0'}  # ImageNet FC dropped
     np.testing.assert_array_equal(state['bn_conv1_mean'], FLUID['bn_conv1_mean'])
     assert released_weights('ResNet50_pretrained') == folder and len(server.requests) == 1
@@ -277,7 +277,7 @@ def test_checksum_is_checked(home, server):
 
 
 def test_two_urls_ending_in_the_same_name_get_two_files(home, server):
-    from utils.jobs import fetch_if_url
+    from utils.download import fetch_if_url
     server.data['/a/x.pdparams'], server.data['/b/x.pdparams'] = BLOB, NEW_BLOB
     a, b = server.url + '/a/x.pdparams', server.url + '/b/x.pdparams'
     path_a, path_b = fetch_url(a), fetch_if_url(b)
@@ -354,7 +354,7 @@ def test_weights_url_is_fetched_once_and_loads(home, server):
 
     from models import get_model, load_weights
     from utils.config_utils import parse_config
-    from utils.jobs import fetch_if_url
+    from utils.download import fetch_if_url
     cfg = parse_config('configs/tsm.yaml')
     cfg.MODEL.update(num_layers=18, num_classes=3)
     model = get_model('TSM', cfg, 'infer')

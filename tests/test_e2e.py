@@ -17,7 +17,7 @@ from reader.video_backends import DecordVideo, PyAVVideo, open_video
 from tests.conftest import run_cli, write_config, write_video
 from utils.config_utils import AttrDict
 from utils.env import available_cpus
-from utils.pipeline import plan_predict
+from inference.core_plan import plan_predict
 
 
 def write_h264(path, frames=40, h=64, w=80, fps=25, container_args=()):

@@ -19,7 +19,7 @@ import engines
 from engines.base import EngineError, cpu_has_bf16
 from tests.conftest import ROOT, TINY, run_cli, run_main, run_scripts, write_config
 from tests.test_inference import softmax, tiny_tsm
-from utils import inference
+from inference import artifacts
 
 NAMES = ('paddle', 'onnxruntime', 'openvino')
 SHAPE = [4, 3, 32, 32]  # one clip: T, 3L, S, S
@@ -164,7 +164,7 @@ def test_bf16_keeps_the_top1_of_fp32(exported, models, name, caplog):
     x = clips(6, seed=7)
     fp32 = softmax(eng.load(artifact, 1, 'fp32', engines.BATCH[name]).run(x))
     with caplog.at_level(logging.WARNING):
-        runner = eng.load(artifact, 1, inference.effective_precision('bf16'),
+        runner = eng.load(artifact, 1, artifacts.effective_precision('bf16'),
                           engines.BATCH[name])
     bf16 = softmax(runner.run(x))
     if name == 'onnxruntime':
@@ -300,8 +300,8 @@ def test_int8_asks_for_a_quantized_model(tiny_files, tmp_path, monkeypatch):
     cfg = parse_config(tiny_files['config'])
     with pytest.raises(EngineError, match='tools/quantize.py --config C --weights W '
                                           '--filelist L'):
-        inference.inference_model(tiny_files['model'], tiny_files['weights'], cfg, 'INFER',
-                                  precision='int8', backend='paddle')
+        artifacts.cached_runner(tiny_files['model'], tiny_files['weights'], cfg, 'INFER',
+                                precision='int8', backend='paddle')
     assert os.listdir(tmp_path) == []  # nothing exported for it
     import inference_model  # the command line's one line, in this process (no work done)
     code, _, err = run_main(inference_model.main, '--config', tiny_files['config'],
@@ -376,7 +376,7 @@ def test_export_check_refuses_a_wrong_export(tiny_files, monkeypatch):
     monkeypatch.setattr(shift_conv, 'moved_folds', lambda x, folds, seg_num, batch: x)
     out = tiny_files['dir'] / 'wrong'
     with pytest.raises(EngineError, match='does not compute what the eager model computes'):
-        inference.export_artifact(tiny_files['model'], 'paddle', str(out / 'TSM'), SHAPE,
+        artifacts.export_artifact(tiny_files['model'], 'paddle', str(out / 'TSM'), SHAPE,
                                   formulation='split')  # the one moved_folds leaves intact
     assert os.listdir(out) == []
 
@@ -386,7 +386,7 @@ def test_cache_key_follows_engine_stored_precision_and_versions(tiny_files):
     cfg = {'seg_num': 4, 'num_layers': 18}
 
     def key(backend='paddle', precision='fp32', versions=None):
-        return inference.cache_key(w, model, cfg, SHAPE, backend, 'split', 1, precision,
+        return artifacts.cache_key(w, model, cfg, SHAPE, backend, 'split', 1, precision,
                                    versions or {'paddle': '3.3.1'})[0]
 
     base = key()
@@ -403,14 +403,14 @@ def test_publish_keeps_the_entry_of_the_first_exporter(tmp_path):
     (final / 'model.onnx').write_text('first')
     late.mkdir()
     (late / 'model.onnx').write_text('second')
-    inference.publish(str(late), str(final))  # a concurrent export of the same key
+    artifacts.publish(str(late), str(final))  # a concurrent export of the same key
     assert (final / 'model.onnx').read_text() == 'first'
 
 
 def test_eval_through_every_backend_and_predict_match_eager(tiny_dataset, tmp_path):
     """Same figures and predictions as --use_inference False (eval with two views per
     video: 6-D batches); one cache entry per engine, which predict reuses.  predict.py
-    through one engine: it gets its engine as eval.py does (utils.jobs.for_inference), and
+    through one engine: it gets its engine as eval.py does (inference.loading.for_inference), and
     every engine's runner answers as eager (test_export_equals_eager_for_batch_1_and_3)."""
     weights = tmp_path / 'w.pdparams'
     paddle.save(tiny_tsm(18, seg=4, size=32, classes=3, seed=1).state_dict(), str(weights))

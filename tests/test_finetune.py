@@ -11,7 +11,7 @@ import pytest
 from data import build_hmdb51_lists, build_ucf101_lists
 from tests.conftest import run_cli
 from utils.config_utils import parse_config
-from utils.jobs import read_labels
+from reader.inputs import read_labels
 from utils.safe_pickle import safe_load
 
 
@@ -112,7 +112,7 @@ def test_pretrain_from_kinetics_weights_through_train_py(tiny_dataset, tmp_path)
     configs/tsm_ucf101.yaml's 101 classes, shrunk to tiny size: every weight but the FC
     loads, the log says so, and with lr 0 the backbone ends as it was loaded."""
     from models import get_model
-    from models.weights import OPTIONS_KEY
+    from models.weight_files import OPTIONS_KEY
     cfg = parse_config('configs/tsm.yaml')
     cfg.MODEL.update(num_layers=18, seg_num=4)
     kinetics = get_model('TSM', cfg, 'infer')
@@ -151,7 +151,7 @@ def tiny_tsm_weights(path, shift_ratio=0.125):
     options beside the weights: shift_ratio 0.125).  -> the state dict (numpy)."""
     import paddle
     from models.tsm import TSM
-    from utils.checkpoint import save_weights
+    from training.checkpoint import save_weights
     paddle.seed(3)
     model = TSM(num_classes=3, seg_num=4, num_layers=18, shift_ratio=shift_ratio)
     save_weights(model, str(path))

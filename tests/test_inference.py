@@ -12,7 +12,9 @@ import pytest
 from bench.common import calibrate_bn
 from models.shift_conv import inference_copy
 from models.tsm import TSM
-from utils.inference import InferenceModel, cache_key, cpu_has_bf16, export, program_files
+from engines.paddle_engine import export, PaddleRunner as InferenceModel, program_files
+from inference.artifacts import cache_key
+from engines.base import cpu_has_bf16
 
 
 def softmax(z):
@@ -186,7 +188,7 @@ def test_bf16_runs_every_export_formulation(tmp_path, formulation):
     """--precision bf16 on an exported program: oneDNN's bf16 passes accept every op the
     formulation uses (paddle.split did not) and the answer stays that of fp32.  A CPU
     without bf16 runs fp32 instead (the test below), so there is nothing to run here."""
-    from utils.inference import effective_precision
+    from inference.artifacts import effective_precision
     assert effective_precision('bf16') == 'bf16'
     model = tiny_tsm(18, seg=4, size=32)
     x = np.random.default_rng(2).standard_normal((2, 4, 3, 32, 32)).astype('float32')
@@ -211,7 +213,7 @@ def test_bf16_falls_back_to_fp32_where_the_cpu_lacks_it(monkeypatch):
 FAULTS = r'''
 import resource, sys
 import numpy as np, paddle
-from utils.inference import create_predictor, program_files
+from engines.paddle_engine import create_predictor, program_files
 prefix, ours = sys.argv[1], sys.argv[2] == 'ours'
 if ours:
     predictor = create_predictor(prefix)

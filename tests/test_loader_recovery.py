@@ -11,8 +11,9 @@ from reader import get_reader
 from tests.conftest import TINY, make_clip, write_config, write_video
 from tests.test_crash_safety import _patch_decoder, generations, leaves_nothing  # noqa: F401
 from utils.config_utils import parse_config
-from utils.engine import build_loader, resilient_batches, set_loader_epoch
-from utils.loader import LoaderError, TrackedDataset
+from training.loader import build_loader, resilient_batches
+from training.loop import set_loader_epoch
+from training.loader import LoaderError, TrackedDataset
 
 
 def clips(tmp_path, bad, n=12, mode='valid'):

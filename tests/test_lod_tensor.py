@@ -1,4 +1,4 @@
-"""Tests for utils/lod_tensor.py, cross-checked against Paddle's own serializer.
+"""Tests for models/lod_tensor.py, cross-checked against Paddle's own serializer.
 
 Paddle APIs used for the cross-check (all CPU, no network):
   writer: paddle.static.save_vars (one file per var, filename=None)
@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from utils.lod_tensor import load_param_dir, read_lod_tensor, write_lod_tensor  # noqa: E402
+from models.lod_tensor import load_param_dir, read_lod_tensor, write_lod_tensor  # noqa: E402
 
 try:
     import paddle

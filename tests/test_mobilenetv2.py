@@ -17,11 +17,11 @@ import torch
 import torch.nn as tnn
 
 from models import get_model, load_weights
-from models.convert import ConvertError
+from models.weight_files import ConvertError
 from models.online import OnlineTSM, StepShift
 from models.shift_conv import inference_copy
 from models.temporal_shift import TemporalShift, find_shifts
-from models.weights import OPTIONS_KEY, WeightsError
+from models.weight_files import OPTIONS_KEY, WeightsError
 from tools.convert_weights import convert_file
 from tools.convert_weights import main as convert_main
 from utils.config_utils import ConfigError, apply_overrides, parse_config
@@ -417,7 +417,7 @@ def test_export_formulations_equal_eager(formulation, kinetics):
 
 
 def test_training_without_pretrain_warns(caplog):
-    from utils.jobs import _pretrain
+    from training.resume import _pretrain
     cfg = parse_config('configs/tsm_mobilenetv2.yaml')
     net = get_model('TSM', cfg, 'train')
     with caplog.at_level(logging.WARNING):

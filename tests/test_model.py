@@ -10,10 +10,10 @@ import pytest
 from models import get_model, known_models, load_pretrain, load_weights, register
 from models.registry import lookup
 from models.tsm import TSM
-from models.weights import WeightsError
+from models.weight_files import WeightsError
 from tests.test_temporal_shift import numpy_shift
 from utils.config_utils import parse_config
-from utils.lod_tensor import write_lod_tensor
+from models.lod_tensor import write_lod_tensor
 
 
 def cfg_with(**model):

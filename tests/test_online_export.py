@@ -68,10 +68,10 @@ def exported(model, tiny_files):
     """engine -> its online artifact, exported by the cache (batch 1) for tiny_files'
     weights and config: predict.py --online below finds it there instead of exporting
     the same model again."""
-    from utils import inference
+    from inference import artifacts
     from utils.config_utils import parse_config
     cfg = parse_config(tiny_files['config'])
-    return {name: inference.cached_artifact(engines.engine(name), model, tiny_files['weights'],
+    return {name: artifacts.cached_artifact(engines.engine(name), model, tiny_files['weights'],
                                             cfg, 'INFER', 'fp32', online=True)[0]
             for name in NAMES}
 
@@ -130,7 +130,7 @@ def test_online_export_is_the_causal_offline_model(exported, model, shapes, name
     on frames 0..t only: its frame t (window 1), and the numpy mean of its last 3 frames
     (window 3, what OnlineStream averages)."""
     from models.online import OnlineStream
-    from utils.inference import runner_step
+    from inference.artifacts import runner_step
     runner = engines.engine(name).load(exported[name], 1, 'fp32', 1)
     x = stream(8, seed=5)[:, 0]
     got = run_states(runner, x[:, None], shapes)[:, 0]
@@ -219,7 +219,7 @@ def test_inference_model_py_batch_is_static_by_default(tiny_files, model, tmp_pa
     dynamic."""
     import inference_model
     from engines.openvino_engine import CORE  # one Core per process
-    from utils.inference import export_artifact
+    from inference.artifacts import export_artifact
     assert inference_model.parse_args([]).batch is None and engines.BATCH['openvino'] == 1
     got = {}
     for batch in (1, None):
@@ -252,7 +252,7 @@ def eager_records(files):
     import cv2
     from models import get_model, load_weights
     from utils.config_utils import parse_config
-    from utils.predict_modes import run_online, stream_frames
+    from jobs.online_job import run_online, stream_frames
     cfg = parse_config(files['config'])
     model = get_model('TSM', cfg, 'infer')
     load_weights(model, files['weights'])
@@ -285,13 +285,13 @@ def test_predict_online_through_every_engine(tiny_files, tmp_path):
 
 
 def test_the_cache_keeps_online_and_clip_models_apart(tiny_files):
-    from utils import inference
+    from inference import artifacts
     from utils.config_utils import parse_config
     cfg = parse_config(tiny_files['config'])
     eng = engines.engine('openvino')
     m = tiny_tsm(18, seg=4, size=SIZE, classes=CLASSES, seed=3, shift_direction='backward')
-    clip = inference.cache_entry(eng, m, tiny_files['weights'], cfg, 'INFER', 'fp32')
-    online = inference.cache_entry(eng, m, tiny_files['weights'], cfg, 'INFER', 'fp32', True)
+    clip = artifacts.cache_entry(eng, m, tiny_files['weights'], cfg, 'INFER', 'fp32')
+    online = artifacts.cache_entry(eng, m, tiny_files['weights'], cfg, 'INFER', 'fp32', True)
     assert clip[0] != online[0]
     assert online[2]['formulation'] == 'online' and online[2]['input'] == FRAME
     assert online[2]['batch'] == 1

@@ -1,4 +1,4 @@
-"""utils/orphans.die_with_parent as a paddle.io.DataLoader's worker_init_fn: a process
+"""utils/parent_watch.die_with_parent as a paddle.io.DataLoader's worker_init_fn: a process
 SIGKILLed while its workers read ahead leaves neither a worker nor a worker's
 /dev/shm/paddle_* file behind, whichever of its threads started the workers, and workers
 started by a thread that has ended live on while the process does."""
@@ -14,14 +14,14 @@ import time
 import pytest
 
 from tests.conftest import ROOT
-from utils.orphans import ended
+from utils.parent_watch import ended
 
 PARENT = textwrap.dedent('''
     import os, signal, sys, threading, time
     sys.path.insert(0, {root!r})
     import numpy as np
     import paddle
-    from utils.orphans import die_with_parent
+    from utils.parent_watch import die_with_parent
 
     class Frames(paddle.io.Dataset):
         def __len__(self):

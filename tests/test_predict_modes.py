@@ -11,7 +11,8 @@ from models.online import OnlineTSM
 from models.tsm import TSM
 from reader import open_video
 from tests.conftest import make_clip, run_cli, write_mp4, write_video
-from utils.predict_modes import clock, find_videos
+from jobs.predict_output import clock
+from reader.inputs import find_videos
 
 
 @pytest.fixture

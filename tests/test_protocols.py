@@ -17,7 +17,7 @@ from reader.sampling import (dense_clip_indices, eval_clip_indices, segment_indi
 from reader.transforms import normalize, view_boxes
 from tests.conftest import TINY, make_clip, run_cli, write_config, write_video
 from utils.config_utils import ConfigError, parse_config
-from utils.engine import video_log_probs
+from training.evaluate import video_log_probs
 
 
 # ---- clips ----

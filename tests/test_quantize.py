@@ -16,7 +16,7 @@ import numpy as np
 import paddle
 import pytest
 
-from engines.quantize import compare
+from engines.int8 import compare
 from tests.conftest import TINY, run_cli, run_main, run_scripts, write_config, write_video
 from tests.test_inference import softmax, tiny_tsm
 
@@ -87,7 +87,7 @@ def quantized(tmp_path_factory):
     want = eager_probs(model, x)
     top2 = -np.sort(-want, 1)[:, :2]
     assert (want.argmax(1) == labels).all() and (top2[:, 0] - top2[:, 1] > CLEAR).all()
-    res = run_cli('tools/quantize.py', '--config', config, '--weights', str(d / 'w.pdparams'),
+    res = run_cli('-m', 'tools.quantize', '--config', config, '--weights', str(d / 'w.pdparams'),
                   '--filelist', str(d / 'calib.list'), '--save_dir', str(d / 'out'),
                   '--cpu_threads', '1')
     assert res.returncode == 0, res.stderr[-3000:]
@@ -176,7 +176,7 @@ def test_predict_and_eval_precision_int8_run_the_quantized_model(quantized, tmp_
 
 
 def test_int8_without_a_quantized_model_is_a_one_line_error(quantized, tmp_path, monkeypatch):
-    """The lookup is the same for every engine (utils.inference.cached_artifact; Paddle's
+    """The lookup is the same for every engine (inference.artifacts.cached_artifact; Paddle's
     in tests/test_engines.py::test_int8_asks_for_a_quantized_model).  It ends before any
     work: checked in this process."""
     import predict
@@ -211,7 +211,7 @@ def test_bad_calibration_inputs_are_one_line_errors(quantized, tmp_path):
         assert code == 2, err[-3000:]
         assert err.strip().splitlines()[-1].startswith(want), err[-3000:]
     broken = str(tmp_path / 'broken.list')
-    res = run_cli('tools/quantize.py', *common, '--filelist', broken)
+    res = run_cli('-m', 'tools.quantize', *common, '--filelist', broken)
     assert res.returncode == 2, res.stderr[-3000:]
     assert res.stderr.strip().splitlines()[-1].startswith(
         f"error: {broken}: none of its 2 videos could be decoded"), res.stderr[-3000:]
@@ -246,7 +246,7 @@ def test_calibration_clips_are_every_view_up_to_the_limit(tmp_path):
     list order, as the reader makes it; a video that does not decode is counted."""
     from reader import get_reader, parse_list
     from utils.config_utils import apply_overrides, parse_config
-    from utils.quantization import CalibrationClips
+    from jobs.quantize_job import CalibrationClips
     rng = np.random.default_rng(1)
     lines = [write_video(tmp_path / f'v{i}.avi', rng.integers(0, 256, (16, 40, 48, 3),
                                                              dtype=np.uint8))

@@ -8,7 +8,7 @@ import numpy as np
 import paddle
 import pytest
 
-from reader import collate, get_reader, parse_list
+from reader import clip_shape, collate, get_reader, parse_list
 from reader.kinetics_reader import ListFileError
 from reader.sampling import segment_indices, uniform_clip_indices
 from reader.transforms import (center_crop_box, fixed_offsets, multi_scale_crop_box,
@@ -76,6 +76,21 @@ def test_reader_offset_follows_the_format(tmp_path, fmt, expected):
     ds = get_reader('TSM', 'valid', cfg, filelist=str(tmp_path / 'v.list'))
     frames, _ = ds.load_frames(0, None)
     np.testing.assert_array_equal(frames, clip[expected])
+
+
+def test_clip_shape_of_a_section(tmp_path):
+    """seg_num 4, seglen 2, TEST at 32 px with 2 clips x 3 crops: the model takes [4, 6, 32,
+    32], a reader item holds the 6 views, the online model one frame; training one view."""
+    sections = {k: dict(v) for k, v in TINY.items()}
+    sections['MODEL']['seglen'] = 2
+    sections['TEST'].update(num_clips=2, num_crops=3)
+    cfg = parse_config(write_config(tmp_path / 'c.yaml', sections))
+    assert clip_shape(cfg, 'TEST') == [4, 6, 32, 32]
+    assert clip_shape(cfg, 'TEST', views=True) == [6, 4, 6, 32, 32]
+    assert clip_shape(cfg, 'VALID', views=True) == [4, 6, 32, 32]  # one view: no V axis
+    assert clip_shape(cfg, 'INFER', online=True) == [3, 32, 32]
+    train = get_reader('TSM', 'train', cfg, items=[])
+    assert train.clip_shape == [4, 6, 32, 32] and train.num_views == 1
 
 
 def test_train_indices_stay_in_their_segment_and_cover_it():
@@ -303,12 +318,12 @@ def test_failed_videos_are_counted_through_dataloader_workers(tmp_path, lossless
     (1024, 16, 12, 30, 2),  # 30 views per item: at least Paddle's default
     (0, 1, 2, 1, 2), (1024, 1, 0, 1, 2)])
 def test_prefetch_batches(buf, batch, workers, views, expected):
-    from utils.engine import prefetch_batches
+    from training.loader import prefetch_batches
     assert prefetch_batches(buf, batch, workers, views) == expected
 
 
 def test_loader_reads_ahead_from_buf_size_in_order(tmp_path, lossless):
-    from utils.engine import build_loader
+    from training.loader import build_loader
     _, good = lossless
     lines = [f"{good} {i % 3}" for i in range(7)]
     (tmp_path / 'v.list').write_text('\n'.join(lines))
@@ -345,7 +360,7 @@ class CountingReads(paddle.io.Dataset):
 def test_workers_read_ahead_as_far_as_buf_size_allows(tmp_path, lossless):
     """buf_size 4, 2 workers, batch 1: 2 batches each ahead.  While the consumer holds
     the first batch, the workers read exactly 4 more videos, then wait."""
-    from utils.engine import build_loader
+    from training.loader import build_loader
     from utils.env import available_cpus
     if available_cpus() < 2:
         pytest.skip('needs 2 cores for 2 workers')
@@ -371,5 +386,5 @@ def test_workers_read_ahead_as_far_as_buf_size_allows(tmp_path, lossless):
         assert [int(b['indices'][0]) for b in it] == list(range(1, 12))
         assert reads() == 12
     finally:
-        from utils.loader import close_iterator
+        from training.loader import close_iterator
         close_iterator(it)

@@ -308,13 +308,13 @@ def png(rgb):
 
 
 def test_online_websocket_answers_as_predict_online(files, open_url):
-    """Each frame's answer equals predict.py --online's loop (utils.predict_modes.
+    """Each frame's answer equals predict.py --online's loop (jobs.online_job.
     run_online) over the same frames, run here on the eager model."""
     from websockets.sync.client import connect
     from models import get_model, load_weights
     from models.online import OnlineTSM
     from utils.config_utils import parse_config
-    from utils.predict_modes import run_online
+    from jobs.online_job import run_online
     cfg = parse_config(files['config'])
     model = get_model('TSM', cfg, 'infer')
     load_weights(model, files['weights'])

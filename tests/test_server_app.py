@@ -112,7 +112,7 @@ class FaultyPool(DecodePool):
         super().__init__(cfg, workers)
 
     def _executor(self):
-        from utils.orphans import die_with_parent
+        from utils.parent_watch import die_with_parent
         return ProcessPoolExecutor(self.workers, mp_context=multiprocessing.get_context('spawn'),
                                    initializer=die_with_parent)
 

@@ -12,11 +12,13 @@ import pytest
 
 from models import get_model
 from tests.conftest import TINY, run_main, write_config
-from utils import checkpoint, jobs
-from utils.cli import run_job
+from training import resume
+from training import checkpoint
+from jobs.entry import run_job
 from utils.config_utils import parse_config
-from utils.engine import Amp, evaluate
-from utils.ranks import Ranks
+from training.loop import Amp
+from training.evaluate import evaluate
+from training.ranks import Ranks
 
 
 def test_amp_on_the_cpu_is_a_one_line_error(tiny_dataset):
@@ -79,7 +81,7 @@ def test_resume_restores_the_loss_scale(tmp_path):
     resumed = gpu_scaler(init_loss_scaling=2.0 ** 15)
     args = argparse.Namespace(resume=prefix, pretrain='none', save_dir=str(tmp_path),
                               model_name='TSM')
-    start = jobs.init_weights(_tiny_model(tmp_path), opt, resumed, args, 3, 0, Ranks())
+    start = resume.init_weights(_tiny_model(tmp_path), opt, resumed, args, 3, 0, Ranks())
     assert start == (0, 1, 5)
     got, want = resumed.state_dict(), trained.state_dict()
     assert got.keys() == want.keys()
@@ -94,7 +96,7 @@ def test_evaluation_runs_under_the_training_autocast(tiny_dataset, monkeypatch):
     O0, convolutions stay float32), so what is observed is the call, recorded on its way
     to the real auto_cast."""
     from reader import get_reader
-    from utils.loader import build_loader
+    from training.loader import build_loader
     cfg = parse_config(tiny_dataset['config'])
     real, calls, batches = paddle.amp.auto_cast, [], []
 
@@ -115,12 +117,12 @@ def test_evaluation_runs_under_the_training_autocast(tiny_dataset, monkeypatch):
 def test_deep_models_without_pretrain_warn(caplog):
     model = argparse.Namespace(backbone_depth=101, backbone_name='resnet')
     with caplog.at_level(logging.INFO):
-        jobs._pretrain(model, None)
+        resume._pretrain(model, None)
     warned = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
     assert len(warned) == 1 and 'ResNet-101' in warned[0] and 'from scratch' in warned[0]
     caplog.clear()
     with caplog.at_level(logging.INFO):
-        jobs._pretrain(model, 'none')  # said explicitly: no warning
+        resume._pretrain(model, 'none')  # said explicitly: no warning
     assert not [r for r in caplog.records if r.levelno == logging.WARNING]
 
 

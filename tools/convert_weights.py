@@ -1,14 +1,14 @@
 """Convert published TSM weights into a checkpoint this project loads.
 
-    python tools/convert_weights.py TSM.pdparams tsm_modelzoo.pdparams --from modelzoo
-    python tools/convert_weights.py TSM_k400.pdparams tsm_paddlevideo.pdparams --from paddlevideo
-    python tools/convert_weights.py TSM_kinetics_RGB_resnet50_shift8_blockres_avg_segment8_e50.pth \\
+    python -m tools.convert_weights TSM.pdparams tsm_modelzoo.pdparams --from modelzoo
+    python -m tools.convert_weights TSM_k400.pdparams tsm_paddlevideo.pdparams --from paddlevideo
+    python -m tools.convert_weights TSM_kinetics_RGB_resnet50_shift8_blockres_avg_segment8_e50.pth \\
         tsm_mit.pdparams --from mit                  # .pth: pip install -r requirements-convert.txt
-    python tools/convert_weights.py tsm_imagenet-pretrained-r50_8xb16-1x1x8-50e_kinetics400-rgb_*.pth \\
+    python -m tools.convert_weights tsm_imagenet-pretrained-r50_8xb16-1x1x8-50e_kinetics400-rgb_*.pth \\
         tsm_mmaction2.pdparams --from mmaction2
-    python tools/convert_weights.py TSM_kinetics_RGB_mobilenetv2_shift8_blockres_avg_segment8_e100_dense.pth \\
+    python -m tools.convert_weights TSM_kinetics_RGB_mobilenetv2_shift8_blockres_avg_segment8_e100_dense.pth \\
         tsm_mbv2_kinetics.pdparams --from mit         # MODEL.backbone: mobilenetv2
-    python tools/convert_weights.py mobilenetv2_jester_online.pth.tar tsm_mbv2_jester.pdparams \\
+    python -m tools.convert_weights mobilenetv2_jester_online.pth.tar tsm_mbv2_jester.pdparams \\
         --from mit_online                            # MIT online_demo's 27 Jester gestures
 
 The output is a pickle of this project's state_dict keys -> float32 arrays plus
@@ -24,9 +24,6 @@ import os
 import pickle
 import sys
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-if ROOT not in sys.path:
-    sys.path.insert(0, ROOT)
 
 logger = logging.getLogger('convert_weights')
 
@@ -53,8 +50,9 @@ def convert_file(src, dst, source, shift_div=None, seg_num=8):
     import paddle
 
     from models import convert
-    from models.tsm import OPTION_KEYS, TSM
-    from models.weights import OPTIONS_KEY, check_fit, read_checkpoint, to_model_keys
+    from models.tsm import TSM
+    from models.weight_files import OPTION_KEYS, OPTIONS_KEY, read_checkpoint
+    from models.weights import check_fit, to_model_keys
 
     state = convert.read_source(src)
     found = convert.detect_source(convert.strip_prefix(state))
@@ -93,7 +91,7 @@ def main(argv=None):
     from utils.logger import setup_logging
     setup_logging()
     args = parse_args(argv)
-    from models.weights import WeightsError
+    from models.weight_files import WeightsError
     try:
         convert_file(args.src, args.dst, args.source, args.shift_div, args.seg_num)
     except (WeightsError, OSError) as e:

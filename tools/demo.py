@@ -1,7 +1,7 @@
 """The end-to-end demo: TSM learns frame order, TSN cannot.
 
-    python tools/demo.py --out_dir output/demo [--quick] [--seed 0]
-    python tools/demo.py --backbone mobilenetv2 --online    # the online model, per frame
+    python -m tools.demo --out_dir output/demo [--quick] [--seed 0]
+    python -m tools.demo --backbone mobilenetv2 --online    # the online model, per frame
 
 1. generates the frame-order dataset (data/demo_dataset.py: 8 classes in 4
    time-reversed pairs) into <out_dir>/data, unless a matching one is there;
@@ -32,11 +32,9 @@ import sys
 import threading
 import time
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-if ROOT not in sys.path:
-    sys.path.insert(0, ROOT)
+from utils.config_utils import ConfigError, apply_overrides, parse_config
 
-from utils.config_utils import ConfigError, apply_overrides, parse_config  # noqa: E402
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))  # the scripts run from here
 
 MODELS = (('tsm', 'configs/tsm_demo.yaml'), ('tsn', 'configs/tsn_demo.yaml'))
 # videos per class; frames = seg_num x an odd number, so that the test-time sampling
@@ -339,22 +337,48 @@ def run(args):
         os.remove(summary_path)  # a summary on disk always belongs to a finished run
     cfg0 = parse_config(os.path.join(ROOT, MODELS[0][1]))
 
-    log(f"[1/4] data: {data_dir}")
-    t = time.time()
-    info, data_spec = generate_data(data_dir, cfg0, args.quick, args.seed)
-    log(f"    {'existing' if info['skipped'] else 'generated'}: "
-        f"{data_spec['train_per_class'] * 8} training and {data_spec['val_per_class'] * 8} "
-        f"held-out videos, {data_spec['size']}x{data_spec['size']} px, {data_spec['frames']} "
-        f"frames ({time.time() - t:.0f} s)")
+    info, data_spec = data_step(data_dir, cfg0, args)
     overrides = (model_overrides(data_dir, args.quick, data_spec['size'])
                  + variant_overrides(args) + args.override)
     with open(info['label_list'], encoding='utf-8') as f:
         class_names = [ln.strip() for ln in f if ln.strip()]
     cfgs = {key: apply_overrides(parse_config(os.path.join(ROOT, config)), overrides)
             for key, config in MODELS}
-
     cpus = available_cpus()
     parallel = not args.sequential and cpus >= 2
+    runner = Runner(logs)
+    summary = {'quick': bool(args.quick), 'data': dict(data_spec, dir=data_dir)}
+    summary.update(train_step(runner, cfgs, out, overrides, parallel, cpus, args))
+    video, label = pick_video(info['infer_list'], class_names)
+    summary['prediction'] = predict_step(runner, out, video, class_names[label], overrides,
+                                         args.online)
+    summary['pictures'] = pictures_step(out, class_names, video, cfgs['tsm'],
+                                        summary['prediction'], args.online)
+    summary['parallel'] = parallel
+    summary['seconds'] = round(time.time() - tic, 1)
+    summary['machine'] = machine()
+    with open(summary_path + '.tmp', 'w', encoding='utf-8') as f:
+        json.dump(summary, f, indent=2)
+    os.replace(summary_path + '.tmp', summary_path)
+    log_results(summary, video, cpus, summary_path, out)
+    return summary
+
+
+def data_step(data_dir, cfg, args):
+    """[1/4]: the dataset, generated unless a matching one is there -> (info, spec)."""
+    log(f"[1/4] data: {data_dir}")
+    t = time.time()
+    info, data_spec = generate_data(data_dir, cfg, args.quick, args.seed)
+    log(f"    {'existing' if info['skipped'] else 'generated'}: "
+        f"{data_spec['train_per_class'] * 8} training and {data_spec['val_per_class'] * 8} "
+        f"held-out videos, {data_spec['size']}x{data_spec['size']} px, {data_spec['frames']} "
+        f"frames ({time.time() - t:.0f} s)")
+    return info, data_spec
+
+
+def train_step(runner, cfgs, out, overrides, parallel, cpus, args):
+    """[2/4]: train and evaluate TSM and TSN, side by side on half the CPUs each when
+    `parallel` -> {key: summary entry}; the step that failed first raises."""
     threads = max(1, cpus // 2) if parallel else 0
     c = cfgs['tsm']
     log(f"[2/4] train and evaluate TSM and TSN {'side by side' if parallel else 'in turn'}: "
@@ -362,32 +386,38 @@ def run(args):
         f"{c.TRAIN.target_size} px, {c.TRAIN.epoch} epoch{'s' * (c.TRAIN.epoch != 1)} from "
         f"scratch; shift_ratio "
         f"{c.MODEL.shift_ratio} vs {cfgs['tsn'].MODEL.shift_ratio}")
-    runner = Runner(logs)
-    summary = {'quick': bool(args.quick), 'data': dict(data_spec, dir=data_dir)}
+    results = {}
     with concurrent.futures.ThreadPoolExecutor(2 if parallel else 1) as pool:
         futures = {key: pool.submit(train_and_eval, runner, key, config, cfgs[key], out,
                                     overrides, threads, args) for key, config in MODELS}
         errors = []
         for key, fut in futures.items():
             try:
-                summary[key] = fut.result()
+                results[key] = fut.result()
             except StepError as e:
                 runner.fail()
                 errors.append(e)
         if errors:  # the step that failed first, not the one stopped because of it
             raise next((e for e in errors if 'another step failed' not in str(e)), errors[0])
+    return results
 
-    video, label = pick_video(info['infer_list'], class_names)
-    log(f"[3/4] predict {os.path.relpath(video, out)} (true class: {class_names[label]}) "
-        f"with TSM{', online: one frame at a time' if args.online else ''}")
-    summary['prediction'] = predict(runner, out, video, overrides, args.online)
-    summary['prediction']['true'] = class_names[label]
-    top_name, top_prob = summary['prediction']['top_names'][0], \
-        summary['prediction']['top_probs'][0]
 
+def predict_step(runner, out, video, true_name, overrides, online):
+    """[3/4]: predict.py on one held-out video with the TSM weights -> its record."""
+    log(f"[3/4] predict {os.path.relpath(video, out)} (true class: {true_name}) "
+        f"with TSM{', online: one frame at a time' if online else ''}")
+    prediction = predict(runner, out, video, overrides, online)
+    prediction['true'] = true_name
+    return prediction
+
+
+def pictures_step(out, class_names, video, cfg, prediction, online):
+    """[4/4]: the curves, both confusion matrices and the predicted video's frames
+    -> {picture: file name}."""
     log("[4/4] pictures")
     import numpy as np
     from tools import plots
+    top_name, top_prob = prediction['top_names'][0], prediction['top_probs'][0]
     pictures = {'curves': plots.plot_curves(
         {key.upper(): plots.load_history(os.path.join(out, key, 'history.json'))
          for key, _ in MODELS}, os.path.join(out, 'curves.png'), chance=1 / len(class_names),
@@ -397,19 +427,17 @@ def run(args):
         pictures[f'confusion_{key}'] = plots.plot_confusion(
             cm, class_names, os.path.join(out, f'confusion_{key}.png'),
             title=f"{key.upper()}, held-out videos", group=2)
-    frames, indices = sampled_frames(video, cfgs['tsm'])
+    frames, indices = sampled_frames(video, cfg)
     pictures['predict_frames'] = plots.plot_contact_sheet(
         frames, indices, os.path.join(out, 'predict_frames.png'),
-        title=f"TSM{' online, last frame' if args.online else ''}: {top_name} "
-              f"(p={top_prob:.2f}); true class: {class_names[label]}")
-    summary['pictures'] = {k: os.path.basename(v) for k, v in pictures.items()}
-    summary['parallel'] = parallel
-    summary['seconds'] = round(time.time() - tic, 1)
-    summary['machine'] = machine()
-    with open(summary_path + '.tmp', 'w', encoding='utf-8') as f:
-        json.dump(summary, f, indent=2)
-    os.replace(summary_path + '.tmp', summary_path)
+        title=f"TSM{' online, last frame' if online else ''}: {top_name} "
+              f"(p={top_prob:.2f}); true class: {prediction['true']}")
+    return {k: os.path.basename(v) for k, v in pictures.items()}
 
+
+def log_results(summary, video, cpus, summary_path, out):
+    """The closing table: each model's shift and accuracy, the prediction, the time."""
+    prediction = summary['prediction']
     log()
     log(f"{'model':<6}{'shift':>7}{'top-1':>8}{'top-5':>8}{'train s':>9}   (held-out videos: "
         f"{summary['tsm']['num_videos']})")
@@ -417,10 +445,10 @@ def run(args):
         s = summary[key]
         log(f"{key.upper():<6}{s['shift_ratio']:>7.3f}{s['top1']:>8.3f}{s['top5']:>8.3f}"
             f"{s['train_seconds']:>9.0f}")
-    log(f"prediction: {os.path.basename(video)} -> {top_name} (p={top_prob:.2f})")
+    log(f"prediction: {os.path.basename(video)} -> {prediction['top_names'][0]} "
+        f"(p={prediction['top_probs'][0]:.2f})")
     log(f"total {summary['seconds']:.0f} s on {cpus} CPU(s); {summary_path} and the pictures "
         f"in {out}")
-    return summary
 
 
 def main(argv=None):

@@ -1,7 +1,7 @@
 """Small plotting helpers for the demo (matplotlib, Agg backend: no display needed).
 
     plot_curves({'TSM': history, 'TSN': history}, 'curves.png')
-    plot_confusion(confusion, class_names, 'confusion.png', title='TSM')
+    plot_confusion(confusion, class_names, 'confusion.png', title='TSM', group=2)
     plot_contact_sheet(frames, indices, 'frames.png', title='...')
 
 `history` is the list train.py writes to <save_dir>/history.json: one record per
@@ -14,6 +14,9 @@ import matplotlib
 matplotlib.use('Agg')
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
+
+# eval.py's confusion picture, drawn the same way for the demo
+from metrics.report import plot_confusion  # noqa: E402,F401
 
 COLORS = ('tab:blue', 'tab:orange', 'tab:green', 'tab:red')
 
@@ -55,37 +58,6 @@ def plot_curves(histories, path, chance=None, ceilings=(), dpi=80):
         ax.set_xlabel('epoch')
         ax.grid(alpha=0.3)
     axes[1].legend(fontsize=8, loc='upper left', bbox_to_anchor=(0, 0.93))
-    fig.tight_layout()
-    fig.savefig(path, dpi=dpi)
-    plt.close(fig)
-    return path
-
-
-def plot_confusion(confusion, class_names, path, title='', group=0, dpi=80):
-    """Counts with rows = true class, columns = predicted class (eval.py's confusion.npy);
-    group=k draws lines around blocks of k classes (the demo's time-reversed pairs)."""
-    cm = np.asarray(confusion)
-    n = cm.shape[0]
-    fig, ax = plt.subplots(figsize=(5.2, 4.6))
-    ax.imshow(cm, cmap='Blues', vmin=0, vmax=max(int(cm.max()), 1))
-    for b in range(group, n, group) if group else ():
-        ax.axhline(b - 0.5, color='gray', lw=0.6)
-        ax.axvline(b - 0.5, color='gray', lw=0.6)
-    ax.set_xticks(range(n))
-    ax.set_yticks(range(n))
-    ax.set_xticklabels(class_names, rotation=45, ha='right', fontsize=8)
-    ax.set_yticklabels(class_names, fontsize=8)
-    ax.set_xlabel('predicted')
-    ax.set_ylabel('true')
-    top = cm.max() if cm.size else 0
-    for i in range(n):
-        for j in range(n):
-            if cm[i, j]:
-                ax.text(j, i, str(int(cm[i, j])), ha='center', va='center', fontsize=7,
-                        color='white' if cm[i, j] > top / 2 else 'black')
-    total = cm.sum()
-    acc = np.trace(cm) / total if total else 0.0
-    ax.set_title(f"{title}  top-1 {acc:.3f} ({int(total)} videos)".strip(), fontsize=10)
     fig.tight_layout()
     fig.savefig(path, dpi=dpi)
     plt.close(fig)

@@ -1,7 +1,7 @@
 """Quantize TSM to int8 (post-training, NNCF on OpenVINO), calibrated on the videos of a
 list, for `--precision int8` and for deployment as plain OpenVINO IR.
 
-    python tools/quantize.py --config configs/tsm.yaml --weights TSM.pdparams \\
+    python -m tools.quantize --config configs/tsm.yaml --weights TSM.pdparams \\
         --filelist calib.list [--subset 300] [--save_dir inference_model_int8]
 
 The videos are read as predict.py reads them (the INFER section's sampling and
@@ -12,16 +12,11 @@ Writes the int8 model into the inference cache ($TSM_PADDLE_CACHE, default
 <save_dir>/<MODEL_NAME>.xml + .bin: OpenVINO IR, input 'image' float32
 [1, seg_num, 3*seglen, H, W] (one clip per call), output class probabilities.
 Logs int8's top-1 agreement with float32 on the first calibration clips.
-engines/quantize.py says how, and why Paddle's own quantization is not offered.
+engines/int8.py says how, and why Paddle's own quantization is not offered.
 """
-import os
-import sys
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-if ROOT not in sys.path:
-    sys.path.insert(0, ROOT)
-
-from utils.cli import base_parser, run_job  # noqa: E402
+from utils.cli import base_parser
+from jobs.entry import run_job
 
 
 def parse_args(argv=None):
@@ -36,7 +31,7 @@ def parse_args(argv=None):
                    help='calibration clips used at most (NNCF\'s default: 300)')
     p.add_argument('--backend', choices=('openvino', 'paddle'), default='openvino',
                    help='the engine that will run the int8 model: openvino (NNCF); paddle is '
-                        'not offered (engines/quantize.py says why)')
+                        'not offered (engines/int8.py says why)')
     args = p.parse_args(argv)
     if args.subset < 1:
         p.error('--subset must be at least 1')
@@ -47,7 +42,7 @@ def main(argv=None):
     args = parse_args(argv)
 
     def quantize(args, cfg):
-        from utils.quantization import quantize_job
+        from jobs.quantize_job import quantize_job
         result = quantize_job(args, cfg)
         print(f"saved int8 model: {', '.join(result['files'])}")
         print(f"cached for --precision int8: {result['cache']}")

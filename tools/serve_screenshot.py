@@ -2,7 +2,7 @@
 video made of held-out demo clips of several classes, one after another, predicted in
 windows of one clip each, as headless Chromium shows it.
 
-    python tools/serve_screenshot.py --weights output/demo/tsm/TSM.pdparams \
+    python -m tools.serve_screenshot --weights output/demo/tsm/TSM.pdparams \
         --data output/demo/data --out docs/serve_page.png
 """
 import argparse

@@ -52,7 +52,7 @@ _READER_DEFAULTS = {
 # (1 centre, 3 along the long side, 10 corners+centre and flips), keep the aspect ratio
 # when scaling the short side (else the original's forced 4:3), and what is averaged
 # over the views ('prob': softmax then mean; 'logit': mean of the logits).
-_EVAL_DEFAULTS = {
+EVAL_DEFAULTS = {
     'num_clips': 1,
     'dense_sample': False,
     'num_crops': 1,
@@ -95,10 +95,76 @@ DEFAULTS = {
         'amp_level': 'O1',
         'amp_dtype': 'float16',
     }),
-    'VALID': dict(_READER_DEFAULTS, batch_size=128, **_EVAL_DEFAULTS),
-    'TEST': dict(_READER_DEFAULTS, **_EVAL_DEFAULTS),
+    'VALID': dict(_READER_DEFAULTS, batch_size=128, **EVAL_DEFAULTS),
+    'TEST': dict(_READER_DEFAULTS, **EVAL_DEFAULTS),
     'INFER': dict(_READER_DEFAULTS, batch_size=1, video_path='',
-                  kinetics_labels='./data/kinetics400_label_list.txt', **_EVAL_DEFAULTS),
+                  kinetics_labels='./data/kinetics400_label_list.txt', **EVAL_DEFAULTS),
+}
+
+# One line per key of DEFAULTS, for docs/config.md (python -m tools.config_doc): under
+# 'SECTION.key' for a meaning of one section, else under 'key' for every section that has it.
+HELP = {
+    'MODEL.name': "registered model name (case-insensitive): `TSM`",
+    'MODEL.backbone': "`resnet` (`num_layers` deep) or `mobilenetv2` (MIT's MobileNetV2, "
+                      "width 1.0, the TSM paper's online model; `num_layers` unused): see "
+                      "[mobilenetv2.md](mobilenetv2.md)",
+    'MODEL.format': "source format of the list's videos: `mp4` (any container ffmpeg "
+                    "decodes), `pkl` (the original's pickles) or `frames` (JPEG folders)",
+    'MODEL.num_classes': "classes of the classifier (400: Kinetics-400)",
+    'MODEL.seg_num': "segments (frames) per clip",
+    'MODEL.seglen': "consecutive frames per segment (stacked as channels)",
+    'MODEL.image_mean': "per-channel RGB mean (ImageNet's): a frame becomes "
+                        "(x / 255 - mean) / std",
+    'MODEL.image_std': "per-channel RGB standard deviation (ImageNet's), as above",
+    'MODEL.num_layers': "ResNet depth: 18, 34 (basic blocks), 50, 101, 152",
+    'MODEL.topk': "classes per record the server answers when a request names no `topk` "
+                  "(predict.py prints `--infer_topk`)",
+    'MODEL.shift_ratio': "fraction of channels shifted each way; 0 = TSN",
+    'MODEL.shift_direction': "`paddle` (fold 0 from t-1, as Paddle's op), `mit` (fold 0 from "
+                             "t+1, MIT/mmaction2 weights) or `backward` (one fold from t-1 "
+                             "only: the online model); see [shift.md](shift.md)",
+    'MODEL.shift_place': "shift the residual branch (`blockres`) or the block input (`block`)",
+    'MODEL.head': "`feature_mean` (model zoo: dropout scaled at inference, mean over "
+                  "segments, FC) or `logit_mean` (FC per frame, mean of the logits)",
+    'MODEL.dropout': "dropout before the FC",
+    'short_size': "scale the short side of every frame to this many pixels",
+    'target_size': "then crop a square of this side (at most `short_size`)",
+    'num_reader_threads': "DataLoader worker processes (capped at the CPU count)",
+    'buf_size': "clips the loader may read ahead, as in the original: each worker "
+                "prefetches 2-8 batches ([training.md](training.md#the-loaders-read-ahead))",
+    'TRAIN.batch_size': "global batch, split across devices (`--batch_size`)",
+    'batch_size': "videos per batch, each with all its views (`--batch_size`)",
+    'filelist': "list file of videos, `path label` per line ([README](../README.md#data))",
+    'video_timeout': "seconds to decode one video before it is skipped; 0: none (INFER: "
+                     "the whole decode of a server request)",
+    'TRAIN.epoch': "epochs to train (`--epoch`)",
+    'TRAIN.use_gpu': "train on a GPU; on the CPU when there is none (`--use_gpu`)",
+    'TRAIN.num_gpus': "informational: the device count is detected",
+    'TRAIN.learning_rate': "learning rate for the global batch (`--learning_rate`)",
+    'TRAIN.learning_rate_decay': "factor of the piecewise learning rate at each of "
+                                 "`decay_epochs`",
+    'TRAIN.decay_epochs': "epochs at which the learning rate is multiplied by "
+                          "`learning_rate_decay`",
+    'TRAIN.l2_weight_decay': "L2 decay of every parameter but the FC bias",
+    'TRAIN.momentum': "momentum of the SGD optimizer",
+    'TRAIN.total_videos': "informational: steps per epoch come from the list",
+    'TRAIN.use_visualdl': "VisualDL logs in `<save_dir>/vdl` (`--use_visualdl`)",
+    'TRAIN.amp': "mixed precision, GPU only: an error on the CPU, where Paddle's auto_cast "
+                 "does nothing ([training.md](training.md#mixed-precision-trainamp))",
+    'TRAIN.amp_level': "`O1` or `O2`: Paddle's auto_cast level",
+    'TRAIN.amp_dtype': "`float16` (with loss scaling, saved in checkpoints) or `bfloat16` "
+                       "(without)",
+    'num_clips': "clips per video at test time ([protocols.md](protocols.md))",
+    'dense_sample': "each clip `seg_num` frames 64 / `seg_num` apart in a 64-frame span "
+                    "(MIT's dense sampling) instead of one frame per segment",
+    'num_crops': "crops per clip: 1 (centre), 3 (along the long side) or 10 (4 corners and "
+                 "centre, each flipped)",
+    'keep_ratio': "keep the aspect ratio when scaling the short side (false: the "
+                  "original's forced 4:3)",
+    'average': "what is averaged over the views: `prob` (mean of the softmax, mmaction2) or "
+               "`logit` (softmax of the mean logits, MIT)",
+    'INFER.video_path': "predict this one video and ignore the list (`--video_path`)",
+    'INFER.kinetics_labels': "class names: `idx name` or `name` per line, or JSON",
 }
 
 CHOICES = {

@@ -243,3 +243,8 @@ def released_weights(name='TSM'):
     if not os.path.isfile(dest):
         download(base_url() + filename, dest, sha)
     return dest
+
+
+def fetch_if_url(path):
+    """`--weights https://...` downloads once, cached by URL (fetch_url)."""
+    return fetch_url(path) if path and path.startswith(('http://', 'https://')) else path

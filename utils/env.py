@@ -1,10 +1,13 @@
 """Devices, threads, seeds, distributed ranks and the C allocator."""
 import ctypes
+import logging
 import os
 import random
 
 import numpy as np
 import paddle
+
+logger = logging.getLogger(__name__)
 
 
 class EnvError(RuntimeError):
@@ -50,8 +53,8 @@ def set_cpu_threads(threads=None, world_size=1):
 def keep_freed_memory(mmap_threshold=32 << 20, trim_threshold=1 << 30):
     """Have glibc keep the memory a run frees for the next run.  Paddle Inference frees
     its activations after every run; by default glibc hands the large ones back to the
-    kernel (mmap, heap trim) and faults them in again, zeroed, on the next run (measured:
-    ~31k page faults and 0.07 s of system time per ResNet-50 TSN clip).  Blocks up to
+    kernel (mmap, heap trim) and faults them in again, zeroed, on the next run (what that
+    cost: docs/engines.md#cores-and-memory-at-prediction-time).  Blocks up to
     `mmap_threshold` (glibc's maximum: 32 MB) come from the heap, which is trimmed only
     past `trim_threshold` free at its top.  Process-wide; -> False where there is no
     glibc (then nothing changes)."""
@@ -81,4 +84,21 @@ def init_distributed():
     rank, size = world()
     if size > 1:
         paddle.distributed.init_parallel_env()
+    return rank, size
+
+
+def setup_runtime(cfg, args):
+    """Threads, device and process group for this process; -> (rank, world size).
+    An explicit --use_gpu True without a GPU is an error; the config's default
+    (TRAIN.use_gpu: True, as the original) falls back to the CPU with a warning."""
+    rank, size = world()
+    local = int(os.environ.get('PADDLE_LOCAL_SIZE', size))
+    set_cpu_threads(args.cpu_threads, local)
+    use_gpu = args.use_gpu
+    if use_gpu is None:
+        use_gpu = cfg.TRAIN.use_gpu and gpu_available()
+        if cfg.TRAIN.use_gpu and not use_gpu:
+            logger.warning("no GPU here: running on the CPU (TRAIN.use_gpu is True in the config)")
+    set_device(use_gpu)
+    init_distributed()
     return rank, size

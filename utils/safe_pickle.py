@@ -4,7 +4,6 @@
 `pickle.load` runs whatever code the file names.  This unpickler refuses every
 global that is not on the allow-list below, with the file and the global named.
 """
-import io
 import pickle
 
 _ALLOWED = {
@@ -35,10 +34,6 @@ class _RestrictedUnpickler(pickle.Unpickler):
         raise UnsafePickleError(  # callers name the file
             f"refused to load '{module}.{name}' (only arrays and plain containers are "
             f"allowed in weight and data files)")
-
-
-def safe_loads(data, encoding='latin1'):
-    return _RestrictedUnpickler(io.BytesIO(data), encoding=encoding).load()
 
 
 def safe_load(path, encoding='latin1'):

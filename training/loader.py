@@ -1,6 +1,6 @@
 """Data loaders that survive their workers: paddle.io.DataLoader with sharding, read-ahead
 and recovery from a worker process that died (a decoder that segfaulted, or was ended by
-its hard deadline, reader/guard.py).
+its hard deadline, reader/deadline.py).
 
 How a dead worker is recovered: every worker writes which item it is reading into memory
 shared with the main process (TrackedDataset).  When a worker dies, Paddle reports it in
@@ -15,7 +15,7 @@ log) and the workers restart at the first batch not yet delivered: no other vide
 How iterators end (close_iterator): on the main thread, before any new worker starts,
 the old workers are ended and reaped, the reader thread joined, the queues closed, the
 shared-memory segments the workers left unlinked.  Workers also die with their parent
-however it dies, SIGKILL included (utils.orphans.die_with_parent, their worker_init_fn).
+however it dies, SIGKILL included (utils.parent_watch.die_with_parent, their worker_init_fn).
 """
 import contextlib
 import glob
@@ -34,8 +34,9 @@ from paddle.io.dataloader.worker import _ResumeIteration
 from paddle.io.multiprocess_utils import _set_SIGCHLD_handler
 
 from reader import collate
+from utils.config_utils import ConfigError
 from utils.env import available_cpus
-from utils.orphans import die_with_parent, ended
+from utils.parent_watch import die_with_parent, ended
 
 logger = logging.getLogger(__name__)
 
@@ -137,8 +138,8 @@ def prefetch_batches(buf_size, batch_size, workers, views=1, most=8):
     """Batches each worker may read ahead: the config's buf_size (clips buffered between
     reader and model, as in the original) shared out, between 2 (Paddle's default) and
     `most`.  The loader hands batches over in order, so one slow video (a long or large
-    file) stalls the others once they are this far ahead; bench/reader.py measured 2
-    workers at 1.60-1.81x one worker with 2, 1.88-2.01x with 8 (clips of 0.04-1.6 s)."""
+    file) stalls the others once they are this far ahead (bench/reader.py's figures:
+    docs/training.md#the-loaders-read-ahead)."""
     if not buf_size or workers <= 0:
         return 2
     return max(2, min(most, int(buf_size) // (batch_size * workers * max(1, views))))
@@ -342,7 +343,7 @@ def close_iterator(it, grace=5.0):
 def remove_segments(pid):
     """Unlink the shared-memory segments that ended DataLoader worker `pid` left: those
     of batches sent but never read (an early stop, a restart) and, when it was SIGKILLed
-    or ended by reader.guard's _exit, every one it made.  Names start with paddle_<pid>_;
+    or ended by reader.deadline's _exit, every one it made.  Names start with paddle_<pid>_;
     what the main process has mapped stays valid."""
     for path in glob.glob(f'/dev/shm/paddle_{pid}_*'):
         with contextlib.suppress(OSError):
@@ -369,3 +370,9 @@ def failed_batch(size):
     """A batch in which every one of `size` videos failed (as `collate` makes it)."""
     return {'paths': [], 'failed': np.array(size, dtype=np.int64), 'labels': None,
             'imgs': None, 'indices': None}
+
+
+def per_device_batch(global_batch, world):
+    if global_batch < world:
+        raise ConfigError(f"batch_size {global_batch} is smaller than the {world} devices")
+    return global_batch // world

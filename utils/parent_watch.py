@@ -14,8 +14,8 @@ with SIGTERM sent to itself.  Why not simply PR_SET_PDEATHSIG(SIGTERM), or SIGKI
   _exit(0)s.  A parent-death signal carries the dying parent's pid, and the kernel sends
   it when the parent's *thread* that forked the worker ends: with a multi-threaded parent
   that thread may end before the others, the worker then still has the same parent pid,
-  and Paddle takes the signal for a normal shutdown and leaves its files (3 times in 4
-  in a test).  A SIGTERM the worker sends itself is never taken for one.
+  and Paddle takes the signal for a normal shutdown and leaves its files (most times, in
+  a test: docs/failures.md).  A SIGTERM the worker sends itself is never taken for one.
 - The signal would also come when a parent's short-lived thread that forked the worker
   ends, under a living parent: it is asked for only when the parent's main thread forked
   (recorded at fork), or when that cannot be told (a spawned child).

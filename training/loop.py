@@ -1,15 +1,15 @@
-"""The one training loop and the one evaluation, shared by train.py, eval.py and predict.py."""
+"""The one training loop (train.py), its optimizer, mixed precision and per-step seeds."""
 import logging
 import math
 import time
 
-import numpy as np
 import paddle
 import paddle.nn.functional as F
 
-from metrics import AccuracyMeter, average_views, nll
-from utils.loader import build_loader, prefetch_batches, resilient_batches  # noqa: F401
-from utils.ranks import Ranks
+from metrics import AccuracyMeter
+from training.loader import resilient_batches
+from training.ranks import Ranks
+from utils.env import EnvError
 
 logger = logging.getLogger(__name__)
 
@@ -76,16 +76,20 @@ class Amp:
         return paddle.amp.GradScaler(enable=use, init_loss_scaling=2.0 ** 15)
 
 
+def check_amp(amp):
+    """Paddle's auto_cast only acts on a GPU: on the CPU it warns and computes in float32
+    (the losses equal float32's to the last digit), so AMP there would be a promise the
+    run does not keep."""
+    if amp.enabled and paddle.get_device().startswith('cpu'):
+        raise EnvError("TRAIN.amp needs a GPU: Paddle's auto_cast does nothing on the CPU "
+                           "(training would run in float32); set TRAIN.amp: false (bfloat16 "
+                           "inference on the CPU: eval.py/predict.py --precision bf16)")
+
+
 def step_seed(seed, epoch, it, rank=0):
     """Dropout's randomness of one step depends on (seed, epoch, step, rank) only, so a
     run resumed anywhere repeats the uninterrupted run exactly."""
     return (seed * 1000003 + epoch * 10007 + it + rank * 7919) % (2 ** 31)
-
-
-def clip_shape(dataset):
-    """[seg_num, 3*seglen, S, S]: one clip of the dataset (the placeholder's shape)."""
-    size = dataset.target_size
-    return [dataset.seg_num, 3 * dataset.seglen, size, size]
 
 
 def placeholder_loss(model, shape):
@@ -133,7 +137,7 @@ def train_one_epoch(model, loader, optimizer, lr_sched, epoch, log_interval=10, 
             loss_value = float(loss_sum) / videos
         elif ranks.distributed:
             with amp.autocast():
-                loss_sum = placeholder_loss(model, clip_shape(loader.dataset))
+                loss_sum = placeholder_loss(model, loader.dataset.clip_shape)
             loss_value = 0.0
         status = ranks.step_status(videos, math.isfinite(loss_value if videos else 0.0))
         if status.nonfinite_ranks:
@@ -176,69 +180,12 @@ def train_one_epoch(model, loader, optimizer, lr_sched, epoch, log_interval=10, 
     return meter, next_iter
 
 
-@paddle.no_grad()
-def evaluate(model, loader, log_interval=0, desc='eval', amp=None, meter=None):
-    """Top-1/top-5/loss over every video of the loader (over every rank's shard), under
-    training's autocast (`amp`) when given.
-    -> {'top1', 'top5', 'loss', 'num_videos', 'num_failed', 'mean_class_acc'}; pass
-    `meter` to keep the confusion matrix."""
-    model.eval()
-    amp = amp or Amp()
-    meter = meter if meter is not None else AccuracyMeter()
-    for it, batch in progress(resilient_batches(loader), desc, len(loader)):
-        if batch['paths']:
-            with amp.autocast():
-                logp = video_log_probs(model, batch['imgs'], views_average(loader))
-            labels = batch['labels'].numpy()
-            meter.update(logp, labels, nll(logp, labels), int(batch['failed']))
-        else:
-            meter.add_failed(int(batch['failed']))
-        if log_interval and it % log_interval == 0:
-            logger.info("[%s] iter %d/%d", desc.upper(), it, len(loader))
-    return meter.merge_ranks().result()
-
-
-def views_average(loader):
-    """How the dataset's views are merged: its section's `average` ('prob' or 'logit')."""
-    return getattr(loader.dataset, 'average', 'prob')
-
-
-def video_log_probs(model, imgs, average='prob'):
-    """imgs [B, T, 3L, H, W], or [B, V, T, 3L, H, W] with V views of each video
-    -> numpy float64 log-probabilities [B, K], the views averaged (metrics.average_views)."""
-    views = 1
-    if imgs.ndim == 6:
-        b, views = imgs.shape[:2]
-        imgs = imgs.reshape([b * views, *imgs.shape[2:]])  # -> [B*V, T, 3L, H, W]
-    logits = model(imgs).astype('float32').numpy()
-    return average_views(logits.reshape([-1, views, logits.shape[-1]]), average)
-
-
-@paddle.no_grad()
-def predict(model, loader, topk=5):
-    """-> (records, failed): per video {'path', 'index' (of the dataset item),
-    'top_indices', 'top_probs'}, and the count of videos that failed to decode."""
-    model.eval()
-    records, failed = [], 0
-    for _, batch in progress(resilient_batches(loader), 'predict', len(loader)):
-        failed += int(batch['failed'])
-        if not batch['paths']:
-            continue
-        probs = np.exp(video_log_probs(model, batch['imgs'], views_average(loader)))
-        order = np.argsort(-probs, axis=1)[:, :topk]
-        for path, item, idx, p in zip(batch['paths'], batch['indices'], order, probs):
-            records.append({'path': path, 'index': int(item), 'top_indices': [int(i) for i in idx],
-                            'top_probs': [float(p[i]) for i in idx]})
-    return records, failed
-
-
-def progress(iterable, desc, total=None):
-    """A tqdm bar on a terminal, the plain iterable otherwise."""
-    import sys
-    if not sys.stderr.isatty():
-        return iterable
-    try:
-        from tqdm import tqdm
-    except ImportError:
-        return iterable
-    return tqdm(iterable, desc=desc, total=total, leave=False)
+def report_failures(stats, what, filelist, epoch=None):
+    """Every video failed: stop.  Some failed: say how many (each was logged by name)."""
+    when = f" in epoch {epoch}" if epoch is not None else ''
+    if stats['num_videos'] == 0:
+        raise TrainingError(f"every video of {filelist} failed to decode{when} "
+                            f"({stats['num_failed']} tried); check the list and the files")
+    if stats['num_failed']:
+        logger.warning("%d of %d videos failed to decode during %s%s (skipped, named above)",
+                       stats['num_failed'], stats['num_failed'] + stats['num_videos'], what, when)

@@ -7,6 +7,7 @@ import re
 
 import paddle
 
+from training.loop import TrainingError
 from utils.safe_pickle import safe_load
 
 
@@ -20,7 +21,7 @@ def weights_bundle(model):
     """The model's state_dict plus the options its weights depend on (shift direction,
     head, ...: models.weights.OPTIONS_KEY), which load_weights applies when loading, and
     the backbone it checks."""
-    from models.weights import OPTIONS_KEY
+    from models.weight_files import OPTIONS_KEY
     state = dict(model.state_dict())
     if hasattr(model, 'options'):
         state[OPTIONS_KEY] = model.options()
@@ -101,3 +102,18 @@ def remove_partial(save_dir, name, keep):
             for ext in ('.pdparams', '.pdopt'):
                 with contextlib.suppress(FileNotFoundError):
                     os.remove(prefix + ext)
+
+
+def on_rank0(ranks, what, write):
+    """Run `write()` on rank 0 only (checkpoints, logs); when it cannot write, every rank
+    stops with the same one-line message instead of going on without it."""
+    error = None
+    if ranks.rank == 0:
+        try:
+            write()
+        except OSError as e:
+            error = (f"cannot write {what} ({e.strerror or e}); stopping (free some space or "
+                     f"change --save_dir, then --resume latest)")
+    error = ranks.from_rank0(error)
+    if error:
+        raise TrainingError(error)

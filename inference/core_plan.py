@@ -11,12 +11,10 @@ with every core; no worker process is started per call.
 Several videos (a folder, a list, windows): one worker per core decodes the next videos
 while the engine runs on the current one, each decoder on one thread, and the engine
 runs on every core too (the OS shares them out).  Why not fewer engine threads: whichever
-stage is slower sets the pace, and it depends on the CPU.  bench/e2e.py's `threads_grid`
-(folder clips/s for each (workers, engine threads) pair, the real clips, OpenVINO bf16):
-on the AMD EPYC host without AMX, where the engine is the slower stage (0.32 CPU-s per
-clip on one thread, decoding 0.18), 2 workers + 2 threads 3.43, + 1 thread 2.69 (rounds
-apart); on the AMX Xeon, where decoding is, 3.10 against 2.69 (rounds overlapping).
-Either way the folder takes at least (decode CPU-seconds + engine CPU-seconds) / cores.
+stage is slower sets the pace, and it depends on the CPU; where the engine is the slower
+stage, every core for it was faster, and where decoding is, no slower (bench/e2e.py's
+`threads_grid`; the figures: docs/engines.md#cores-and-memory-at-prediction-time).  Either way the
+folder takes at least (decode CPU-seconds + engine CPU-seconds) / cores.
 
 A value the user gives wins: `-o INFER.num_reader_threads=N` (or predict.py's
 --num_reader_threads) sets the workers (still at most the available cores),

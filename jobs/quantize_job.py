@@ -12,7 +12,7 @@ engine runs.  The
 int8 model is quantized from the cached float32 export of the same engine (exported,
 checked against the eager model and cached first if absent), so it has the float32
 artifact's formulation, batch and output (logits).  The cache entry is the one
-utils.inference.cache_entry names for precision int8; a second run replaces it.
+inference.artifacts.cache_entry names for precision int8; a second run replaces it.
 """
 import json
 import logging
@@ -22,13 +22,13 @@ import tempfile
 
 import numpy as np
 
+import engines
+from engines import int8
 from engines.base import EngineError
-from models import get_model, load_weights
-from reader import ListFileError, get_reader, parse_list
-from utils import inference
-from utils.config_utils import explicit_keys
-from utils.jobs import resolve_weights, setup_runtime
-from utils.loader import build_loader, resilient_batches
+from inference import artifacts
+from inference.loading import load_for_inference
+from reader import ListFileError, clip_shape, get_reader, parse_list
+from training.loader import build_loader, resilient_batches
 
 logger = logging.getLogger(__name__)
 
@@ -77,10 +77,9 @@ class CalibrationClips:
 
 
 def check(runner_fp32, runner_int8, clips):
-    """engines.quantize.compare of the two runners on `clips` [N, 1, T, 3L, S, S]."""
-    from engines.quantize import compare, softmax
+    """engines.int8.compare of the two runners on `clips` [N, 1, T, 3L, S, S]."""
     x = np.concatenate(clips)  # -> [N, T, 3L, S, S]
-    return compare(softmax(runner_fp32.run(x)), softmax(runner_int8.run(x)))
+    return int8.compare(int8.softmax(runner_fp32.run(x)), int8.softmax(runner_int8.run(x)))
 
 
 def replace_entry(tmp, final):
@@ -90,33 +89,28 @@ def replace_entry(tmp, final):
         old = tempfile.mkdtemp(prefix='.replaced-', dir=os.path.dirname(final))
         os.replace(final, os.path.join(old, 'entry'))
         shutil.rmtree(old, ignore_errors=True)
-    inference.publish(tmp, final)
+    artifacts.publish(tmp, final)
 
 
 def quantize_job(args, cfg):
     """--backend's engine (OpenVINO) quantizes the model of --config/--weights on
     --filelist; -> {'cache': the entry's folder, 'files': the IR written to --save_dir,
     'calibration': {...}, 'check': int8 vs float32 on the first calibration clips}."""
-    import engines
-    from engines import quantize
-    setup_runtime(cfg, args)
     backend = engines.choose(args.backend, 'int8')
-    if backend not in quantize.QUANTIZERS:
+    if backend not in int8.QUANTIZERS:
         raise EngineError(f"--backend {backend}: no int8 quantization for it "
-                          f"({quantize.PADDLE_REASON}); use --backend openvino")
+                          f"({int8.PADDLE_REASON}); use --backend openvino")
     eng = engines.engine(backend)
     items = parse_list(args.filelist, cfg.MODEL.format, cfg.MODEL.num_classes, need_label=False)
     if not items:
         raise ListFileError(f"{args.filelist}: no videos listed; nothing to calibrate on")
-    model = get_model(args.model_name, cfg, 'infer')
-    weights = resolve_weights(args.weights)
-    load_weights(model, weights, keep=explicit_keys(cfg, 'MODEL'))
-    if inference.input_shape_of(cfg, 'TEST') != inference.input_shape_of(cfg, SECTION):
+    model, weights = load_for_inference(args, cfg, 'infer')[:2]
+    if clip_shape(cfg, 'TEST') != clip_shape(cfg, SECTION):
         logger.warning("TEST.target_size differs from INFER's: eval.py --precision int8 will "
                        "not find this model (pass -o INFER.target_size=%s to quantize for it)",
                        cfg.TEST.target_size)
-    threads = inference.threads()
-    fp32_xml, batch, _ = inference.cached_artifact(eng, model, weights, cfg, SECTION, 'fp32',
+    threads = artifacts.threads()
+    fp32_xml, batch, _ = artifacts.cached_artifact(eng, model, weights, cfg, SECTION, 'fp32',
                                                    threads)
     # a random sample (fixed seed) when the list holds more than --subset clips: lists
     # are often sorted by class, and NNCF takes the first clips it is given
@@ -125,19 +119,19 @@ def quantize_job(args, cfg):
                              cfg.INFER.num_reader_threads, args.subset, args.filelist)
     logger.info("calibrating on up to %d clips of %s (%d videos)", len(clips), args.filelist,
                 len(items))
-    qmodel = quantize.quantize_openvino(fp32_xml, clips, len(clips))
+    qmodel = int8.quantize_openvino(fp32_xml, clips, len(clips))
     if clips.failed:
         logger.warning("%d of %d videos failed to decode (skipped, named above)", clips.failed,
                        clips.failed + clips.decoded)
-    final, prefix, desc = inference.cache_entry(eng, model, weights, cfg, SECTION, 'int8')
+    final, prefix, desc = artifacts.cache_entry(eng, model, weights, cfg, SECTION, 'int8')
     os.makedirs(os.path.dirname(final), exist_ok=True)
     tmp = tempfile.mkdtemp(prefix='.quantize-', dir=os.path.dirname(final))
     try:
-        staged = quantize.save_ir(qmodel, os.path.join(tmp, os.path.basename(prefix)))
+        staged = int8.save_ir(qmodel, os.path.join(tmp, os.path.basename(prefix)))
         result = {'calibration': {'filelist': os.path.abspath(args.filelist),
                                   'quantized_from': fp32_xml,
                                   'clips': clips.decoded, 'failed_videos': clips.failed,
-                                  'fake_quantize_ops': len(quantize.quantized_ops(qmodel)),
+                                  'fake_quantize_ops': len(int8.quantized_ops(qmodel)),
                                   'versions': quantization_versions()},
                   'check': check(eng.load(fp32_xml, threads, 'fp32', batch),
                                  eng.load(staged, threads, 'int8', batch), clips.kept)}
@@ -147,7 +141,7 @@ def quantize_job(args, cfg):
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     os.makedirs(args.save_dir, exist_ok=True)
-    saved = quantize.save_ir(qmodel, os.path.join(args.save_dir, args.model_name.upper()),
+    saved = int8.save_ir(qmodel, os.path.join(args.save_dir, args.model_name.upper()),
                              probabilities=True)
     c = result['check']
     logger.info("int8 against float32 on the first %d calibration clips: top-1 agreement "

@@ -10,7 +10,7 @@ clips, records the range of the input of every convolution and of the classifier
 puts FakeQuantize ops there and on their weights (8 bits, NNCF's default `performance`
 preset: symmetric), then corrects the biases for the weights' rounding (fast bias
 correction); quantize_moved_folds then lets the convolutions that read moved folds run in
-int8 too (1.5x faster R50 TSM).  OpenVINO's CPU plugin runs every convolution with int8
+int8 too (faster: docs/int8.md).  OpenVINO's CPU plugin runs every convolution with int8
 (u8 x i8) kernels and the rest (the frame moves, residual sums, the head) in float32.
 
 Paddle's own post-training quantization is not offered (QUANTIZERS): under Paddle 3.3.1,
@@ -28,7 +28,7 @@ logger = logging.getLogger(__name__)
 
 QUANTIZERS = ('openvino',)
 PADDLE_REASON = ("Paddle 3.3's own post-training quantization writes programs its CPU "
-                 "predictor cannot load (engines/quantize.py)")
+                 "predictor cannot load (engines/int8.py)")
 # fp32's top-2 probability gap above which int8 "should" keep the top-1 (compare)
 CLEAR_MARGIN = 0.1
 

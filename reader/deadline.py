@@ -4,7 +4,7 @@ Soft limit: SIGALRM raises `VideoTimeout` in Python code (and interrupts blockin
 the caller turns it into a counted skip.  Hard limit, in DataLoader worker processes
 only: if the decoder is stuck inside C code where Python cannot interrupt it,
 faulthandler's watchdog thread ends the worker at twice the deadline; the training loop
-then restarts the workers after that batch (see utils.loader.resilient_batches).
+then restarts the workers after that batch (see training.loader.resilient_batches).
 """
 import contextlib
 import faulthandler

@@ -1,8 +1,8 @@
 """Exported models for CPU inference, on any engine of engines/: export once, check against
 the eager model, cache, load.
 
-    net = inference_model(model, weights_path, cfg, 'TEST', threads=2, precision='bf16',
-                          backend='openvino')   # exports or reuses; -> an engines Runner
+    net = cached_runner(model, weights_path, cfg, 'TEST', threads=2, precision='bf16',
+                        backend='openvino')   # exports or reuses; -> an engines Runner
     logits = net(imgs)       # like model(imgs): [B, T, 3L, S, S] tensor -> logits tensor
 
 The cached export is the model in its engine's formulation and batch (engines.FORMULATION,
@@ -14,7 +14,7 @@ of every package the artifact passes through; a stale or foreign entry is never 
 An export is written to a temporary folder, checked against the eager model, then renamed
 into place, so concurrent exports of the same key are safe.  fp32 and bf16 share one
 float32 artifact (bf16 is a load-time setting of every engine); an int8 entry has a key of
-its own, written by tools/quantize.py (utils/quantization.py, through cache_entry and
+its own, written by tools/quantize.py (jobs/quantize_job.py, through cache_entry and
 publish) and only read here.
 """
 import copy
@@ -29,12 +29,10 @@ import numpy as np
 import paddle
 
 import engines
-from engines.base import EngineError, cpu_has_bf16, effective_precision  # noqa: F401
-# the Paddle engine's names, where bench/ imports them
-from engines.paddle_engine import PaddleRunner as InferenceModel  # noqa: F401
+from engines.base import EngineError, effective_precision
 from engines.paddle_engine import ONLINE
-from engines.paddle_engine import create_predictor, export, program_files  # noqa: F401
 from models.online import OnlineStep, OnlineStream, OnlineTSM
+from reader import clip_shape
 from utils.download import sha256sum
 from utils.env import available_cpus
 
@@ -48,13 +46,6 @@ ONLINE_TOLERANCE = 1e-4  # per-frame logits, online export vs eager, fp32, relat
 QUANTIZE_HINT = ("make one with tools/quantize.py --config C --weights W --filelist L "
                  "(post-training quantization calibrated on a list file; OpenVINO), "
                  "or use --precision fp32 or bf16")
-
-
-def input_shape_of(cfg, section, online=False):
-    """One clip of cfg[section]: [T, 3L, S, S]; online: one frame [3, S, S]."""
-    m = cfg.MODEL
-    size = cfg[section].target_size
-    return [3, size, size] if online else [m.seg_num, 3 * m.seglen, size, size]
 
 
 def threads():
@@ -136,7 +127,7 @@ def cache_entry(eng, model, weights_path, cfg, section, precision, online=False)
     formulation, batch = (ONLINE, 1) if online else (engines.FORMULATION[name],
                                                      engines.BATCH[name])
     key, desc = cache_key(weights_path, model, dict(cfg.MODEL),
-                          input_shape_of(cfg, section, online), name, formulation, batch,
+                          clip_shape(cfg, section, online=online), name, formulation, batch,
                           precision, eng.versions())
     final = os.path.join(cache_root(), key)
     return final, os.path.join(final, 'model'), desc
@@ -176,8 +167,8 @@ def cached_artifact(eng, model, weights_path, cfg, section, precision, threads=1
     return eng.find(prefix), desc['batch'], desc
 
 
-def inference_model(model, weights_path, cfg, section, threads=1, precision='fp32',
-                    backend='paddle'):
+def cached_runner(model, weights_path, cfg, section, threads=1, precision='fp32',
+                  backend='paddle'):
     """`model` (weights loaded) as an engines Runner with the eager model's call
     signature: exported for `backend` (or found in the cache), loaded in `precision`."""
     precision = effective_precision(precision)

@@ -2,15 +2,15 @@
 warm and a folder, beside PaddleVideo's published 1355 ms per 10 s video (TSM-R50,
 20-core Xeon Gold 6148 + MKLDNN, decode + preprocess + model).
 
-    python bench/e2e.py --out e2e.json [--quick] [--reps 9] [--rounds 3]
-                        [--parts one_video,folder]
+    python bench/e2e.py [--quick] [--reps 9] [--rounds 3] [--parts one_video,folder]
+                        [--out FILE]
 
 Model: ResNet-50 TSM of configs/tsm.yaml (8 frames, 224, 400 classes) with random weights
 (BN calibrated), the engine and precision predict.py takes by default (--backend auto,
 bf16 on AMX/AVX512-BF16 CPUs), exported once before any timing (warm: the process is up,
 the export cached, the engine loaded).  --quick: the tests' tiny ResNet-18 on generated
-clips, a smoke run.  Clips: ../shared/realclips when present (edgecases/ left out), else
-generated ones.
+clips on Paddle Inference fp32 (the quickest export), a smoke run.  Clips:
+../shared/realclips when present (edgecases/ left out), else generated ones (common.clips).
 
   - e2e_latency_s: one 10 s clip (mmaction2_demo.mp4, 340x256, 280 frames), predict.py's
     one-video plan (decoded in this process with every core, then the engine with every
@@ -43,9 +43,10 @@ import sys
 import tempfile
 import time
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import common  # noqa: E402
-sys.path.remove(os.path.dirname(os.path.abspath(__file__)))  # bench/reader.py is not `reader`
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # the root
+from bench import common  # noqa: E402
+from testing.models import build_tsm  # noqa: E402
+from testing.tiny import tiny_sections, write_config  # noqa: E402
 
 import numpy as np  # noqa: E402
 
@@ -59,59 +60,31 @@ def cpu_seconds(who=resource.RUSAGE_SELF):
     return r.ru_utime + r.ru_stime
 
 
-def real_clips():
-    """(paths, seconds per path) of ../shared/realclips (MANIFEST.tsv), edge cases left out."""
-    manifest = os.path.join(common.REALCLIPS, 'MANIFEST.tsv')
-    if not os.path.isfile(manifest):
-        return [], {}
-    with open(manifest, encoding='utf-8') as f:
-        rows = [ln.split('\t') for ln in f.read().splitlines()[1:] if ln.strip()]
-    head = 'path bytes sha256 resolution fps frames codec duration_s'.split()
-    rows = [dict(zip(head, r)) for r in rows if not r[0].startswith('edgecases/')]
-    paths = [os.path.join(common.REALCLIPS, r['path']) for r in rows]
-    return paths, {p: float(r['duration_s']) for p, r in zip(paths, rows)}
-
-
-def generated_clips(folder, count, size, seconds):
-    sys.path.insert(0, os.path.join(common.ROOT, 'tests'))
-    from conftest import write_mp4
-    rng = np.random.default_rng(0)
-    h, w = size
-    return [write_mp4(os.path.join(folder, f'gen{i}.mp4'),
-                      rng.integers(0, 256, (int(25 * seconds), h, w, 3), dtype=np.uint8),
-                      extra=()) for i in range(count)]
-
-
 def setup(folder, quick):
-    """-> (cfg, the eager model with weights, weights path, args) as predict.py makes them.
-    (bench/serve.py builds the same model; it is not imported: bench/ on sys.path would
-    make its reader.py and serve.py shadow the project's.)"""
+    """-> (cfg, the eager model with weights, weights path, args) as predict.py makes them."""
     import predict
-    from utils import checkpoint
+    from training import checkpoint
     from utils.cli import load_config
-    from utils.jobs import setup_runtime
+    from utils.env import setup_runtime
     config = os.path.join(common.ROOT, 'configs', 'tsm.yaml')
     depth, classes, frames, size = 50, 400, 8, 224
-    if quick:
-        import yaml
-        from tests.conftest import TINY
-        sections = {k: dict(v) for k, v in TINY.items()}  # the shipped configs' 12 readers
-        sections['INFER'].update(kinetics_labels='', num_reader_threads=12, batch_size=1)
-        config = os.path.join(folder, 'tiny.yaml')
-        with open(config, 'w') as f:
-            yaml.safe_dump(sections, f)
+    if quick:  # the shipped configs' 12 readers
+        config = write_config(os.path.join(folder, 'tiny.yaml'), tiny_sections(
+            kinetics_labels='', num_reader_threads=12, batch_size=1))
         depth, classes, frames, size = 18, 3, 4, 32
-    model = common.build_tsm(depth, classes, frames, size)
+    model = build_tsm(depth, classes, frames, size)
     weights = os.path.join(folder, 'bench.pdparams')
     checkpoint.save_weights(model, weights)
-    args = predict.parse_args(['--config', config, '--weights', weights])
+    # --quick: Paddle Inference fp32, the quickest export
+    quick_engine = ['--backend', 'paddle', '--precision', 'fp32'] if quick else []
+    args = predict.parse_args(['--config', config, '--weights', weights, *quick_engine])
     cfg = load_config(args, 'INFER', {})
     setup_runtime(cfg, args)
     return cfg, model.eval(), weights, args
 
 
 def engine(model, args, cfg, weights, threads):
-    from utils.jobs import for_inference
+    from inference.loading import for_inference
     return for_inference(model, args, cfg, 'INFER', weights, threads)
 
 
@@ -174,8 +147,8 @@ def decode_backends(path, reps, cpus):
 
 def one_video(res, nets, cfg, paths, durations, source, reps, quick):
     """The one-video figures of the docstring, into `res`."""
-    from utils.jobs import predict_items
-    from utils.pipeline import plan_predict
+    from jobs.predict_job import predict_items
+    from inference.core_plan import plan_predict
     cpus = res['cpus']
     single = plan_predict(1, cfg.INFER)
     one = next((p for p in paths if os.path.basename(p) == LATENCY_CLIP), paths[0])
@@ -189,8 +162,7 @@ def one_video(res, nets, cfg, paths, durations, source, reps, quick):
         c = cpu_seconds()
         runs.append(latency(one))
         cpu.append(cpu_seconds() - c)
-    res['e2e_latency_clip'] = os.path.relpath(one, common.REALCLIPS) if source == 'realclips' \
-        else os.path.basename(one)
+    res['e2e_latency_clip'] = common.clip_name(one, source)
     res['e2e_latency_s'] = statistics.median(runs)
     res['e2e_latency_runs_s'] = [round(x, 4) for x in runs]
     res['e2e_latency_cpu_s'] = round(statistics.median(cpu), 4)
@@ -217,9 +189,9 @@ def one_video(res, nets, cfg, paths, durations, source, reps, quick):
 def folder(res, nets, cfg, paths, rounds):
     """The folder figures of the docstring, into `res`."""
     from reader import get_reader
-    from utils.engine import build_loader
-    from utils.jobs import predict_items
-    from utils.pipeline import Plan, plan_predict
+    from training.loader import build_loader
+    from jobs.predict_job import predict_items
+    from inference.core_plan import Plan, plan_predict
     cpus = res['cpus']
     items = [(q, -1, None) for q in paths]
     shape = [cfg.MODEL.seg_num, 3 * cfg.MODEL.seglen, cfg.INFER.target_size,
@@ -293,41 +265,47 @@ def folder(res, nets, cfg, paths, rounds):
                     for g in res['threads_grid']), flush=True)
 
 
-def main():
+def parse_args(argv=None):
     p = common.base_args(__doc__)
     p.add_argument('--reps', type=int, default=9, help='runs of the one-video latency')
     p.add_argument('--rounds', type=int, default=3, help='interleaved rounds of the folder')
     p.add_argument('--parts', default='one_video,folder', help='comma-separated')
-    args = p.parse_args()
+    return p.parse_args(argv)
+
+
+def measure(args):
+    """{'e2e': the figures of the docstring}."""
     reps, rounds = (2, 1) if args.quick else (args.reps, args.rounds)
     tmp = tempfile.TemporaryDirectory(prefix='tsm-bench-e2e-')
+    old_cache = os.environ.get('TSM_PADDLE_CACHE')
     os.environ.setdefault('TSM_PADDLE_CACHE', os.path.join(tmp.name, 'cache'))
-    cpus = len(os.sched_getaffinity(0))
-    cfg, model, weights, pargs = setup(tmp.name, args.quick)
-    from utils.pipeline import plan_predict
-    paths, durations = ([], {}) if args.quick else real_clips()
-    source = 'realclips'
-    if not paths:
-        source = 'generated'
-        paths = generated_clips(tmp.name, 3, (48, 64) if args.quick else (256, 340),
-                                1 if args.quick else 10)
-        durations = {p: 1.0 if args.quick else 10.0 for p in paths}
-    single, multi = plan_predict(1, cfg.INFER), plan_predict(len(paths), cfg.INFER)
-    nets = {t: engine(model, pargs, cfg, weights, t)
-            for t in sorted({1, cpus, single.engine_threads, multi.engine_threads})}
-    described = nets[single.engine_threads].describe()
-    res = {'machine': common.machine_info(), 'quick': args.quick, 'clips': source,
-           'engine': described.get('engine'), 'precision': described.get('precision'),
-           'paddlevideo_ms': PADDLEVIDEO_MS, 'cpus': cpus,
-           'plans': {'one_video': single._asdict(), 'folder': multi._asdict()},
-           'command': ' '.join(['python', 'bench/e2e.py'] + sys.argv[1:])}
-    parts = args.parts.split(',')
-    if 'one_video' in parts:
-        one_video(res, nets, cfg, paths, durations, source, reps, args.quick)
-    if 'folder' in parts:
-        folder(res, nets, cfg, paths, rounds)
-    common.write_json(args.out, res)
-    tmp.cleanup()
+    try:
+        cpus = len(os.sched_getaffinity(0))
+        cfg, model, weights, pargs = setup(tmp.name, args.quick)
+        from inference.core_plan import plan_predict
+        paths, durations, source = common.clips(tmp.name, 3, args.quick)
+        single, multi = plan_predict(1, cfg.INFER), plan_predict(len(paths), cfg.INFER)
+        nets = {t: engine(model, pargs, cfg, weights, t)
+                for t in sorted({1, cpus, single.engine_threads, multi.engine_threads})}
+        described = nets[single.engine_threads].describe()
+        res = {'quick': args.quick, 'clips': source, 'engine': described.get('engine'),
+               'precision': described.get('precision'), 'paddlevideo_ms': PADDLEVIDEO_MS,
+               'cpus': cpus, 'plans': {'one_video': single._asdict(), 'folder': multi._asdict()}}
+        parts = args.parts.split(',')
+        if 'one_video' in parts:
+            one_video(res, nets, cfg, paths, durations, source, reps, args.quick)
+        if 'folder' in parts:
+            folder(res, nets, cfg, paths, rounds)
+    finally:
+        if old_cache is None:
+            os.environ.pop('TSM_PADDLE_CACHE', None)
+        tmp.cleanup()
+    return {'e2e': res}
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    common.save(measure(args), args)
 
 
 if __name__ == '__main__':

@@ -4,7 +4,7 @@ mode end to end; the issue's targets checked on the figures of the one run.
 
     python bench/online_latency.py [--quick] [--models resnet50,mobilenetv2]
         [--engines openvino,onnxruntime,paddle] [--threads 2] [--pairs 30]
-        [--browser_seconds 20] [--camera_fps 30] [--out bench/results/online_latency.json]
+        [--browser_seconds 20] [--camera_fps 30] [--out FILE]
 
 Models (MODELS): ResNet-50 TSM (configs/tsm.yaml) and MobileNetV2-TSM (the online demo's
 configs/tsm_mobilenetv2_jester_online.yaml, the paper's online model), with seeded random
@@ -41,7 +41,6 @@ import argparse
 import json
 import os
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -51,8 +50,9 @@ import time
 # model, many short parallel regions, about 40 %; the settle calls before each timed one
 # keep the other model's spinning threads out instead.
 OWN_ENV = {k: os.environ.get(k) for k in ('KMP_BLOCKTIME', 'OMP_WAIT_POLICY')}
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import common  # noqa: E402
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # the root
+from bench import common  # noqa: E402
+from testing.models import calibrate_bn  # noqa: E402
 
 for _key, _value in OWN_ENV.items():
     if _value is None:
@@ -73,7 +73,6 @@ TARGETS = {'mobilenetv2_frame_ms': 10, 'resnet50_frame_vs_clip': 0.2,
 # Untimed calls before each timed one in a pair: the first call after the other model's
 # pays for its threads still spinning (ONNX Runtime's pool) and the caches it filled.
 SETTLE = 2
-RESULTS = os.path.join(common.ROOT, 'bench', 'results')
 
 
 # ---- plain engines: each engine's own API, as its documentation shows it ----
@@ -162,15 +161,16 @@ def build_model(config, quick, overrides=()):
     paddle.seed(0)
     model = get_model('TSM', cfg, 'infer')
     size = cfg.INFER.target_size
-    common.calibrate_bn(model, paddle.randn([1, cfg.MODEL.seg_num, 3, size, size]))
+    calibrate_bn(model, paddle.randn([1, cfg.MODEL.seg_num, 3, size, size]))
     return model, cfg
 
 
 def export(model, cfg, engine, prefix, online, batch):
     """inference_model.py's file (checked against the eager model) -> its path."""
     from engines.paddle_engine import ONLINE
-    from utils.inference import export_artifact, input_shape_of
-    return export_artifact(model, engine, prefix, input_shape_of(cfg, 'INFER', online),
+    from inference.artifacts import export_artifact
+    from reader import clip_shape
+    return export_artifact(model, engine, prefix, clip_shape(cfg, 'INFER', online=online),
                            formulation=ONLINE if online else None, batch=batch)[0]
 
 
@@ -185,8 +185,9 @@ def stream_step(model, cfg, engine, path, precision, threads):
     """The project's path: the engine's runner in an OnlineStream -> a no-argument step."""
     import engines
     from models.online import OnlineStream
-    from utils.inference import input_shape_of, runner_step, state_shapes_of
-    shape = input_shape_of(cfg, 'INFER', True)
+    from inference.artifacts import runner_step, state_shapes_of
+    from reader import clip_shape
+    shape = clip_shape(cfg, 'INFER', online=True)
     runner = engines.engine(engine).load(path, threads, precision, engines.BATCH[engine])
     stream = OnlineStream(runner_step(runner), state_shapes_of(model, shape),
                           window=cfg.MODEL.seg_num)
@@ -225,7 +226,7 @@ def measure_engine(engine, name, quick, threads, pairs):
         t = time.perf_counter()
         paths = export_both(model, cfg, engine, folder, batch)
         export_s = round(time.perf_counter() - t, 1)
-        for precision in PRECISIONS[engine]:
+        for precision in [p for p in PRECISIONS[engine] if p in common.precisions(quick)]:
             row = measure_precision(model, cfg, engine, paths, precision, threads, pairs)
             out['rows'].append({'model': name, 'engine': engine, 'batch': batch or 'dynamic',
                                 'export_s': export_s, **row})
@@ -248,7 +249,7 @@ def openvino_batch(model, cfg, name, quick, static, folder, threads, pairs):
         files[form]['tsn'] = export(tsn, cfg, 'openvino', os.path.join(folder, f'tsn_{form}',
                                                                        'TSN'), False, batch)
     result = {}
-    for precision in PRECISIONS['openvino']:
+    for precision in [p for p in PRECISIONS['openvino'] if p in common.precisions(quick)]:
         row = {}
         for form, f in files.items():
             tsn_fn, tsm_fn = (plain_clip(f[k], 'openvino', precision, threads)
@@ -276,8 +277,8 @@ def openvino_batch(model, cfg, name, quick, static, folder, threads, pairs):
 
 def serve_model(folder, name, quick, threads):
     """serve.py on `name`'s seeded weights (default engine and precision) -> Served."""
-    from server.harness import Served
-    from utils import checkpoint
+    from testing.served import Served
+    from training import checkpoint
     model, cfg = build_model(MODELS[name], quick)
     weights = os.path.join(folder, 'w.pdparams')
     checkpoint.save_weights(model, weights)
@@ -321,7 +322,7 @@ def camera_answers(d, camera_fps, seconds):
 
 def browser_answers(name, quick, seconds, camera_fps, threads):
     """serve.py + headless Chromium's fake camera -> the page's answers/s and model ms."""
-    from server.harness import CHROMIUM_HINT, chromium, chromium_driver
+    from testing.browser import CHROMIUM_HINT, chromium, chromium_driver
     if chromium() is None:
         return {'skipped': CHROMIUM_HINT}
     import requests
@@ -373,40 +374,39 @@ def targets(rows, browser, quick):
     return found
 
 
-def lscpu_model():
-    out = subprocess.run(['lscpu'], capture_output=True, text=True).stdout
-    return next((ln.split(':', 1)[1].strip() for ln in out.splitlines()
-                 if ln.startswith('Model name')), None)
-
-
 def run_child(name, engine, args, threads, pairs):
-    """One model on one engine in a fresh process -> its output."""
+    """One model on one engine in a fresh process (--quick: in this one) -> its output."""
+    if args.quick:
+        return measure_engine(engine, name, True, threads, pairs)
     flags = ['--child', engine, '--models', name, '--threads', str(threads), '--pairs',
              str(pairs)] + (['--quick'] if args.quick else [])
     return common.run_script('online_latency', flags, timeout=3600)
 
 
-def main(argv=None):
-    p = argparse.ArgumentParser(description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument('--quick', action='store_true', help='ResNet-18 / MobileNetV2 at 64 px: '
-                                                       'a smoke run')
-    p.add_argument('--out', default=os.path.join(RESULTS, 'online_latency.json'))
-    p.add_argument('--models', default=','.join(MODELS))
-    p.add_argument('--engines', default=','.join(ENGINES))
+def parse_args(argv=None):
+    p = common.base_args(__doc__)
+    p.add_argument('--models', default=None,
+                   help=f"comma-separated (default {','.join(MODELS)}; --quick: resnet50)")
+    p.add_argument('--engines', default=None,
+                   help=f"comma-separated (default {','.join(ENGINES)}; --quick: paddle)")
     p.add_argument('--pairs', type=int, default=30)
-    p.add_argument('--threads', type=int, default=0, help='CPU threads (0: all available)')
-    p.add_argument('--browser_seconds', type=float, default=20, help='0: no browser run')
+    p.add_argument('--browser_seconds', type=float, default=None,
+                   help='0: no browser run (default 20; --quick: 0)')
     p.add_argument('--camera_fps', type=int, default=30)
     p.add_argument('--child', default=None, help=argparse.SUPPRESS)
     args = p.parse_args(argv)
+    quick = args.quick  # a smoke run: one model on one engine, no browser
+    args.models = args.models or ('resnet50' if quick else ','.join(MODELS))
+    args.engines = args.engines or ('paddle' if quick else ','.join(ENGINES))
+    if args.browser_seconds is None:
+        args.browser_seconds = 0 if quick else 20
+    return args
+
+
+def measure(args):
+    """{'online': the figures of the docstring}."""
     threads = args.threads or len(os.sched_getaffinity(0))
     pairs = 3 if args.quick else args.pairs
-    if args.child:
-        common.write_json(args.out, measure_engine(args.child, args.models, args.quick,
-                                                   threads, pairs))
-        return
-    machine = {**common.machine_info(), 'lscpu_model_name': lscpu_model()}
     rows, batch, loads = [], {}, {}
     for name in args.models.split(','):
         for engine in args.engines.split(','):
@@ -420,16 +420,23 @@ def main(argv=None):
                if args.browser_seconds > 0 and 'mobilenetv2' in args.models
                else {'skipped': 'no browser run'})
     print('browser:', json.dumps(browser), flush=True)
-    os.makedirs(os.path.dirname(os.path.abspath(out := args.out)), exist_ok=True)
-    common.write_json(out, {
-        'machine': machine, 'models': {n: MODELS[n] for n in args.models.split(',')},
+    return {'online': {
+        'models': {n: MODELS[n] for n in args.models.split(',')},
         'quick': args.quick, 'threads': threads, 'omp_num_threads': threads,
         'omp_env': {k: os.environ.get(k) for k in OWN_ENV}, 'pairs': pairs,
         'paper_ms': PAPER_MS, 'rows': rows, 'openvino_batch': batch, 'browser': browser,
         'targets': targets(rows, browser, args.quick), 'load_avg_after': loads,
-        'load_avg_at_end': os.getloadavg(),
-        'command': ' '.join(['python', 'bench/online_latency.py'] + (argv or sys.argv[1:]))})
-    print(f"wrote {out}")
+        'load_avg_at_end': os.getloadavg()}}
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    if args.child:
+        threads = args.threads or len(os.sched_getaffinity(0))
+        common.write_json(args.out, measure_engine(args.child, args.models, args.quick,
+                                                   threads, 3 if args.quick else args.pairs))
+        return
+    common.save(measure(args), args)
 
 
 if __name__ == '__main__':

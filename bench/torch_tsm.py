@@ -1,5 +1,5 @@
 """The same TSM in PyTorch (eager), its weights copied from a Paddle TSM: what
-`vs_pytorch` compares against.  Optional: bench/inference.py skips it without torch."""
+`vs_pytorch` compares against.  Optional: bench/shift_cost.py skips it without torch."""
 import numpy as np
 import torch
 import torch.nn as nn

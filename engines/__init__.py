@@ -47,7 +47,8 @@ FORMULATION = {'paddle': 'conv', 'onnxruntime': 'split', 'openvino': 'split'}
 BATCH = {'paddle': 1, 'onnxruntime': None, 'openvino': 1}
 
 # The engines, fastest first, per precision: 'auto' takes the first installed and usable
-# one.  The order and the figures behind it (bench/shift_engines.py): docs/engines.md.
+# one.  The order and the figures behind it (bench/shift_cost.py --mode engines):
+# docs/engines.md.
 # ONNX Runtime has no bf16 convolutions: its bf16 is its fp32.
 FASTEST_FIRST = {
     'fp32': ('openvino', 'onnxruntime', 'paddle'),

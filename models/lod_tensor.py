@@ -1,4 +1,5 @@
-"""Pure-numpy reader/writer for Paddle's legacy (fluid) LoDTensor files.
+"""Pure-numpy reader for Paddle's legacy (fluid) LoDTensor files (testing/lod_files.py
+writes them, for the tests).
 
 This is the one-file-per-variable format written by ``fluid.io.save_vars`` /
 ``save_params`` / ``save_persistables`` and ``paddle.static.save_vars`` when
@@ -22,7 +23,7 @@ import struct
 
 import numpy as np
 
-__all__ = ["read_lod_tensor", "write_lod_tensor", "load_param_dir"]
+__all__ = ["read_lod_tensor", "load_param_dir"]
 
 # paddle.framework.proto.VarType.Type (framework.proto) -> numpy dtype.
 # BF16 (22) has no numpy dtype; it is handled specially in read_lod_tensor.
@@ -40,7 +41,6 @@ _PROTO_TO_NP = {
     24: np.complex128,  # COMPLEX128
 }
 _BF16 = 22
-_NP_TO_PROTO = {np.dtype(v): k for k, v in _PROTO_TO_NP.items()}
 
 
 def _varint(buf, pos):
@@ -55,19 +55,6 @@ def _varint(buf, pos):
         shift += 7
         if not byte & 0x80:
             return value, pos
-
-
-def _enc_varint(value):
-    out = bytearray()
-    value &= (1 << 64) - 1  # negative int64 -> two's complement, as protobuf
-    while True:
-        byte = value & 0x7F
-        value >>= 7
-        if value:
-            out.append(byte | 0x80)
-        else:
-            out.append(byte)
-            return bytes(out)
 
 
 def _parse_desc(desc):
@@ -161,26 +148,6 @@ def read_lod_tensor(path):
         return _parse(buf)
     except ValueError as e:
         raise ValueError(f"{path}: not a valid Paddle LoDTensor file: {e}") from None
-
-
-def write_lod_tensor(path, array):
-    """Write ``array`` as a legacy LoDTensor file (lod_level 0).
-
-    Output is byte-identical to Paddle's own serializer for the same tensor.
-    """
-    arr = np.asarray(array)
-    proto_type = _NP_TO_PROTO.get(np.dtype(arr.dtype.type))  # any byte order
-    if proto_type is None:
-        raise ValueError(f"unsupported dtype {arr.dtype} for {path}")
-    desc = b"\x08" + _enc_varint(proto_type)
-    for d in arr.shape:  # unpacked repeated int64, exactly as Paddle emits
-        desc += b"\x10" + _enc_varint(d)
-    data = np.ascontiguousarray(arr, dtype=arr.dtype.newbyteorder("<")).tobytes()
-    with open(path, "wb") as f:
-        f.write(struct.pack("<IQ", 0, 0))              # LoD version, lod_level
-        f.write(struct.pack("<Ii", 0, len(desc)))     # tensor version, desc size
-        f.write(desc)
-        f.write(data)
 
 
 def load_param_dir(dirname):

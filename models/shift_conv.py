@@ -39,8 +39,8 @@ shortcut needs the shifted tensor itself, so there is no convolution to fold it 
 shifted blocks are blockres; 'slice' for 'block', where 'conv' has nothing to fold into).
 
 Which engine runs which (engines.FORMULATION): split for OpenVINO and ONNX Runtime, conv for
-Paddle Inference, each the cheapest there; why, and the measurements (bench/shift_engines.py,
-bench/shift_floor.py): docs/shift.md#which-engine-runs-which.
+Paddle Inference, each the cheapest there; why, and the measurements (bench/shift_cost.py
+--mode engines and --mode floor): docs/shift.md#which-engine-runs-which.
 """
 import copy
 

@@ -76,7 +76,7 @@ class Service:
             'weights': self.weights,
             **self.engine,
             'protocol': {'text': protocol_text(sec, cfg.MODEL.seg_num),
-                         **{k: sec.get(k) for k in PROTOCOL_KEYS}},
+                         **{k: sec[k] for k in PROTOCOL_KEYS}},
             'num_classes': cfg.MODEL.num_classes,
             'batch_size': sec.batch_size,
             'video_timeout': sec.video_timeout,

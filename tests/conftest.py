@@ -1,97 +1,23 @@
-"""Shared test helpers: generated lossless videos and tiny configs (no network, no ../shared)."""
+"""The tests' fixtures and process helpers; the media and config helpers they share with
+bench/ live in testing/ (no network, no ../shared)."""
 import json
 import os
 import subprocess
 import sys
 
-import numpy as np
 import pytest
-import yaml
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if ROOT not in sys.path:
     sys.path.insert(0, ROOT)
 
-
-def frame_pattern(index, height=48, width=64):
-    """A frame whose pixels encode its index, so a decoded frame names itself."""
-    rng = np.random.default_rng(index)
-    frame = rng.integers(0, 256, (height, width, 3), dtype=np.uint8)
-    frame[:4, :4] = index  # a solid corner block with the index as value
-    return frame
-
-
-def write_video(path, frames, fps=25, fourcc='FFV1'):
-    """uint8 RGB [T, H, W, 3] -> a lossless FFV1 .avi/.mkv through OpenCV's bundled ffmpeg."""
-    import cv2
-    h, w = frames.shape[1:3]
-    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*fourcc), fps, (w, h))
-    assert writer.isOpened(), f"cannot write {path}"
-    for f in frames:
-        writer.write(cv2.cvtColor(f, cv2.COLOR_RGB2BGR))
-    writer.release()
-    return str(path)
-
-
-def write_mp4(path, frames, fps=25, extra=('-movflags', '+faststart')):
-    """uint8 RGB [T, H, W, 3] -> lossless H.264 (libx264rgb, qp 0) .mp4 through the ffmpeg
-    binary that imageio-ffmpeg ships (no system ffmpeg needed)."""
-    import subprocess
-    import imageio_ffmpeg
-    h, w = frames.shape[1:3]
-    cmd = [imageio_ffmpeg.get_ffmpeg_exe(), '-y', '-loglevel', 'error', '-f', 'rawvideo',
-           '-pix_fmt', 'rgb24', '-s', f'{w}x{h}', '-r', str(fps), '-i', '-',
-           '-c:v', 'libx264rgb', '-qp', '0', '-g', '5', *extra, str(path)]
-    subprocess.run(cmd, input=np.ascontiguousarray(frames).tobytes(), check=True)
-    return str(path)
-
-
-def make_clip(n, height=48, width=64):
-    return np.stack([frame_pattern(i, height, width) for i in range(n)])
-
-
-TINY = {
-    'MODEL': {'num_classes': 3, 'seg_num': 4, 'num_layers': 18},
-    'TRAIN': {'epoch': 2, 'short_size': 36, 'target_size': 32, 'num_reader_threads': 0,
-              'batch_size': 4, 'learning_rate': 0.01, 'decay_epochs': [1], 'use_gpu': False},
-    'VALID': {'short_size': 36, 'target_size': 32, 'num_reader_threads': 0, 'batch_size': 4},
-    'TEST': {'short_size': 36, 'target_size': 32, 'num_reader_threads': 0, 'batch_size': 4},
-    'INFER': {'short_size': 36, 'target_size': 32, 'num_reader_threads': 0, 'batch_size': 2},
-}
-
-
-def write_config(path, sections):
-    with open(path, 'w') as f:
-        yaml.safe_dump(sections, f)
-    return str(path)
+from testing.tiny import make_tiny_dataset  # noqa: E402
 
 
 @pytest.fixture
 def tiny_dataset(tmp_path):
     """7 small videos over 3 classes, list files and a tiny config; -> dict of paths."""
     return make_tiny_dataset(tmp_path)
-
-
-def make_tiny_dataset(tmp_path):
-    """tiny_dataset's files in tmp_path, for fixtures of a wider scope; -> dict of paths."""
-    rng = np.random.default_rng(0)
-    lines = []
-    for i in range(7):
-        clip = rng.integers(0, 256, (12, 40, 48, 3), dtype=np.uint8)
-        clip[:, :, :, i % 3] //= 4  # a colour cast per class: learnable, cheap
-        lines.append(f"{write_video(tmp_path / f'v {i}.avi', clip)} {i % 3}")
-    (tmp_path / 'train.list').write_text('\n'.join(lines) + '\n')
-    (tmp_path / 'val.list').write_text('\n'.join(lines[:5]) + '\n')
-    (tmp_path / 'infer.list').write_text('\n'.join(lines[:2]) + '\n')
-    (tmp_path / 'labels.txt').write_text('0 red\n1 green\n2 blue\n')
-    sections = {k: dict(v) for k, v in TINY.items()}
-    sections['TRAIN']['filelist'] = str(tmp_path / 'train.list')
-    sections['VALID']['filelist'] = str(tmp_path / 'val.list')
-    sections['TEST']['filelist'] = str(tmp_path / 'val.list')
-    sections['INFER']['filelist'] = str(tmp_path / 'infer.list')
-    sections['INFER']['kinetics_labels'] = str(tmp_path / 'labels.txt')
-    return {'dir': tmp_path, 'config': write_config(tmp_path / 'tiny.yaml', sections),
-            'lines': lines}
 
 
 @pytest.fixture(autouse=True, scope='session')
@@ -225,6 +151,7 @@ def shared_model(tmp_path_factory, _inference_cache):
     from training import checkpoint
     from utils.config_utils import parse_config
     from inference.loading import for_inference, online_for_inference
+    from testing.tiny import TINY, write_config
     d = tmp_path_factory.mktemp('shared_model')
     (d / 'labels.txt').write_text('0 red\n1 green\n2 blue\n')
     sections = {k: dict(v) for k, v in TINY.items()}

@@ -10,7 +10,9 @@ import numpy as np
 import pytest
 
 from reader import get_reader
-from tests.conftest import TINY, make_clip, run_cli, run_main, write_config, write_mp4, write_video
+from testing.media import make_clip, write_mp4, write_video
+from testing.tiny import TINY, write_config
+from tests.conftest import run_cli, run_main
 from utils.config_utils import parse_config
 
 FFMPEG = imageio_ffmpeg.get_ffmpeg_exe()

@@ -1,21 +1,25 @@
-"""Every bench script runs (bench/run.py --quick) and writes the headline keys, with values
-that are finite, positive where they must be, and consistent with the times written beside
-them (each ratio recomputed here from them, within their rounding); the FLOP count against
-ResNet-18's by hand."""
+"""Every bench part runs (bench/run.py --quick, in this process, tiny sizes) and writes
+its figures, with values that are finite, positive where they must be, and consistent with
+the times written beside them (each ratio recomputed here from them, within their
+rounding); the FLOP count against ResNet-18's by hand; docs/performance.md is what
+bench/report.py renders from the results files; bench/ stays apart from the tests and the
+project's module names."""
+import ast
+import glob
 import json
 import math
 import os
 import statistics
-import sys
+import tempfile
 
 import pytest
 
-from tests.conftest import run_cli
+from tests.conftest import ROOT, run_cli
 
 KEYS = ('shift_overhead_exported', 'shift_overhead_eager', 'vs_pytorch', 'inference_speedup',
         'matmul_peak_fraction', 'export_max_abs_diff', 'reader_floor_ratio',
         'reader_speedup_test', 'reader_worker_scaling', 'pkl_speedup', 'train_step_clips_per_s',
-        'train_peak_mem_mb', 'machine', 'shift_overhead_primitives')
+        'train_peak_mem_mb', 'shift_overhead_primitives')
 
 
 def finite(x):
@@ -164,48 +168,125 @@ def check_train(d):
         assert d['train_peak_mem_mb'][kind] == r['peak_rss_mb']
 
 
-def test_bench_quick_runs_every_script(tmp_path):
-    out = tmp_path / 'bench.json'
-    res = run_cli(os.path.join('bench', 'run.py'), '--quick', '--out', str(out), timeout=600)
-    assert res.returncode == 0, res.stderr[-3000:]
-    data = json.loads(out.read_text())
-    missing = [k for k in KEYS if k not in data]
+@pytest.fixture(scope='module')
+def quick():
+    """bench/run.py --quick, every default part in this process (tiny sizes), its process
+    settings (threads, environment) restored afterwards; -> (the result, its file)."""
+    from bench import common, run
+    env = dict(os.environ)
+    out = os.path.join(tempfile.mkdtemp(prefix='tsm_test_bench_'), 'quick.json')
+    try:
+        args = run.parse_args(['--quick', '--out', out])
+        common.save(run.measure(args), args)
+    finally:
+        os.environ.clear()
+        os.environ.update(env)
+        common.set_threads(len(os.sched_getaffinity(0)))
+    with open(out, encoding='utf-8') as f:
+        return json.load(f), out
+
+
+def test_quick_run_writes_every_part_and_its_headlines(quick):
+    from bench.run import DEFAULT, HEADLINE
+    data, _ = quick
+    heads = data['headlines']
+    assert set(DEFAULT) <= set(data), set(DEFAULT) - set(data)
+    missing = [k for k in KEYS if k not in heads]
     assert not missing, missing
     for k in KEYS[:10]:
-        if k == 'vs_pytorch' and data[k] is None:  # torch is optional
+        if k == 'vs_pytorch' and heads[k] is None:  # torch is optional
             continue
-        assert finite(data[k]), k
+        assert finite(heads[k]), k
     for k in ('inference_speedup', 'matmul_peak_fraction', 'reader_floor_ratio',
               'reader_speedup_test', 'reader_worker_scaling', 'pkl_speedup'):
-        assert data[k] > 0, k
+        assert heads[k] > 0, k
     for k in ('shift_overhead_exported', 'shift_overhead_eager'):
-        assert data[k] > -1, k  # a ratio of two times, minus 1
-    assert data['machine']['cpus_available'] >= 1
-    # each headline is its script's figure; the shift overhead and vs_pytorch come from the
+        assert heads[k] > -1, k  # a ratio of two times, minus 1
+    # each headline is its part's figure; the shift overhead and vs_pytorch come from the
     # process holding TSN and TSM alone, the crowded figures are kept beside them
-    path = list(sys.path)
-    from bench.run import HEADLINE
-    sys.path[:] = path  # bench/run.py puts bench/ first: its reader.py would hide `reader`
-    for script, keys in HEADLINE.items():
+    for part, keys in HEADLINE.items():
+        if part not in DEFAULT:
+            continue
         for k in keys:
-            if script != 'pair' and k in HEADLINE['pair']:
+            if part != 'pair' and k in HEADLINE['pair']:
                 continue
             if k == 'int8_agreement_realclips':  # --quick: generated clips, no such figure
-                assert data[k] is None and data[script]['realclips']['source'] == 'generated'
-                assert k not in data[script]
+                assert heads[k] is None and data[part]['realclips']['source'] == 'generated'
                 continue
-            assert data[k] == data[script].get(k), (script, k)
-    assert data['shift_overhead_exported_crowded'] == data['inference']['shift_overhead_exported']
-    assert data['vs_pytorch_crowded'] == data['inference']['vs_pytorch']
-    check_inference(data['inference'])
+            assert heads[k] == data[part].get(k), (part, k)
+    assert heads['shift_overhead_exported_crowded'] == data['crowded']['shift_overhead_exported']
+    assert heads['vs_pytorch_crowded'] == data['crowded']['vs_pytorch']
+
+
+def test_quick_shift_cost_modes(quick):
+    data, _ = quick
+    check_inference(data['crowded'])
     check_pair(data['pair'])
     check_primitives(data['primitives'])
+    check_engines(data['engines'])
+    check_floor(data['floor'])
+
+
+def test_quick_training_e2e_int8(quick):
+    data, _ = quick
     check_reader(data['reader'])
-    check_train(data['train'])
-    check_engines(data['engines'], data['machine'])
-    check_floor(data['floor'], data['machine'])
+    check_train(data['step'])
     check_e2e(data['e2e'])
-    check_quantize(data['quantize'])
+    check_quantize(data['int8'])
+
+
+def test_quick_serving_and_online(quick):
+    data, _ = quick
+    s = data['serving']
+    assert s['quick'] and s['clips'].startswith('generated')
+    assert s['concurrency_speedup'] == pytest.approx(statistics.median(s['concurrency_ratios']),
+                                                     abs=1e-3)
+    for seq, conc, ratio in zip(s['sequential_8_s'], s['concurrent_8_s'],
+                                s['concurrency_ratios']):
+        assert ratio == pytest.approx(seq / conc, rel=rounded(seq, conc, digits=3), abs=1e-3)
+    assert [c['clients'] for c in s['clients']] == [1, 2, 4, 8]
+    for c in s['clients']:
+        assert c['p50_s'] <= c['p95_s'] and c['mean_batch'] >= 1, c
+        assert c['throughput_rps'] == pytest.approx(c['requests'] / c['seconds'], rel=1e-2)
+    o = data['online']
+    assert o['browser'] == {'skipped': 'no browser run'}
+    assert {(r['model'], r['engine'], r['precision']) for r in o['rows']} == {
+        ('resnet50', 'paddle', 'fp32')}  # --quick: one model on one engine, fp32
+    for r in o['rows']:
+        assert r['floor'] == pytest.approx(1 / 4, abs=1e-3)  # 4 frames per clip
+        assert r['frame_ms'] > 0 and r['clip_ms'] > 0 and r['states'] > 0
+    assert o['targets']['resnet50_frame_vs_clip_every_engine'] == {
+        'paddle fp32': o['rows'][0]['frame_vs_clip']}
+
+
+def test_quick_results_never_land_among_the_committed_ones(monkeypatch, tmp_path):
+    """A run without --out writes bench/results/<date>_<cpu>.json, merging parts; --quick
+    the same name in a temporary folder."""
+    import argparse
+    from bench import common
+    monkeypatch.setattr(common, 'RESULTS', str(tmp_path / 'results'))
+    monkeypatch.setattr(tempfile, 'tempdir', str(tmp_path / 'tmp'))
+    (tmp_path / 'tmp').mkdir()
+    quick = common.save({'a': {'x': 1}}, argparse.Namespace(out=None, quick=True))
+    assert quick.startswith(str(tmp_path / 'tmp'))
+    args = argparse.Namespace(out=None, quick=False)
+    first = common.save({'a': {'x': 1}, 'headlines': {'h': 1}}, args, command='python one')
+    second = common.save({'b': {'y': 2}, 'headlines': {'g': 2}}, args, command='python two')
+    assert first == second and os.path.dirname(first) == str(tmp_path / 'results')
+    date, cpu = os.path.splitext(os.path.basename(first))[0].split('_', 1)
+    assert len(date) == 10 and date[4] == '-' and cpu == common.cpu_slug()
+    with open(first, encoding='utf-8') as f:
+        merged = json.load(f)
+    assert merged['a'] == {'x': 1} and merged['b'] == {'y': 2}
+    assert merged['headlines'] == {'h': 1, 'g': 2} and not merged['quick']
+    assert merged['commands'] == {'a': 'python one', 'b': 'python two'}
+
+
+def test_cpu_slug():
+    from bench.common import cpu_slug
+    assert cpu_slug('AMD EPYC') == 'amd-epyc'
+    assert cpu_slug('AMD EPYC 7B13 64-Core Processor') == 'amd-epyc'
+    assert cpu_slug('Intel(R) Xeon(R) Platinum 8480+') == 'intel-xeon'
 
 
 def count_slices(prefix):
@@ -219,31 +300,30 @@ def count_slices(prefix):
     return sum(op.type == 'slice' for block in program.blocks for op in block.ops)
 
 
-def test_split_export_without_moves_leaves_out_only_the_moves(tmp_path, monkeypatch):
+def test_split_export_without_moves_leaves_out_only_the_moves(tmp_path):
     """The bench's timing-only program: the split program minus its frame moves (so it
     computes something else), and the real moves are back for every later export."""
     import numpy as np
-    # bench/ on sys.path for this test only: left there, `import reader` in a process
-    # spawned later (the server's decode pool) would find bench/reader.py
-    monkeypatch.syspath_prepend(os.path.join(os.path.dirname(os.path.dirname(__file__)),
-                                             'bench'))
-    import common
-    from engines.paddle_engine import export, PaddleRunner as InferenceModel
+    import paddle
+    import engines
+    from bench import common
+    from testing.models import build_tsm
+    eng = engines.engine('paddle')
     shape = [4, 3, 32, 32]
-    model = common.build_tsm(18, 10, 4, 32, 0.125)
+    model = build_tsm(18, 10, 4, 32, 0.125)
     x = np.random.default_rng(1).standard_normal([1, *shape]).astype('float32')
     without = common.export_split_without_moves(model, str(tmp_path / 'without' / 'model'),
                                                 shape)
-    split = export(model, str(tmp_path / 'split' / 'model'), shape, 'split', 1)
+    split = eng.export(model, str(tmp_path / 'split' / 'model'), shape, 'split', 1)
     # the moves are the only slices along frames: 2 folds x 8 blocks x 1 clip of ResNet-18
     assert count_slices(split) - count_slices(without) == 2 * 8
-    eager = model(__import__('paddle').to_tensor(x)).numpy()
-    assert np.abs(InferenceModel(split, 1).run(x) - eager).max() < 1e-4
-    assert np.abs(InferenceModel(without, 1).run(x) - eager).max() > 1e-3
+    eager = model(paddle.to_tensor(x)).numpy()
+    assert np.abs(eng.load(split, 1, 'fp32', 1).run(x) - eager).max() < 1e-4
+    assert np.abs(eng.load(without, 1, 'fp32', 1).run(x) - eager).max() > 1e-3
 
 
 def check_e2e(d):
-    """bench/e2e.py: every figure is recomputed here from the times written beside it."""
+    """bench/e2e.py --quick: every figure is recomputed here from the times written beside it."""
     assert d['paddlevideo_ms'] == 1355 and d['quick'] and d['folder_clips'] == 3
     runs = d['e2e_latency_runs_s']
     assert len(runs) == 2 and min(runs) > 0
@@ -286,14 +366,14 @@ def check_e2e(d):
                                                  rel=rounded(*g['times_s'], digits=4))
 
 
-def check_floor(d, machine):
-    """bench/shift_floor.py --quick (R18, 8 blocks): the custom op sits before each block's
-    first convolution and gives the eager TSM's probabilities; OpenVINO ran it as a
-    Reference node, which TSN and the split export have none of."""
+def check_floor(d):
+    """shift_cost.py --mode floor --quick (R18, 8 blocks, fp32 only): the custom op sits
+    before each block's first convolution and gives the eager TSM's probabilities; OpenVINO
+    ran it as a Reference node, which TSN and the split export have none of."""
     assert d['extension_ops'] == 8  # ResNet-18: 2+2+2+2 blocks
     assert d['ext_probs_max_abs_diff'] < 1e-5 and d['split_probs_max_abs_diff'] < 1e-5
-    bf16 = any(f in machine['cpu_flags'] for f in ('avx512_bf16', 'amx_bf16'))
-    for precision in ['fp32'] + (['bf16'] if bf16 else []):
+    assert 'bf16' not in d
+    for precision in ['fp32']:
         per = d[precision]
         for k in ('split', 'no_moves', 'extension'):
             low, high = per['quartiles'][k]
@@ -304,13 +384,12 @@ def check_floor(d, machine):
         assert 'Reference' not in nodes['tsn'] and 'Reference' not in nodes['split']
 
 
-def check_engines(d, machine):
-    """bench/shift_engines.py (the 'engines' run): PyTorch's time and every vs_pytorch
-    recomputed from the times beside them; the default row found here from the CPU's flags;
-    one row per engine and precision the CPU runs, each engine's export equal to eager."""
+def check_engines(d):
+    """shift_cost.py --mode engines --quick: PyTorch's time and every vs_pytorch recomputed
+    from the times beside them; one fp32 row per engine (--quick), each engine's export
+    equal to eager."""
     import engines
-    bf16 = any(f in machine['cpu_flags'] for f in ('avx512_bf16', 'amx_bf16'))
-    precisions = ['fp32'] + ['bf16'] * bf16
+    precisions = ['fp32']
     rows = {(r['engine'], r['precision']): r for r in d['table']}
     assert set(rows) == {(name, p) for name in d['engines'] for p in precisions
                          if name != 'onnxruntime' or p == 'fp32'}  # ORT runs no bf16
@@ -337,15 +416,18 @@ def check_engines(d, machine):
     assert d['table']
     for r in d['table']:
         assert r['vs_pytorch'] == pytest.approx(torch['tsm_s'] / r['tsm_s'], rel=1e-12), r
-    precision = 'bf16' if bf16 else 'fp32'
-    assert d['default_precision'] == precision
-    row, = [r for r in d['table'] if r['precision'] == precision and r['chosen']
-            and r['engine'] == d['default_engine'][precision]]
-    assert d['vs_pytorch_default'] == pytest.approx(torch['tsm_s'] / row['tsm_s'], rel=1e-12)
+    precision = d['default_precision']
+    default = [r for r in d['table'] if r['precision'] == precision and r['chosen']
+               and r['engine'] == d['default_engine'][precision]]
+    if not default:  # --quick times Paddle Inference's fp32 only, not the default's row
+        assert set(d['engines']) == {'paddle'} and d['vs_pytorch_default'] is None
+        return
+    assert d['vs_pytorch_default'] == pytest.approx(torch['tsm_s'] / default[0]['tsm_s'],
+                                                    rel=1e-12)
 
 
 def check_quantize(d):
-    """bench/quantize.py --quick: the per-clip times are the medians of the rounds, the
+    """bench/int8.py --quick: the per-clip times are the medians of the rounds, the
     rounds' speedups their quotients, the paired ones inside their pairs' range."""
     rounds = d['rounds']
     variants = [k for k in ('int8', 'int8_bf16_rest') if k in rounds]
@@ -371,8 +453,8 @@ def check_quantize(d):
     assert 'int8_agreement_demo' not in d  # no --demo_dir
 
 
-REPORT_RUN = {  # a bench/run.py result, written by hand
-    'quick': False, 'command': 'python bench/run.py --out bench.json',
+REPORT_RUN = {  # a results file, written by hand
+    'quick': False, 'commands': {'engines': 'python bench/run.py', 'e2e': 'python bench/run.py'},
     'machine': {'cpu_model': 'Test Xeon', 'cpus_available': 2, 'mem_gb': 23.5,
                 'load_avg_at_start': [0.5, 0.4, 0.3], 'load_avg_at_end': [1.0, 0.8, 0.6]},
     'engines': {
@@ -389,17 +471,18 @@ REPORT_RUN = {  # a bench/run.py result, written by hand
             {'engine': 'openvino', 'precision': 'bf16', 'formulation': 'split', 'chosen': True,
              'tsn_s': 0.041, 'tsm_s': 0.075, 'shift_overhead': 0.84, 'vs_pytorch': 0.39 / 0.075},
             {'engine': 'openvino', 'precision': 'bf16', 'formulation': 'conv', 'chosen': False,
-             'tsn_s': 0.041, 'tsm_s': 0.08, 'shift_overhead': 0.95, 'vs_pytorch': 0.39 / 0.08}]},
-    'shift_overhead_default': {'fp32': 0.05, 'bf16': 0.84}, 'vs_pytorch_default': 0.39 / 0.075,
+             'tsn_s': 0.041, 'tsm_s': 0.08, 'shift_overhead': 0.95, 'vs_pytorch': 0.39 / 0.08}],
+        'shift_overhead_default': {'fp32': 0.05, 'bf16': 0.84},
+        'vs_pytorch_default': 0.39 / 0.075},
     'e2e': {'clips': 'realclips', 'e2e_latency_clip': 'mmaction2_demo.mp4', 'paddlevideo_ms': 1355,
             'e2e_latency_s': 0.238, 'e2e_vs_paddlevideo': 1.355 / 0.238, 'folder_clips': 12,
             'folder_clips_per_s': 2.8, 'decode_only_clips_per_s': 4.0,
             'model_only_clips_per_s': 6.0, 'folder_vs_bound': 1.66, 'folder_vs_cpu_bound': 1.04},
-    'e2e_latency_s': 0.238, 'folder_vs_bound': 1.66,
     'floor': {'bf16': {'overhead': {'split': 0.14, 'no_moves': 0.06, 'extension': 1.2},
                        'per_node_ms': {'tsn': {'Convolution': 50.0, 'Reorder': 1.5},
                                        'extension': {'Convolution': 52.0, 'Reorder': 40.0,
                                                      'Reference': 20.0}}}},
+    'serving': {'concurrency_speedup': 1.31, 'clients': []},
 }
 
 
@@ -430,26 +513,91 @@ def test_report_verdicts_and_table():
         '- bf16: the split export +14%; the same with no frame moves (wrong outputs, the '
         'layout alone) +6%; the shift as an OpenVINO extension (custom op) +120%, of which '
         "reorders 40.0 ms and the op 20.0 ms against TSN's 51.5 ms of nodes."]  # no fp32 part
-    assert text.split('int8:')[1].split('Targets')[0].strip() == 'Not run.'  # no 'quantize'
+    assert text.split('int8:')[1].split('Targets')[0].strip() == 'Not run.'  # no 'int8'
+    others = text.split('The other parts (headline figures):')[1].split('Machine:')[0]
+    assert others.strip() == '- serving: concurrency_speedup 1.31.'
     assert '0.238 s' in text and '5.69x' in text  # 1.355 / 0.238
     assert ("OpenVINO's convolution kernels (TSN): fp32: brgconv_avx512_1x1_f32 x36; "
             "bf16: brgconv_avx512_amx_1x1_bf16 x36.") in text
     assert 'Test Xeon, 2 cores' in text and 'end 1.00 0.80 0.60' in text
-    assert '`python bench/run.py --out bench.json`' in text
+    assert 'Commands: `python bench/run.py`.' in text
 
 
 def test_report_says_not_run_for_missing_parts(tmp_path):
     from bench.report import render
-    partial = {k: v for k, v in REPORT_RUN.items() if k in ('machine', 'command', 'e2e',
-                                                            'e2e_latency_s', 'folder_vs_bound')}
+    partial = {k: v for k, v in REPORT_RUN.items() if k in ('machine', 'commands', 'e2e')}
     text = render(partial)
     assert verdicts(text) == ['not run', 'not run', 'not run', 'met', 'not met']
     assert '| engine |' not in text and text.split('End to end')[0].rstrip().endswith('Not run.')
     # the CLI on a file, and a one-line error for a file that is not there
     path = tmp_path / 'bench.json'
     path.write_text(json.dumps(partial))
-    res = run_cli(os.path.join('bench', 'report.py'), str(path), timeout=60)
+    res = run_cli(os.path.join('bench', 'report.py'), str(path), '--stdout', timeout=60)
     assert res.returncode == 0 and res.stdout == text
-    res = run_cli(os.path.join('bench', 'report.py'), str(tmp_path / 'absent.json'), timeout=60)
+    res = run_cli(os.path.join('bench', 'report.py'), str(tmp_path / 'absent.json'),
+                  '--stdout', timeout=60)
     assert res.returncode != 0 and 'absent.json' in res.stderr
     assert len(res.stderr.strip().splitlines()) == 1
+
+
+def test_report_page_is_the_template_with_every_run(tmp_path):
+    """The page is the template's method notes with {{runs}} replaced by one section per
+    results file, newest first; docs/performance.md is that page for bench/results/."""
+    from bench import report
+    template = tmp_path / 'template.md'
+    template.write_text('# Notes\n\nmethod\n\n{{runs}}\nend\n')
+    for name in ('2026-01-02_amd-epyc.json', '2026-03-04_intel-xeon.json'):
+        (tmp_path / name).write_text(json.dumps(REPORT_RUN))
+    text = report.page(report.results_files(str(tmp_path)), str(template))
+    assert text.startswith('# Notes\n\nmethod\n\n### 2026-03-04, intel-xeon\n')
+    assert text.index('### 2026-03-04') < text.index('### 2026-01-02, amd-epyc')
+    assert text.count('| engine | precision |') == 2 and text.endswith('\nend\n')
+    with open(os.path.join(ROOT, 'docs', 'performance.md'), encoding='utf-8') as f:
+        committed = f.read()
+    assert committed == report.page(report.results_files()), \
+        'docs/performance.md is stale: run python bench/report.py'
+
+
+def imported_modules(path):
+    """The top-level names a Python file imports (import x.y, from x.y import z -> x)."""
+    with open(path, encoding='utf-8') as f:
+        tree = ast.parse(f.read())
+    names = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            names.update(a.name.split('.')[0] for a in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.level == 0:
+            names.add(node.module.split('.')[0])
+    return names
+
+
+def test_bench_stays_apart_from_the_tests_and_the_project_names():
+    """bench/ imports nothing from tests/ (its helpers are in testing/); no bench file is
+    named like a top-level module or package of the project, which `python bench/x.py`
+    (bench/ first on sys.path) would make it shadow; at most 8 scripts."""
+    files = sorted(glob.glob(os.path.join(ROOT, 'bench', '*.py')))
+    for path in files:
+        assert 'tests' not in imported_modules(path), path
+        with open(path, encoding='utf-8') as f:
+            assert 'conftest' not in f.read(), path
+    top = {os.path.splitext(n)[0] for n in os.listdir(ROOT)
+           if n.endswith('.py') or os.path.isdir(os.path.join(ROOT, n))}
+    assert {'train', 'serve', 'reader', 'utils', 'engines', 'testing'} <= top  # the check sees them
+    shadows = {os.path.splitext(os.path.basename(p))[0] for p in files} & top
+    assert not shadows, shadows
+    scripts = [p for p in files if "__name__ == '__main__'" in open(p, encoding='utf-8').read()]
+    assert len(scripts) <= 8, scripts
+
+
+def test_the_product_never_imports_testing():
+    """testing/ is test and benchmark support: no file outside tests/, bench/ and testing/
+    imports it."""
+    found = []
+    for path in glob.glob(os.path.join(ROOT, '**', '*.py'), recursive=True):
+        rel = os.path.relpath(path, ROOT)
+        if rel.split(os.sep)[0] in ('tests', 'bench', 'testing') or rel.startswith('.'):
+            continue
+        if 'testing' in imported_modules(path):
+            found.append(rel)
+    assert not found, found
+

@@ -4,8 +4,8 @@ the page shows; the camera path runs on Chromium's fake camera."""
 import numpy as np
 import pytest
 
-from server.harness import CHROMIUM_HINT, chromium, chromium_driver
-from tests.conftest import make_clip, write_mp4
+from testing.browser import CHROMIUM_HINT, chromium, chromium_driver
+from testing.media import make_clip, write_mp4
 from tests.test_server import eager_probs, files, http, metric, start  # noqa: F401 (fixture)
 
 if chromium() is None:

@@ -7,7 +7,8 @@ import os
 import paddle
 import pytest
 
-from tests.conftest import TINY, run_cli, write_config
+from testing.tiny import TINY, write_config
+from tests.conftest import run_cli
 from training import checkpoint
 from utils.config_utils import parse_config
 

@@ -27,7 +27,7 @@ def weights(path):
 @pytest.fixture(scope='module')
 def run2(tmp_path_factory):
     """One 2-epoch training for the tests that read it (none writes into its folder)."""
-    from tests.conftest import make_tiny_dataset
+    from testing.tiny import make_tiny_dataset
     data = make_tiny_dataset(tmp_path_factory.mktemp('run2'))
     out = data['dir'] / 'ckpt'
     res = train(data['config'], out)

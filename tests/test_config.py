@@ -1,7 +1,8 @@
 """Config: the original's sections and values, attribute access, overrides, one-line errors."""
 import pytest
 
-from tests.conftest import run_main, write_config
+from testing.tiny import write_config
+from tests.conftest import run_main
 from utils.config_utils import (ConfigError, apply_overrides, explicit_keys, merge_configs,
                                 parse_config, print_configs, to_plain)
 

@@ -16,8 +16,9 @@ import pytest
 
 from reader import get_reader
 from reader import kinetics_reader
-from tests.conftest import (ROOT, TINY, alive, gone_within, make_clip, run_cli, tagged,
-                            write_config, write_video)
+from testing.media import make_clip, write_video
+from testing.tiny import TINY, write_config
+from tests.conftest import ROOT, alive, gone_within, run_cli, tagged
 from utils.config_utils import parse_config
 from training.loader import build_loader, resilient_batches
 from utils.safe_pickle import safe_load
@@ -58,7 +59,7 @@ def wait_for(proc, marker, timeout=120):
 @pytest.fixture(scope='module')
 def reference(tmp_path_factory):
     """An uninterrupted 2-epoch run (2 iterations per epoch) on the tiny dataset."""
-    from tests.conftest import make_tiny_dataset
+    from testing.tiny import make_tiny_dataset
     tmp = tmp_path_factory.mktemp('ref')
     data = make_tiny_dataset(tmp)
     res = run_cli(*TRAIN, '--config', data['config'], '--save_dir', str(tmp / 'ref'))

@@ -5,7 +5,7 @@ import numpy as np
 
 from data import build_kinetics_lists, video2pkl
 from reader.video_backends import open_video
-from tests.conftest import write_video
+from testing.media import write_video
 
 
 def test_lists_from_class_folders(tmp_path):

@@ -17,7 +17,9 @@ import numpy as np
 import paddle
 import pytest
 
-from tests.conftest import ROOT, TINY, environ_of, gone_within, write_config, write_video
+from testing.media import write_video
+from testing.tiny import TINY, write_config
+from tests.conftest import ROOT, environ_of, gone_within
 from utils.safe_pickle import safe_load
 
 GOOD, EMPTY, CRASH = 6, 3, 1  # videos of the list: decodable, empty files, segfaulting

@@ -16,7 +16,7 @@ import pytest
 
 from utils import download as dl
 from utils.download import DownloadError, download, fetch_url, released_weights, safe_extract
-from models.lod_tensor import write_lod_tensor
+from testing.lod_files import write_lod_tensor
 
 
 class Files:

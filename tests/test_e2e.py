@@ -14,7 +14,9 @@ import pytest
 
 from reader.transforms import normalize
 from reader.video_backends import DecordVideo, PyAVVideo, open_video
-from tests.conftest import run_cli, write_config, write_video
+from testing.media import write_video
+from testing.tiny import write_config
+from tests.conftest import run_cli
 from utils.config_utils import AttrDict
 from utils.env import available_cpus
 from inference.core_plan import plan_predict

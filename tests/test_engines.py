@@ -17,7 +17,8 @@ import pytest
 
 import engines
 from engines.base import EngineError, cpu_has_bf16
-from tests.conftest import ROOT, TINY, run_cli, run_main, run_scripts, write_config
+from testing.tiny import TINY, write_config
+from tests.conftest import ROOT, run_cli, run_main, run_scripts
 from tests.test_inference import softmax, tiny_tsm
 from inference import artifacts
 

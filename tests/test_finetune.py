@@ -159,7 +159,7 @@ def tiny_tsm_weights(path, shift_ratio=0.125):
 
 
 def tiny_config(tmp_path, **model):
-    from tests.conftest import TINY, write_config
+    from testing.tiny import TINY, write_config
     sections = {k: dict(v) for k, v in TINY.items()}
     sections['MODEL'].update(model)
     return write_config(tmp_path / 'tiny.yaml', sections)

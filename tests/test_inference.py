@@ -9,7 +9,7 @@ import numpy as np
 import paddle
 import pytest
 
-from bench.common import calibrate_bn
+from testing.models import calibrate_bn
 from models.shift_conv import inference_copy
 from models.tsm import TSM
 from engines.paddle_engine import export, PaddleRunner as InferenceModel, program_files

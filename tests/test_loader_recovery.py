@@ -8,7 +8,8 @@ import logging
 import pytest
 
 from reader import get_reader
-from tests.conftest import TINY, make_clip, write_config, write_video
+from testing.media import make_clip, write_video
+from testing.tiny import TINY, write_config
 from tests.test_crash_safety import _patch_decoder, generations, leaves_nothing  # noqa: F401
 from utils.config_utils import parse_config
 from training.loader import build_loader, resilient_batches

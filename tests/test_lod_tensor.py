@@ -17,7 +17,8 @@ import numpy as np
 import pytest
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from models.lod_tensor import load_param_dir, read_lod_tensor, write_lod_tensor  # noqa: E402
+from models.lod_tensor import load_param_dir, read_lod_tensor  # noqa: E402
+from testing.lod_files import write_lod_tensor  # noqa: E402
 
 try:
     import paddle

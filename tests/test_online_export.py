@@ -20,7 +20,9 @@ import pytest
 import engines
 from engines.base import cpu_has_bf16
 from models.online import OnlineTSM
-from tests.conftest import TINY, run_cli, run_main, run_scripts, write_config, write_video
+from testing.media import write_video
+from testing.tiny import TINY, write_config
+from tests.conftest import run_cli, run_main, run_scripts
 from tests.test_inference import tiny_tsm
 
 NAMES = ('paddle', 'onnxruntime', 'openvino')

@@ -23,7 +23,8 @@ import pytest
 
 import engines
 from engines.base import EngineError
-from tests.conftest import make_tiny_dataset, run_scripts
+from testing.tiny import make_tiny_dataset
+from tests.conftest import run_scripts
 from tests.test_inference import tiny_tsm
 
 VENV = os.path.join(os.path.expanduser('~'), '.cache', 'tsm_paddle', 'venv-paddle262')

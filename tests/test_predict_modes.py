@@ -10,7 +10,8 @@ import pytest
 from models.online import OnlineTSM
 from models.tsm import TSM
 from reader import open_video
-from tests.conftest import make_clip, run_cli, write_mp4, write_video
+from testing.media import make_clip, write_mp4, write_video
+from tests.conftest import run_cli
 from jobs.predict_output import clock
 from reader.inputs import find_videos
 

@@ -15,7 +15,9 @@ from reader import get_reader
 from reader.sampling import (dense_clip_indices, eval_clip_indices, segment_indices,
                              uniform_clip_indices, window_spans)
 from reader.transforms import normalize, view_boxes
-from tests.conftest import TINY, make_clip, run_cli, write_config, write_video
+from testing.media import make_clip, write_video
+from testing.tiny import TINY, write_config
+from tests.conftest import run_cli
 from utils.config_utils import ConfigError, parse_config
 from training.evaluate import video_log_probs
 

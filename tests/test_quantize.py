@@ -17,7 +17,9 @@ import paddle
 import pytest
 
 from engines.int8 import compare
-from tests.conftest import TINY, run_cli, run_main, run_scripts, write_config, write_video
+from testing.media import write_video
+from testing.tiny import TINY, write_config
+from tests.conftest import run_cli, run_main, run_scripts
 from tests.test_inference import softmax, tiny_tsm
 
 CLASSES = 3

@@ -14,7 +14,8 @@ from reader.sampling import segment_indices, uniform_clip_indices
 from reader.transforms import (center_crop_box, fixed_offsets, multi_scale_crop_box,
                                normalize, random_flip, scale_size)
 from reader.video_backends import DecordVideo, OpenCVVideo, VideoDecodeError, open_video
-from tests.conftest import TINY, make_clip, write_config, write_mp4, write_video
+from testing.media import make_clip, write_mp4, write_video
+from testing.tiny import TINY, write_config
 from utils.config_utils import parse_config
 
 

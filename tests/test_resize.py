@@ -8,7 +8,8 @@ from PIL import Image
 
 from reader import get_reader
 from reader.transforms import group_scale, multi_scale_crop, pixel_box, train_transform
-from tests.conftest import TINY, make_clip, write_config, write_video
+from testing.media import make_clip, write_video
+from testing.tiny import TINY, write_config
 from utils.config_utils import parse_config
 
 

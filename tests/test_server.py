@@ -23,8 +23,8 @@ import pytest
 import requests
 from PIL import Image
 
-from server.harness import Served
-from tests.conftest import make_clip, write_mp4
+from testing.served import Served
+from testing.media import make_clip, write_mp4
 from tests.test_bad_inputs import CASES, make_bad
 
 TOKEN = 'sesame-123'

@@ -22,7 +22,7 @@ import pytest
 from server.decode import DecodePool
 from server.service import Service
 from tests import decode_faults
-from tests.conftest import TINY, write_config
+from testing.tiny import TINY, write_config
 from tests.test_server import http, json_error, metric, post, wait_for
 
 NAMES = ['red', 'green', 'blue']

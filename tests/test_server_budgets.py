@@ -16,8 +16,11 @@ import imageio_ffmpeg
 import numpy as np
 import pytest
 
-from server.harness import Served, multipart, png_header_only, y4m
-from tests.conftest import alive, make_clip, write_config, write_mp4, write_video
+from testing.attacks import multipart, png_header_only, y4m
+from testing.served import Served
+from testing.media import make_clip, write_mp4, write_video
+from testing.tiny import write_config
+from tests.conftest import alive
 from tests.test_server import decode_workers, json_error, metric, post
 
 WINDOWS = 250  # of the long video at WINDOW_S: under the server's 256

@@ -12,7 +12,7 @@ import time
 
 import pytest
 
-from server.harness import RawWebSocket, address, bomb_png, masked, raw, status_of
+from testing.attacks import RawWebSocket, address, bomb_png, masked, raw, status_of
 from tests.conftest import run_main
 from tests.test_server import (BOUNDARY, PART, files, http, json_error, metric,  # noqa: F401
                                online_frames, png, post, start, wait_for)

@@ -11,9 +11,9 @@ import paddle
 import pytest
 
 from models import get_model
-from tests.conftest import TINY, run_main, write_config
-from training import resume
-from training import checkpoint
+from testing.tiny import TINY, write_config
+from tests.conftest import run_main
+from training import checkpoint, resume
 from jobs.entry import run_job
 from utils.config_utils import parse_config
 from training.loop import Amp

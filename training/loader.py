@@ -138,7 +138,7 @@ def prefetch_batches(buf_size, batch_size, workers, views=1, most=8):
     """Batches each worker may read ahead: the config's buf_size (clips buffered between
     reader and model, as in the original) shared out, between 2 (Paddle's default) and
     `most`.  The loader hands batches over in order, so one slow video (a long or large
-    file) stalls the others once they are this far ahead (bench/reader.py's figures:
+    file) stalls the others once they are this far ahead (bench/training_speed.py's figures:
     docs/training.md#the-loaders-read-ahead)."""
     if not buf_size or workers <= 0:
         return 2

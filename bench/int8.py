@@ -6,7 +6,7 @@ speed      ResNet-50 TSM (random weights, BN calibrated), one clip of 8 frames a
            `--precision` runs them) in this process, every one once per round
            (common.interleaved: medians) and int8 against each in back-to-back pairs
            (common.paired_ratio: the headline ratios).
-realclips  the same model quantized on the clips of ../shared/realclips (MANIFEST.tsv),
+realclips  the same model quantized on the clips of ../shared/realclips (common.clips),
            decoded by the project's reader (configs/tsm.yaml's INFER section) in two
            folds: each half calibrates the model that scores the other half, so every clip
            is scored by an int8 model that did not see it.  With random weights top-1 is
@@ -16,7 +16,7 @@ demo       --demo_dir D (tools/demo.py --out_dir D, already run): the demo-train
            quantized by tools/quantize.py on D/data/train.list, then predict.py --precision
            int8 and fp32 on the 128 held-out videos (D/data/val.list), through the CLI.
 
-    python bench/quantize.py [--quick] [--demo_dir /tmp/demo_out] --out quantize.json
+    python bench/int8.py [--quick] [--demo_dir /tmp/demo_out] [--out FILE]
 
 Keys: int8_s_per_clip, fp32_s_per_clip, bf16_s_per_clip; int8_speedup_vs_fp32 and
 int8_speedup_vs_bf16 (paired: time of fp32 or bf16 / time of int8; *_rounds: from the
@@ -36,40 +36,21 @@ import sys
 import tempfile
 import time
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import common  # noqa: E402
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # the root
+from bench import common  # noqa: E402
+from testing.models import build_tsm  # noqa: E402
 
 import numpy as np  # noqa: E402
 
 
-def realclips_list(path):
-    """A list file of ../shared/realclips' MANIFEST rows; -> the number of rows, 0 if absent."""
-    manifest = os.path.join(common.REALCLIPS, 'MANIFEST.tsv')
-    if not os.path.isfile(manifest):
-        return 0
-    with open(manifest, encoding='utf-8') as f:
-        rows = [ln.split('\t')[0] for ln in f.read().splitlines()[1:] if ln.strip()]
-    with open(path, 'w', encoding='utf-8') as f:
-        f.writelines(os.path.join(common.REALCLIPS, r) + '\n' for r in rows)
-    return len(rows)
-
-
-def generated_list(folder, n, size):
-    """--quick (or no ../shared): n lossless videos of random frames; -> a list file."""
-    import cv2
-    rng = np.random.default_rng(0)
-    paths = []
-    for i in range(n):
-        path = os.path.join(folder, f'gen{i}.avi')
-        writer = cv2.VideoWriter(path, cv2.VideoWriter_fourcc(*'FFV1'), 25, (size + 8, size))
-        for _ in range(16):
-            writer.write(rng.integers(0, 256, (size, size + 8, 3), dtype=np.uint8))
-        writer.release()
-        paths.append(path)
-    out = os.path.join(folder, 'gen.list')
+def clip_list(folder, quick):
+    """A list file of the clips (common.clips: ../shared/realclips, edge cases too, or 6
+    generated ones) -> (its path, 'realclips' or 'generated')."""
+    paths, _, source = common.clips(folder, 6, quick, edge_cases=True)
+    out = os.path.join(folder, 'clips.list')
     with open(out, 'w', encoding='utf-8') as f:
         f.writelines(p + '\n' for p in paths)
-    return out
+    return out, source
 
 
 def decoded_clips(cfg, filelist):
@@ -79,7 +60,7 @@ def decoded_clips(cfg, filelist):
     segfaulted minutes later; not understood (tools/quantize.py with workers exits
     cleanly, the --quick runs did too)."""
     from reader import get_reader, parse_list
-    from utils.quantization import CalibrationClips
+    from jobs.quantize_job import CalibrationClips
     items = parse_list(filelist, cfg.MODEL.format, need_label=False)
     dataset = get_reader('TSM', 'infer', cfg, items=items)
     clips = CalibrationClips(dataset, 0, 10 ** 6, filelist, keep=10 ** 6)
@@ -101,7 +82,7 @@ def int8_runner(eng, xml, threads, variant):
 
 
 def probs_of(runner, clips):
-    from engines.quantize import softmax
+    from engines.int8 import softmax
     return softmax(runner.run(np.concatenate(clips)))
 
 
@@ -109,7 +90,7 @@ def realclips_and_speed(args, tmp, threads):
     """R50 (--quick: R18) TSM: two-fold int8 agreement on the clips, and the speed of
     fp32, bf16 and int8 (the first fold's model)."""
     import engines
-    from engines import quantize
+    from engines import int8 as quantize
     from engines.base import cpu_has_bf16
     from utils.config_utils import apply_overrides, parse_config
     eng = engines.engine('openvino')
@@ -120,18 +101,16 @@ def realclips_and_speed(args, tmp, threads):
                               'INFER.short_size=36', f'INFER.target_size={size}'])
     else:
         depth, classes, seg, size, reps, pairs = 50, 400, 8, 224, 15, 25
-    listfile = os.path.join(tmp, 'real.list')
-    source = 'realclips' if not args.quick and realclips_list(listfile) else 'generated'
-    if source == 'generated':
-        listfile = generated_list(tmp, 6, size)
+    listfile, source = clip_list(tmp, args.quick)
     clips, failed = decoded_clips(cfg, listfile)
-    model = common.build_tsm(depth, classes, seg, size, 0.125)
+    model = build_tsm(depth, classes, seg, size, 0.125)
     shape = [seg, 3, size, size]
     os.makedirs(os.path.join(tmp, 'fp32'))
-    fp32_xml = eng.export(model, os.path.join(tmp, 'fp32', 'model'), shape, 'split', 1)
+    fp32_xml = common.export(eng, model, os.path.join(tmp, 'fp32', 'model'), shape, 'split',
+                             1)
     fp32 = eng.load(fp32_xml, threads, 'fp32', 1)
     folds = [clips[0::2], clips[1::2]]
-    variants = ('int8', 'int8_bf16_rest') if cpu_has_bf16() else ('int8',)
+    variants = ('int8', 'int8_bf16_rest') if cpu_has_bf16() and not args.quick else ('int8',)
     scored, int8_xml, quantize_s = {k: [] for k in ('fp32', *variants)}, None, []
     for k, calib in enumerate(folds):
         t = time.perf_counter()
@@ -181,7 +160,7 @@ def run_cli(args, env):
 def demo(demo_dir, tmp, threads):
     """The demo-trained TSM: tools/quantize.py on the training list, then predict.py int8
     and fp32 on the held-out list (every class's probability: --infer_topk 8)."""
-    from engines.quantize import compare
+    from engines.int8 import compare
     data = os.path.join(demo_dir, 'data')
     weights = os.path.join(demo_dir, 'tsm', 'TSM.pdparams')
     overrides = ['-o', f'INFER.kinetics_labels={data}/label_list.txt']
@@ -219,17 +198,21 @@ def demo(demo_dir, tmp, threads):
     return res
 
 
-def main():
+def parse_args(argv=None):
     p = common.base_args(__doc__)
     p.add_argument('--demo_dir', default=None,
                    help='tools/demo.py --out_dir, already run: int8 agreement on its held-out '
                         'videos')
-    args = p.parse_args()
+    return p.parse_args(argv)
+
+
+def measure(args):
+    """{'int8': the figures of the docstring}."""
     threads = args.threads or len(os.sched_getaffinity(0))
     common.set_threads(threads)
     import paddle
     paddle.set_device('cpu')
-    result = {'machine': common.machine_info(), 'threads': threads}
+    result = {'threads': threads}
     tmp = tempfile.mkdtemp(prefix='tsm_bench_int8_')
     try:
         speed, realclips = realclips_and_speed(args, tmp, threads)
@@ -248,9 +231,14 @@ def main():
             result['fp32_demo_top1'] = result['demo']['fp32_top1']
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
-    result['machine']['load_avg_at_end'] = os.getloadavg()
-    common.write_json(args.out, result)
-    print(json.dumps({k: v for k, v in result.items()
+    return {'int8': result}
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    result = measure(args)
+    common.save(result, args)
+    print(json.dumps({k: v for k, v in result['int8'].items()
                       if k.startswith(('int8', 'fp32', 'bf16'))}, indent=1))
 
 

@@ -1,6 +1,6 @@
-"""The hostile clients of bench/serve.py --soak: issue 21's attacks, each bounded in
-requests and time, each -> the outcomes it saw (an HTTP status, 'closed', a WebSocket
-close code, ...).  Three lanes run side by side, each going round its own list:
+"""The hostile clients of the soak (bench/serving_load.py --soak): issue 21's attacks,
+each bounded in requests and time, each -> the outcomes it saw (an HTTP status, 'closed',
+a WebSocket close code, ...).  Three lanes run side by side, each going round its own list:
 connections (slow heads, slow bodies, idle sockets), uploads (bombs and refusals, quick),
 websocket (at most one hostile session at a time, so a good session always has a slot
 of --max_online 2)."""
@@ -13,8 +13,8 @@ import time
 import cv2
 import numpy as np
 
-from server.harness import (RawWebSocket, bomb_png, masked, multipart, png_header_only,
-                            status_of, y4m)
+from testing.attacks import (RawWebSocket, address, bomb_png, masked, multipart,
+                             png_header_only, raw, status_of, y4m)
 
 
 class Target:
@@ -23,7 +23,6 @@ class Target:
     event."""
 
     def __init__(self, url, token, limits, clip_path, frame, stop):
-        from server.harness import address
         self.url, self.token, self.limits, self.stop = url, token, limits, stop
         self.host, self.port = address(url)
         self.clip_path, self.frame = clip_path, frame
@@ -168,7 +167,6 @@ def bad_credentials(t):
     s, token = http(), f'Authorization: Bearer {t.token}'
     out = [str(s.get(t.url + '/v1/labels', headers=h, timeout=30).status_code)
            for h in ({}, {'Authorization': 'Bearer wrong'})]
-    from server.harness import raw
     lone_surrogate = b'Authorization: Bearer \xed\xb2\x80\r\n\r\n'  # UTF-8 style
     out.append(str(status_of(raw(t.url, t.head('GET', '/v1/labels') + lone_surrogate))))
     out.append(post(t, t.clip, headers={'Origin': 'http://evil.example'}))

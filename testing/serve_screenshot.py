@@ -2,7 +2,7 @@
 video made of held-out demo clips of several classes, one after another, predicted in
 windows of one clip each, as headless Chromium shows it.
 
-    python -m tools.serve_screenshot --weights output/demo/tsm/TSM.pdparams \
+    python -m testing.serve_screenshot --weights output/demo/tsm/TSM.pdparams \
         --data output/demo/data --out docs/serve_page.png
 """
 import argparse
@@ -13,10 +13,9 @@ import tempfile
 
 import numpy as np
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-from data.demo_dataset import DEFAULT_FPS, read_video  # noqa: E402
-from server.harness import Served, chromium, chromium_driver  # noqa: E402
+from data.demo_dataset import DEFAULT_FPS, read_video
+from testing.browser import chromium, chromium_driver
+from testing.served import Served
 
 SCALE = 8  # 32 px demo frames shown at 256 px (nearest: the server scales them back)
 

@@ -12,7 +12,7 @@ import pytest
 from reader import get_reader
 from testing.media import make_clip, write_mp4, write_video
 from testing.tiny import TINY, write_config
-from tests.conftest import run_cli
+from tests.conftest import run_cli, run_main
 from utils.config_utils import parse_config
 
 FFMPEG = imageio_ffmpeg.get_ffmpeg_exe()
@@ -162,8 +162,10 @@ def test_every_video_failing_stops_with_a_clear_error(tmp_path):
     res = run_cli('train.py', '--config', cfg, '--pretrain', 'none', '--save_dir', str(tmp_path))
     assert res.returncode == 2 and 'Traceback' not in res.stderr
     assert 'every video of' in res.stderr and 'failed to decode in epoch 0 (2 tried)' in res.stderr
-    ev = run_cli('eval.py', '--config', cfg, '--weights', str(tmp_path / 'none.pdparams'))
-    assert ev.returncode == 2 and 'weights not found' in ev.stderr
+    import eval as eval_script  # ends before any work: in this process
+    code, _, err = run_main(eval_script.main, '--config', cfg, '--weights',
+                            str(tmp_path / 'none.pdparams'), '--cpu_threads', '1')
+    assert code == 2 and 'weights not found' in err
 
 
 def test_bad_list_through_the_cli_names_file_and_line(tmp_path):
@@ -192,6 +194,7 @@ def test_weights_with_a_code_payload_are_refused(tmp_path):
     with pytest.raises(WeightsError, match=r"cannot read weights .*evil.pdparams: refused to load '(io|builtins).open'"):
         load_weights(get_model('TSM', cfg, 'infer'), str(path))
     assert not marker.exists()
-    res = run_cli('eval.py', '--config', 'configs/tsm.yaml', '--weights', str(path),
-                  '-o', 'MODEL.num_layers=18')
-    assert res.returncode == 2 and 'refused to load' in res.stderr and not marker.exists()
+    import eval as eval_script  # ends before any work: in this process
+    code, _, err = run_main(eval_script.main, '--config', 'configs/tsm.yaml', '--weights',
+                            str(path), '-o', 'MODEL.num_layers=18', '--cpu_threads', '1')
+    assert code == 2 and 'refused to load' in err and not marker.exists()

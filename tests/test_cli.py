@@ -7,7 +7,7 @@ import numpy as np
 import paddle
 import pytest
 
-from tests.conftest import run_cli
+from tests.conftest import run_cli, run_main, run_scripts
 from utils.safe_pickle import safe_load
 
 TRAIN = ['train.py', '--model_name', 'tsm', '--pretrain', 'none', '--fix_random_seed', 'True',
@@ -53,8 +53,26 @@ def test_train_eval_predict_export(run2, tmp_path):
     assert [h['epoch'] for h in history] == [0, 1] and history[1]['valid']['num_videos'] == 5
 
     cfg = data['config']
-    ev = run_cli('eval.py', '--config', cfg, '--weights', str(out / 'TSM.pdparams'),
-                 '--save_dir', str(tmp_path / 'ev'), '--batch_size', '2')
+    # top-5 below the class count: the trained network with a 7-class FC whose weights are
+    # zero, so every video's logits are its bias: labels 0 and 1 rank 1st and 2nd, label 2
+    # ranks 7th.  Videos labelled 0,1,2,0,1: top-1 2/5, top-5 4/5 (hand-computed).
+    bias = np.array([6, 5, 0, 4, 3, 2, 1], np.float32)
+    state = safe_load(str(out / 'TSM.pdparams'))
+    state['fc.weight'] = np.zeros((state['fc.weight'].shape[0], 7), np.float32)
+    state['fc.bias'] = bias
+    paddle.save(state, str(tmp_path / 'seven.pdparams'))
+    one = data['lines'][3].rsplit(' ', 1)[0]
+    trained = ['--config', cfg, '--weights', str(out / 'TSM.pdparams')]
+    ev, ev7, pr, pr1, ex = run_scripts(  # one interpreter: what they share is on disk
+        ('eval.py', *trained, '--save_dir', str(tmp_path / 'ev'), '--batch_size', '2'),
+        ('eval.py', '--config', cfg, '--weights', str(tmp_path / 'seven.pdparams'),
+         '--save_dir', str(tmp_path / 'ev7'), '-o', 'MODEL.num_classes=7'),
+        ('predict.py', *trained, '--save_dir', str(tmp_path / 'pr'), '--infer_topk', '2',
+         '--precision', 'fp32'),  # the default is bf16 where the CPU has it
+        ('predict.py', *trained, '--save_dir', str(tmp_path / 'pr1'), '--video_path', one,
+         '--infer_topk', '3'),
+        ('inference_model.py', *trained, '--save_dir', str(tmp_path / 'inf'), '--batch',
+         '-1'))  # any batch: 3 clips
     assert ev.returncode == 0, ev.stderr
     top1 = float(re.search(r'^TOP1_ACC: ([\d.]+)$', ev.stdout, re.M).group(1))
     result = json.loads((tmp_path / 'ev' / 'eval_results.json').read_text())
@@ -79,16 +97,6 @@ def test_train_eval_predict_export(run2, tmp_path):
     np.add.at(confusion, (labels, logp.argmax(axis=1)), 1)
     np.testing.assert_array_equal(np.load(tmp_path / 'ev' / 'confusion.npy'), confusion)
 
-    # top-5 below the class count: the trained network with a 7-class FC whose weights are
-    # zero, so every video's logits are its bias: labels 0 and 1 rank 1st and 2nd, label 2
-    # ranks 7th.  Videos labelled 0,1,2,0,1: top-1 2/5, top-5 4/5 (hand-computed).
-    bias = np.array([6, 5, 0, 4, 3, 2, 1], np.float32)
-    state = safe_load(str(out / 'TSM.pdparams'))
-    state['fc.weight'] = np.zeros((state['fc.weight'].shape[0], 7), np.float32)
-    state['fc.bias'] = bias
-    paddle.save(state, str(tmp_path / 'seven.pdparams'))
-    ev7 = run_cli('eval.py', '--config', cfg, '--weights', str(tmp_path / 'seven.pdparams'),
-                  '--save_dir', str(tmp_path / 'ev7'), '-o', 'MODEL.num_classes=7')
     assert ev7.returncode == 0, ev7.stderr
     assert re.search(r'^TOP1_ACC: 0\.40000$', ev7.stdout, re.M), ev7.stdout
     assert re.search(r'^TOP5_ACC: 0\.80000$', ev7.stdout, re.M), ev7.stdout
@@ -97,9 +105,6 @@ def test_train_eval_predict_export(run2, tmp_path):
     assert seven['loss'] == pytest.approx(log_z - (6 + 5 + 0 + 6 + 5) / 5, abs=1e-5)
     assert seven['mean_class_acc'] == pytest.approx(1 / 3)  # classes 0, 1, 2: recall 1, 0, 0
 
-    pr = run_cli('predict.py', '--config', cfg, '--weights', str(out / 'TSM.pdparams'),
-                 '--save_dir', str(tmp_path / 'pr'), '--infer_topk', '2',
-                 '--precision', 'fp32')  # the default is bf16 where the CPU has it
     assert pr.returncode == 0, pr.stderr
     records = json.loads((tmp_path / 'pr' / 'predict_results.json').read_text())
     assert [r['path'] for r in records] == [ln.rsplit(' ', 1)[0] for ln in data['lines'][:2]]
@@ -108,15 +113,10 @@ def test_train_eval_predict_export(run2, tmp_path):
         assert r['top_names'] == [['red', 'green', 'blue'][k] for k in order]
         np.testing.assert_allclose(r['top_probs'], np.exp(logp[i, order]), atol=1e-5)
         assert f"    {r['top_names'][0]}: {r['top_probs'][0]:.5f}" in pr.stdout
-    one = data['lines'][3].rsplit(' ', 1)[0]
-    pr1 = run_cli('predict.py', '--config', cfg, '--weights', str(out / 'TSM.pdparams'),
-                  '--save_dir', str(tmp_path / 'pr1'), '--video_path', one, '--infer_topk', '3')
     assert pr1.returncode == 0, pr1.stderr
     single = json.loads((tmp_path / 'pr1' / 'predict_results.json').read_text())
     assert len(single) == 1 and single[0]['path'] == one and len(single[0]['top_names']) == 3
 
-    ex = run_cli('inference_model.py', '--config', cfg, '--weights', str(out / 'TSM.pdparams'),
-                 '--save_dir', str(tmp_path / 'inf'), '--batch', '-1')  # any batch: 3 clips
     assert ex.returncode == 0, ex.stderr
     exported = paddle.jit.load(str(tmp_path / 'inf' / 'TSM'))
     exported.eval()
@@ -168,9 +168,11 @@ def test_resume_from_released_weights_only_starts_at_epoch_0(run2, tmp_path):
 def test_use_gpu_true_without_gpu_is_a_clear_error(tiny_dataset):
     if paddle.device.is_compiled_with_cuda() and paddle.device.cuda.device_count() > 0:
         pytest.skip('this machine has a GPU')  # the error path only exists without one
-    res = run_cli(*TRAIN, '--config', tiny_dataset['config'], '--use_gpu', 'True')
-    assert res.returncode == 2
-    assert res.stderr.startswith('error: --use_gpu True, but') and 'Traceback' not in res.stderr
+    import train as train_script  # the error comes before any work: in this process
+    code, _, err = run_main(train_script.main, *TRAIN[1:], '--config', tiny_dataset['config'],
+                            '--use_gpu', 'True', '--cpu_threads', '1')
+    assert code == 2
+    assert err.startswith('error: --use_gpu True, but') and err.count('\n') == 1
 
 
 def test_two_process_data_parallel_training_and_eval(tiny_dataset, tmp_path):

@@ -2,7 +2,7 @@
 import pytest
 
 from testing.tiny import write_config
-from tests.conftest import run_cli
+from tests.conftest import run_main
 from utils.config_utils import (ConfigError, apply_overrides, explicit_keys, merge_configs,
                                 parse_config, print_configs, to_plain)
 
@@ -92,15 +92,19 @@ def test_bad_overrides(override, match):
 
 
 def test_cli_errors_are_one_line_without_traceback(tmp_path):
-    for args, expected in [
-        (['train.py', '--config', str(tmp_path / 'none.yaml')], 'config file not found'),
-        (['eval.py', '-o', 'MODEL.seg_num=0'], "'MODEL.seg_num' must be positive"),
-        (['predict.py', '-o', 'TEST.bogus=1'], "unknown key 'TEST.bogus'"),
+    """The config is read before any work: the scripts' main() in this process."""
+    import eval as eval_script
+    import predict
+    import train
+    for main, args, expected in [
+        (train.main, ['--config', str(tmp_path / 'none.yaml')], 'config file not found'),
+        (eval_script.main, ['-o', 'MODEL.seg_num=0'], "'MODEL.seg_num' must be positive"),
+        (predict.main, ['-o', 'TEST.bogus=1'], "unknown key 'TEST.bogus'"),
     ]:
-        res = run_cli(*args)
-        assert res.returncode == 2, res.stderr
-        assert expected in res.stderr and 'Traceback' not in res.stderr + res.stdout
-        assert len(res.stderr.strip().splitlines()) == 1, res.stderr
+        code, out, err = run_main(main, *args)
+        assert code == 2, err
+        assert expected in err and 'Traceback' not in err + out
+        assert len(err.strip().splitlines()) == 1, err
 
 
 def test_every_shipped_config_parses():

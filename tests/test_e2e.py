@@ -10,16 +10,14 @@ import subprocess
 import av
 import imageio_ffmpeg
 import numpy as np
-import paddle
 import pytest
 
-from models import get_model
 from reader.transforms import normalize
 from reader.video_backends import DecordVideo, PyAVVideo, open_video
 from testing.media import write_video
-from testing.tiny import TINY, write_config
+from testing.tiny import write_config
 from tests.conftest import run_cli
-from utils.config_utils import AttrDict, parse_config
+from utils.config_utils import AttrDict
 from utils.env import available_cpus
 from inference.core_plan import plan_predict
 
@@ -154,15 +152,13 @@ def test_plan_explicit_values_win():
 
 
 @pytest.fixture
-def setup(tmp_path):
-    sections = {k: dict(v) for k, v in TINY.items()}
-    sections['INFER'].update(num_reader_threads=12, batch_size=1)  # the shipped configs' 12
-    (tmp_path / 'labels.txt').write_text('0 red\n1 green\n2 blue\n')
-    sections['INFER']['kinetics_labels'] = str(tmp_path / 'labels.txt')
+def setup(tmp_path, shared_model):
+    """The session's tiny model (exported once: conftest.shared_model) with the shipped
+    configs' 12 reader workers, and a folder of 4 videos."""
+    sections = {k: dict(v) for k, v in shared_model['sections'].items()}
+    sections['INFER'].update(num_reader_threads=12, batch_size=1)
     config = write_config(tmp_path / 'tiny.yaml', sections)
-    paddle.seed(3)
-    weights = str(tmp_path / 'w.pdparams')
-    paddle.save(get_model('TSM', parse_config(config), 'infer').state_dict(), weights)
+    weights = shared_model['weights']
     folder = tmp_path / 'videos'
     folder.mkdir()
     rng = np.random.default_rng(0)

@@ -18,7 +18,7 @@ import pytest
 import engines
 from engines.base import EngineError, cpu_has_bf16
 from testing.tiny import TINY, write_config
-from tests.conftest import ROOT, run_cli
+from tests.conftest import ROOT, run_cli, run_main, run_scripts
 from tests.test_inference import softmax, tiny_tsm
 from inference import artifacts
 
@@ -304,9 +304,11 @@ def test_int8_asks_for_a_quantized_model(tiny_files, tmp_path, monkeypatch):
         artifacts.cached_runner(tiny_files['model'], tiny_files['weights'], cfg, 'INFER',
                                 precision='int8', backend='paddle')
     assert os.listdir(tmp_path) == []  # nothing exported for it
-    res = run_cli('inference_model.py', '--config', tiny_files['config'], '--weights',
-                  tiny_files['weights'], '--precision', 'int8', '--save_dir', str(tmp_path))
-    assert res.returncode == 2 and 'tools/quantize.py' in res.stderr.strip().splitlines()[-1]
+    import inference_model  # the command line's one line, in this process (no work done)
+    code, _, err = run_main(inference_model.main, '--config', tiny_files['config'],
+                            '--weights', tiny_files['weights'], '--precision', 'int8',
+                            '--save_dir', str(tmp_path), '--cpu_threads', '1')
+    assert code == 2 and 'tools/quantize.py' in err.strip().splitlines()[-1]
 
 
 PLAIN = {  # each engine as its own documentation shows it: no project code
@@ -418,10 +420,14 @@ def test_eval_through_every_backend_and_predict_match_eager(tiny_dataset, tmp_pa
     env = {'TSM_PADDLE_CACHE': str(tmp_path / 'cache')}
     flags = {'eager': ['--use_inference', 'False'],
              **{name: ['--backend', name] for name in NAMES}}
+    backends = ('eager',) + NAMES
+    runs = [('eval.py', *common, *flags[b], '--save_dir', str(tmp_path / f'ev_{b}'), '-o',
+             'TEST.num_clips=2') for b in backends]
+    runs += [('predict.py', *common, *flags[b], '--infer_topk', '3', '--save_dir',
+              str(tmp_path / f'pr_{b}')) for b in ('eager', 'openvino')]
+    done = run_scripts(*runs, env=env)  # one interpreter: what they share is on disk
     evals, preds = {}, {}
-    for backend in ('eager',) + NAMES:
-        ev = run_cli('eval.py', *common, *flags[backend], '--save_dir',
-                     str(tmp_path / f'ev_{backend}'), '-o', 'TEST.num_clips=2', env=env)
+    for backend, ev in zip(backends, done):
         assert ev.returncode == 0, ev.stderr[-3000:]
         evals[backend] = json.loads((tmp_path / f'ev_{backend}' / 'eval_results.json')
                                     .read_text())
@@ -431,9 +437,7 @@ def test_eval_through_every_backend_and_predict_match_eager(tiny_dataset, tmp_pa
         for k in ('num_videos', 'top1', 'top5', 'mean_class_acc'):
             assert evals[backend][k] == evals['eager'][k], (backend, k)
         assert abs(evals[backend]['loss'] - evals['eager']['loss']) < 1e-5
-    for backend in ('eager', 'openvino'):
-        pr = run_cli('predict.py', *common, *flags[backend], '--infer_topk', '3',
-                     '--save_dir', str(tmp_path / f'pr_{backend}'), env=env)
+    for backend, pr in zip(('eager', 'openvino'), done[len(backends):], strict=True):
         assert pr.returncode == 0, pr.stderr[-3000:]
         preds[backend] = json.loads((tmp_path / f'pr_{backend}' / 'predict_results.json')
                                     .read_text())

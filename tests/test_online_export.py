@@ -20,9 +20,9 @@ import pytest
 import engines
 from engines.base import cpu_has_bf16
 from models.online import OnlineTSM
-from testing.media import make_clip, write_video
+from testing.media import write_video
 from testing.tiny import TINY, write_config
-from tests.conftest import run_cli
+from tests.conftest import run_cli, run_main, run_scripts
 from tests.test_inference import tiny_tsm
 
 NAMES = ('paddle', 'onnxruntime', 'openvino')
@@ -66,10 +66,15 @@ def shapes(model):
 
 
 @pytest.fixture(scope='module')
-def exported(model, tmp_path_factory):
-    """engine -> its online artifact (batch 1, as the cache exports it)."""
-    d = tmp_path_factory.mktemp('online_export')
-    return {name: engines.engine(name).export(model, str(d / name), FRAME, 'online', 1)
+def exported(model, tiny_files):
+    """engine -> its online artifact, exported by the cache (batch 1) for tiny_files'
+    weights and config: predict.py --online below finds it there instead of exporting
+    the same model again."""
+    from inference import artifacts
+    from utils.config_utils import parse_config
+    cfg = parse_config(tiny_files['config'])
+    return {name: artifacts.cached_artifact(engines.engine(name), model, tiny_files['weights'],
+                                            cfg, 'INFER', 'fp32', online=True)[0]
             for name in NAMES}
 
 
@@ -224,17 +229,24 @@ def test_inference_model_py_batch_is_static_by_default(tiny_files, model, tmp_pa
                                   [4, *FRAME], batch=batch)
         got[batch] = str(CORE.read_model(path).inputs[0].get_partial_shape())
     assert got == {1: '[1,4,3,32,32]', None: '[?,4,3,32,32]'}
-    res = run_cli('inference_model.py', '--config', tiny_files['config'], '--batch', '0')
-    assert res.returncode == 2 and '--batch must be positive' in res.stderr
+    code, _, err = run_main(inference_model.main, '--config', tiny_files['config'],
+                            '--batch', '0')
+    assert code == 2 and '--batch must be positive' in err
 
 
-def predict_online(files, save_dir, *flags):
-    res = run_cli('predict.py', '--config', files['config'], '--weights', files['weights'],
-                  '--online', '--video_path', files['video'], '--online_window', '3',
-                  '--cpu_threads', '1', '--save_dir', str(save_dir), *flags)
-    assert res.returncode == 0, res.stderr[-3000:]
-    frames = json.loads((save_dir / 'online_results.json').read_text())['frames']
-    return frames, res.stdout + res.stderr
+def predict_online(files, runs):
+    """predict.py --online over files' video, once per (save_dir, *flags) of `runs`, in one
+    interpreter -> per run (its frame records, its log)."""
+    done = run_scripts(*[('predict.py', '--config', files['config'], '--weights',
+                          files['weights'], '--online', '--video_path', files['video'],
+                          '--online_window', '3', '--cpu_threads', '1', '--save_dir',
+                          str(save_dir), *flags) for save_dir, *flags in runs])
+    out = []
+    for (save_dir, *_), res in zip(runs, done, strict=True):
+        assert res.returncode == 0, res.stderr[-3000:]
+        frames = json.loads((save_dir / 'online_results.json').read_text())['frames']
+        out.append((frames, res.stdout + res.stderr))
+    return out
 
 
 def eager_records(files):
@@ -259,10 +271,12 @@ def test_predict_online_through_every_engine(tiny_files, tmp_path):
     (fp32); the default (auto, bf16 where the CPU has it) runs OpenVINO."""
     eager = eager_records(tiny_files)
     assert len(eager) == 10
-    for name, flags in (('paddle', ['--backend', 'paddle', '--precision', 'fp32']),
-                        ('onnxruntime', ['--backend', 'onnxruntime', '--precision', 'fp32']),
-                        ('openvino', [])):
-        got, log = predict_online(tiny_files, tmp_path / name, *flags)
+    engines_flags = (('paddle', ['--backend', 'paddle', '--precision', 'fp32']),
+                     ('onnxruntime', ['--backend', 'onnxruntime', '--precision', 'fp32']),
+                     ('openvino', []))
+    done = predict_online(tiny_files, [(tmp_path / name, *flags)
+                                       for name, flags in engines_flags])
+    for (name, flags), (got, log) in zip(engines_flags, done, strict=True):
         assert f'online inference engine: engine {name}' in log
         assert [f['class_index'] for f in got] == [f['class_index'] for f in eager], name
         if flags:
@@ -286,8 +300,11 @@ def test_the_cache_keeps_online_and_clip_models_apart(tiny_files):
 
 
 def test_mit_direction_cannot_export_online(tiny_files, tmp_path):
-    res = run_cli('inference_model.py', '--config', tiny_files['config'], '--weights',
-                  tiny_files['weights'], '--online', '-o', 'MODEL.shift_direction=mit',
-                  '--save_dir', str(tmp_path))
-    assert res.returncode == 2 and 'Traceback' not in res.stderr
-    assert "MIT's direction" in res.stderr.strip().splitlines()[-1]
+    """A one-line error before any work: checked in this process."""
+    import inference_model
+    code, _, err = run_main(inference_model.main, '--config', tiny_files['config'],
+                            '--weights', tiny_files['weights'], '--online', '-o',
+                            'MODEL.shift_direction=mit', '--save_dir', str(tmp_path),
+                            '--cpu_threads', '1')
+    assert code == 2
+    assert "MIT's direction" in err.strip().splitlines()[-1]

@@ -24,7 +24,7 @@ import pytest
 import engines
 from engines.base import EngineError
 from testing.tiny import make_tiny_dataset
-from tests.conftest import ROOT
+from tests.conftest import run_scripts
 from tests.test_inference import tiny_tsm
 
 VENV = os.path.join(os.path.expanduser('~'), '.cache', 'tsm_paddle', 'venv-paddle262')
@@ -77,22 +77,26 @@ def tiny(tmp_path_factory):
     return {**files, 'weights': str(d / 'w.pdparams')}
 
 
-def run(python, script, tiny, *args, env=None):
-    return subprocess.run(
-        [python, script, '--config', tiny['config'], '--weights', tiny['weights'],
-         '--cpu_threads', '1', *args], cwd=ROOT, capture_output=True, text=True, timeout=300,
-        env=dict(os.environ, PYTHONWARNINGS='ignore', **(env or {})))
+def run(python, tiny, *runs, env=None):
+    """Each (script, *args) of `runs` in turn, with the tiny config and weights on one
+    thread, in one interpreter of `python` (what is checked is Paddle 2.6.2, not a fresh
+    process); -> a SimpleNamespace(returncode, stdout, stderr) per run."""
+    return run_scripts(*[(script, '--config', tiny['config'], '--weights', tiny['weights'],
+                          '--cpu_threads', '1', *args) for script, *args in runs],
+                       python=python, env=env)
 
 
 def test_eval_through_every_backend_and_predict_under_paddle_262(python262, tiny, tmp_path):
     """The same figures as the eager model in every engine, each run by Paddle 2.6.2 (its
     .pdmodel for Paddle Inference, paddle2onnx 1.3.1's ONNX for the others)."""
+    runs = [('eval.py', *(['--use_inference', 'False'] if backend == 'eager' else
+                          ['--backend', backend]),
+             '--precision', 'fp32', '--save_dir', str(tmp_path / backend), '-o',
+             'TEST.num_clips=2') for backend in ('eager',) + BACKENDS]
+    *evals, predicted = run(python262, tiny, *runs,
+                            ('predict.py', '--save_dir', str(tmp_path / 'predict')))
     results = {}
-    for backend in ('eager',) + BACKENDS:
-        flags = ['--use_inference', 'False'] if backend == 'eager' else ['--backend', backend]
-        out = tmp_path / backend
-        res = run(python262, 'eval.py', tiny, *flags, '--precision', 'fp32', '--save_dir',
-                  str(out), '-o', 'TEST.num_clips=2')
+    for backend, res in zip(('eager',) + BACKENDS, evals, strict=True):
         assert res.returncode == 0, res.stderr[-3000:]
         log = res.stdout + res.stderr
         assert 'Traceback' not in log and 'WARNING engines' not in log
@@ -101,29 +105,27 @@ def test_eval_through_every_backend_and_predict_under_paddle_262(python262, tiny
             assert f'inference engine: engine {used}' in log, log[-3000:]
         if backend == 'paddle':
             assert 'version 2.6.2' in log and 'model.pdmodel' in log
-        results[backend] = json.loads((out / 'eval_results.json').read_text())
+        results[backend] = json.loads((tmp_path / backend / 'eval_results.json').read_text())
     for backend in BACKENDS:
         for k in ('num_videos', 'top1', 'top5', 'mean_class_acc'):
             assert results[backend][k] == results['eager'][k], (backend, k)
         assert abs(results[backend]['loss'] - results['eager']['loss']) < 1e-5, backend
-    res = run(python262, 'predict.py', tiny, '--save_dir', str(tmp_path / 'predict'))
-    assert res.returncode == 0, res.stderr[-3000:]
-    assert 'openvino model from the cache' in res.stdout + res.stderr  # eval's export
+    assert predicted.returncode == 0, predicted.stderr[-3000:]
+    assert 'openvino model from the cache' in predicted.stdout + predicted.stderr  # eval's
     assert len(json.loads((tmp_path / 'predict' / 'predict_results.json').read_text())) == 2
 
 
 @pytest.mark.parametrize('backend', BACKENDS[:3])
 def test_inference_model_py_under_paddle_262(python262, tiny, tmp_path, backend):
     """The clip model and (--online) the per-frame model, each checked against eager."""
-    for flags, name, check in (([], 'TSM', 'checked against the eager model'),
-                               (['--online'], 'TSM_online',
-                                'checked against the eager online model over 16 frames')):
-        out = tmp_path / name
-        res = run(python262, 'inference_model.py', tiny, '--backend', backend, '--save_dir',
-                  str(out), *flags)
+    cases = (([], 'TSM', 'checked against the eager model'),
+             (['--online'], 'TSM_online', 'checked against the eager online model over 16 frames'))
+    done = run(python262, tiny, *[('inference_model.py', '--backend', backend, '--save_dir',
+                                   str(tmp_path / name), *flags) for flags, name, _ in cases])
+    for (_, name, check), res in zip(cases, done, strict=True):
         assert res.returncode == 0, res.stderr[-3000:]
         assert check in res.stdout + res.stderr
-        assert set(os.listdir(out)) == {
+        assert set(os.listdir(tmp_path / name)) == {
             'paddle': {f'{name}.pdmodel', f'{name}.pdiparams', f'{name}.pdiparams.info'},
             'onnxruntime': {f'{name}.onnx'}, 'openvino': {f'{name}.xml', f'{name}.bin'}}[backend]
 
@@ -141,14 +143,14 @@ def test_paddle2onnx_2_under_paddle_262_is_one_line(python262, tiny, tmp_path):
     env = {'PYTHONPATH': os.pathsep.join([str(overlay), *filter(None, [
         os.environ.get('PYTHONPATH')])])}
     want = P2O_2.format(dist.version)
-    for script, backend in (('eval.py', 'onnxruntime'), ('inference_model.py', 'openvino')):
-        res = run(python262, script, tiny, '--backend', backend, '--save_dir',
-                  str(tmp_path / script), env=env)
-        assert res.returncode == 2, res.stderr[-3000:]
-        assert res.stderr.strip().splitlines()[-1] == f'error: --backend {backend}: {want}'
-        assert 'Traceback' not in res.stderr
-    res = run(python262, 'predict.py', tiny, '--save_dir', str(tmp_path / 'predict'),
-              env=env)
+    refused = (('eval.py', 'onnxruntime'), ('inference_model.py', 'openvino'))
+    *errors, res = run(python262, tiny, *[(script, '--backend', backend, '--save_dir',
+                                           str(tmp_path / script)) for script, backend in refused],
+                       ('predict.py', '--save_dir', str(tmp_path / 'predict')), env=env)
+    for (script, backend), err in zip(refused, errors, strict=True):
+        assert err.returncode == 2, err.stderr[-3000:]
+        assert err.stderr.strip().splitlines()[-1] == f'error: --backend {backend}: {want}'
+        assert 'Traceback' not in err.stderr
     assert res.returncode == 0, res.stderr[-3000:]
     log = res.stdout + res.stderr
     assert 'backend auto: paddle' in log and 'inference engine: engine paddle' in log

@@ -7,30 +7,21 @@ import numpy as np
 import paddle
 import pytest
 
-from models import get_model
 from models.online import OnlineTSM
 from models.tsm import TSM
 from reader import open_video
 from testing.media import make_clip, write_mp4, write_video
-from testing.tiny import TINY, write_config
 from tests.conftest import run_cli
-from utils.config_utils import parse_config
 from jobs.predict_output import clock
 from reader.inputs import find_videos
 
 
 @pytest.fixture
-def setup(tmp_path):
-    """Tiny config and random weights; videos at 10 fps of 48x64."""
-    sections = {k: dict(v) for k, v in TINY.items()}
-    (tmp_path / 'labels.txt').write_text('0 red\n1 green\n2 blue\n')
-    sections['INFER']['kinetics_labels'] = str(tmp_path / 'labels.txt')
-    config = write_config(tmp_path / 'tiny.yaml', sections)
-    paddle.seed(2)
-    model = get_model('TSM', parse_config(config), 'infer')
-    weights = str(tmp_path / 'w.pdparams')
-    paddle.save(model.state_dict(), weights)
-    return {'dir': tmp_path, 'config': config, 'weights': weights}
+def setup(tmp_path, shared_model):
+    """The session's tiny config and weights (exported once: conftest.shared_model), and a
+    folder of the test's own for its videos (10 fps, 48x64) and outputs."""
+    return {'dir': tmp_path, 'config': shared_model['config'],
+            'weights': shared_model['weights']}
 
 
 def predict(setup, *args):

@@ -10,7 +10,7 @@ import paddle
 import pytest
 
 from metrics import average_views, nll
-from models import get_model
+from models import get_model, load_weights
 from reader import get_reader
 from reader.sampling import (dense_clip_indices, eval_clip_indices, segment_indices,
                              uniform_clip_indices, window_spans)
@@ -206,13 +206,9 @@ def test_views_are_averaged_per_video():
 # ---- eval.py end to end ----
 
 @pytest.fixture
-def tiny_weights(tiny_dataset):
-    cfg = parse_config(tiny_dataset['config'])
-    paddle.seed(1)
-    model = get_model('TSM', cfg, 'test')
-    path = str(tiny_dataset['dir'] / 'w.pdparams')
-    paddle.save(model.state_dict(), path)
-    return path
+def tiny_weights(shared_model):
+    """The session's seeded tiny weights: eval.py finds their export in the cache."""
+    return shared_model['weights']
 
 
 def test_eval_multi_view_end_to_end(tiny_dataset, tiny_weights, tmp_path):
@@ -233,7 +229,7 @@ def test_eval_multi_view_end_to_end(tiny_dataset, tiny_weights, tmp_path):
         key, value = rest.split('=')
         cfg[section][key] = {'true': True}.get(value, int(value) if value.isdigit() else value)
     model = get_model('TSM', cfg, 'test')
-    model.set_state_dict(paddle.load(tiny_weights))
+    load_weights(model, tiny_weights)
     ds = get_reader('TSM', 'test', cfg)
     items = [ds[i] for i in range(len(ds))]
     imgs = paddle.to_tensor(np.stack([it[0] for it in items]))

@@ -19,7 +19,7 @@ import pytest
 from engines.int8 import compare
 from testing.media import write_video
 from testing.tiny import TINY, write_config
-from tests.conftest import run_cli
+from tests.conftest import run_cli, run_main, run_scripts
 from tests.test_inference import softmax, tiny_tsm
 
 CLASSES = 3
@@ -160,8 +160,10 @@ def test_the_cache_entry_says_how_it_was_made(quantized):
 def test_predict_and_eval_precision_int8_run_the_quantized_model(quantized, tmp_path):
     flags = ['--config', quantized['config'], '--weights', quantized['weights'],
              '--precision', 'int8', '--cpu_threads', '1']
-    pr = run_cli('predict.py', *flags, '--filelist', str(quantized['dir'] / 'calib.list'),
-                 '--infer_topk', '3', '--save_dir', str(tmp_path / 'pr'))
+    pr, ev = run_scripts(  # one interpreter: what they share is on disk
+        ('predict.py', *flags, '--filelist', str(quantized['dir'] / 'calib.list'),
+         '--infer_topk', '3', '--save_dir', str(tmp_path / 'pr')),
+        ('eval.py', *flags, '--backend', 'openvino', '--save_dir', str(tmp_path / 'ev')))
     assert pr.returncode == 0, pr.stderr[-3000:]
     log = pr.stdout + pr.stderr
     assert 'precision int8' in log and f"artifact {quantized['cache']}/model.xml" in log
@@ -170,49 +172,58 @@ def test_predict_and_eval_precision_int8_run_the_quantized_model(quantized, tmp_
     names = ['red', 'green', 'blue']
     assert [r['top_names'][0] for r in records] == \
         [names[k] for k in quantized['want'].argmax(1)]
-    ev = run_cli('eval.py', *flags, '--backend', 'openvino', '--save_dir', str(tmp_path / 'ev'))
     assert ev.returncode == 0, ev.stderr[-3000:]
     assert f"artifact {quantized['cache']}/model.xml" in ev.stdout + ev.stderr
     assert json.loads((tmp_path / 'ev' / 'eval_results.json').read_text())['top1'] == 1.0
 
 
-def test_int8_without_a_quantized_model_is_a_one_line_error(quantized, tmp_path):
+def test_int8_without_a_quantized_model_is_a_one_line_error(quantized, tmp_path, monkeypatch):
     """The lookup is the same for every engine (inference.artifacts.cached_artifact; Paddle's
-    in tests/test_engines.py::test_int8_asks_for_a_quantized_model)."""
-    res = run_cli('predict.py', '--config', quantized['config'], '--weights',
-                  quantized['weights'], '--precision', 'int8', '--backend', 'openvino',
-                  '--filelist', str(quantized['dir'] / 'calib.list'),
-                  env={'TSM_PADDLE_CACHE': str(tmp_path / 'empty')})
-    assert res.returncode == 2, res.stderr[-3000:]
-    last = res.stderr.strip().splitlines()[-1]
+    in tests/test_engines.py::test_int8_asks_for_a_quantized_model).  It ends before any
+    work: checked in this process."""
+    import predict
+    monkeypatch.setenv('TSM_PADDLE_CACHE', str(tmp_path / 'empty'))
+    code, _, err = run_main(predict.main, '--config', quantized['config'], '--weights',
+                            quantized['weights'], '--precision', 'int8', '--backend',
+                            'openvino', '--filelist', str(quantized['dir'] / 'calib.list'),
+                            '--cpu_threads', '1')
+    assert code == 2, err[-3000:]
+    last = err.strip().splitlines()[-1]
     assert last.startswith('error: --precision int8: no quantized openvino model'), last
     assert 'tools/quantize.py --config C --weights W --filelist L' in last
-    assert 'Traceback' not in res.stderr
 
 
 def test_bad_calibration_inputs_are_one_line_errors(quantized, tmp_path):
+    """A list that names no video, and --backend paddle, end before any work: checked in
+    this process; videos that do not decode are found by the worker processes: checked
+    through the command line."""
+    from tools.quantize import main as quantize_main
     (tmp_path / 'empty.list').write_text('# nothing\n')
     (tmp_path / 'broken.avi').write_text('not a video')
     (tmp_path / 'broken.list').write_text(f"{tmp_path / 'broken.avi'}\n"
                                           f"{tmp_path / 'absent.mp4'} 1\n")
+    common = ['--config', quantized['config'], '--weights', quantized['weights'],
+              '--save_dir', str(tmp_path / 'out'), '--cpu_threads', '1']
     cases = {
         str(tmp_path / 'absent.list'): f"error: list file not found: {tmp_path / 'absent.list'}",
         str(tmp_path / 'empty.list'): f"error: {tmp_path / 'empty.list'}: no videos listed",
-        str(tmp_path / 'broken.list'): f"error: {tmp_path / 'broken.list'}: none of its 2 "
-                                       f"videos could be decoded",
     }
     for listfile, want in cases.items():
-        res = run_cli('-m', 'tools.quantize', '--config', quantized['config'], '--weights',
-                      quantized['weights'], '--filelist', listfile, '--save_dir',
-                      str(tmp_path / 'out'))
-        assert res.returncode == 2, res.stderr[-3000:]
-        assert res.stderr.strip().splitlines()[-1].startswith(want), res.stderr[-3000:]
-        assert 'Traceback' not in res.stderr
-    res = run_cli('-m', 'tools.quantize', '--config', quantized['config'], '--weights',
-                  quantized['weights'], '--filelist', str(quantized['dir'] / 'calib.list'),
-                  '--backend', 'paddle')
-    assert res.returncode == 2
-    last = res.stderr.strip().splitlines()[-1]
+        code, _, err = run_main(quantize_main, *common, '--filelist', listfile)
+        assert code == 2, err[-3000:]
+        assert err.strip().splitlines()[-1].startswith(want), err[-3000:]
+    broken = str(tmp_path / 'broken.list')
+    res = run_cli('-m', 'tools.quantize', *common, '--filelist', broken)
+    assert res.returncode == 2, res.stderr[-3000:]
+    assert res.stderr.strip().splitlines()[-1].startswith(
+        f"error: {broken}: none of its 2 videos could be decoded"), res.stderr[-3000:]
+    assert 'Traceback' not in res.stderr
+    code, _, err = run_main(quantize_main, '--config', quantized['config'], '--weights',
+                            quantized['weights'], '--filelist',
+                            str(quantized['dir'] / 'calib.list'), '--backend', 'paddle',
+                            '--cpu_threads', '1')
+    assert code == 2
+    last = err.strip().splitlines()[-1]
     assert last.startswith('error: --backend paddle: no int8 quantization') and \
         last.endswith('use --backend openvino'), last
     assert not (tmp_path / 'out').exists()  # nothing written by a failed run

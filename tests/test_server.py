@@ -25,7 +25,6 @@ from PIL import Image
 
 from testing.served import Served
 from testing.media import make_clip, write_mp4
-from testing.tiny import TINY, write_config
 from tests.test_bad_inputs import CASES, make_bad
 
 TOKEN = 'sesame-123'
@@ -38,19 +37,11 @@ def grey_clip(n, height=48, width=64):
 
 
 @pytest.fixture(scope='module')
-def files(tmp_path_factory):
-    """A tiny config, seeded random weights and clips."""
+def files(tmp_path_factory, shared_model):
+    """The session's tiny config and seeded weights (conftest.shared_model: exported once
+    for every server of the session), and clips."""
     d = tmp_path_factory.mktemp('serve')
-    (d / 'labels.txt').write_text('0 red\n1 green\n2 blue\n')
-    sections = {k: dict(v) for k, v in TINY.items()}
-    sections['INFER']['kinetics_labels'] = str(d / 'labels.txt')
-    cfg_path = write_config(d / 'tiny.yaml', sections)
-    from models import get_model
-    from training import checkpoint
-    from utils.config_utils import parse_config
-    paddle.seed(1)
-    checkpoint.save_weights(get_model('TSM', parse_config(cfg_path), 'infer'), str(d / 'w.pdparams'))
-    return {'dir': d, 'config': cfg_path, 'weights': str(d / 'w.pdparams'),
+    return {'dir': d, 'config': shared_model['config'], 'weights': shared_model['weights'],
             'clip': write_mp4(d / 'clip.mp4', make_clip(30)),
             'grey': write_mp4(d / 'grey.mp4', grey_clip(30))}
 

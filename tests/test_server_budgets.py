@@ -14,13 +14,12 @@ from urllib.parse import urlparse
 
 import imageio_ffmpeg
 import numpy as np
-import paddle
 import pytest
 
 from testing.attacks import multipart, png_header_only, y4m
 from testing.served import Served
 from testing.media import make_clip, write_mp4, write_video
-from testing.tiny import TINY, write_config
+from testing.tiny import write_config
 from tests.conftest import alive
 from tests.test_server import decode_workers, json_error, metric, post
 
@@ -28,22 +27,15 @@ WINDOWS = 250  # of the long video at WINDOW_S: under the server's 256
 
 
 @pytest.fixture(scope='module')
-def media(tmp_path_factory):
-    """A tiny config (keep_ratio on: the aspect-ratio bomb's way in; a 4 s decode
-    budget), seeded weights, a good clip and a long 720p video."""
+def media(tmp_path_factory, shared_model):
+    """The session's tiny config with keep_ratio on (the aspect-ratio bomb's way in) and a
+    4 s decode budget, its seeded weights (conftest.shared_model: already exported), a
+    good clip and a long 720p video."""
     d = tmp_path_factory.mktemp('budgets')
-    (d / 'labels.txt').write_text('0 red\n1 green\n2 blue\n')
-    sections = {k: dict(v) for k, v in TINY.items()}
-    sections['INFER'].update(kinetics_labels=str(d / 'labels.txt'), keep_ratio=True,
-                             video_timeout=4)
-    cfg = write_config(d / 'tiny.yaml', sections)
-    from models import get_model
-    from training import checkpoint
-    from utils.config_utils import parse_config
-    paddle.seed(1)
-    checkpoint.save_weights(get_model('TSM', parse_config(cfg), 'infer'), str(d / 'w.pdparams'))
-    return {'dir': d, 'config': cfg, 'weights': str(d / 'w.pdparams'),
-            'clip': write_mp4(d / 'clip.mp4', make_clip(30))}
+    sections = {k: dict(v) for k, v in shared_model['sections'].items()}
+    sections['INFER'].update(keep_ratio=True, video_timeout=4)
+    return {'dir': d, 'config': write_config(d / 'tiny.yaml', sections),
+            'weights': shared_model['weights'], 'clip': write_mp4(d / 'clip.mp4', make_clip(30))}
 
 
 def ffmpeg(*args):

@@ -13,7 +13,7 @@ import time
 import pytest
 
 from testing.attacks import RawWebSocket, address, bomb_png, masked, raw, status_of
-from tests.conftest import run_cli
+from tests.conftest import run_main
 from tests.test_server import (BOUNDARY, PART, files, http, json_error, metric,  # noqa: F401
                                online_frames, png, post, start, wait_for)
 
@@ -385,7 +385,9 @@ def test_every_html_answer_forbids_framing(server):
 
 
 def test_flags_are_checked(files):  # noqa: F811
+    """Flags are checked as they are parsed, before any work: in this process."""
+    import serve
     for flags, words in ((['--token', 'caf\u00e9'], 'ASCII'), (['--allow_origin', 'evil'], 'scheme'),
                          (['--header_timeout', '0'], 'positive')):
-        r = run_cli('serve.py', '--config', files['config'], *flags, timeout=60)
-        assert r.returncode == 2 and words in r.stderr and 'Traceback' not in r.stderr, r.stderr
+        code, _, err = run_main(serve.main, '--config', files['config'], *flags)
+        assert code == 2 and words in err and 'Traceback' not in err, err

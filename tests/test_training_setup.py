@@ -12,7 +12,7 @@ import pytest
 
 from models import get_model
 from testing.tiny import TINY, write_config
-from tests.conftest import run_cli
+from tests.conftest import run_main
 from training import checkpoint, resume
 from jobs.entry import run_job
 from utils.config_utils import parse_config
@@ -22,10 +22,11 @@ from training.ranks import Ranks
 
 
 def test_amp_on_the_cpu_is_a_one_line_error(tiny_dataset):
-    res = run_cli('train.py', '--pretrain', 'none', '--config', tiny_dataset['config'],
-                  '--use_gpu', 'False', '-o', 'TRAIN.amp=True')
-    assert res.returncode == 2
-    assert res.stderr.startswith("error: TRAIN.amp needs a GPU") and res.stderr.count('\n') == 1
+    import train  # the check comes before any work: in this process
+    code, _, err = run_main(train.main, '--pretrain', 'none', '--config', tiny_dataset['config'],
+                            '--use_gpu', 'False', '-o', 'TRAIN.amp=True', '--cpu_threads', '1')
+    assert code == 2
+    assert err.startswith("error: TRAIN.amp needs a GPU") and err.count('\n') == 1
 
 
 @contextlib.contextmanager
@@ -140,11 +141,15 @@ def test_a_bug_keeps_its_traceback(tmp_path):
 
 
 def test_the_projects_errors_end_in_one_line(tiny_dataset):
-    res = run_cli('eval.py', '--model_name', 'NoSuchNet', '--config', tiny_dataset['config'])
-    assert res.returncode == 2
-    assert res.stderr.startswith("error: unknown model 'NoSuchNet' (known: ")
-    assert res.stderr.count('\n') == 1
-    missing = run_cli('predict.py', '--config', tiny_dataset['config'], '--video_path',
-                      str(tiny_dataset['dir'] / 'no_such_folder_or_video'), '--weights',
-                      str(tiny_dataset['dir'] / 'none.pdparams'))
-    assert missing.returncode == 2 and 'Traceback' not in missing.stderr
+    """Both end before any work: the scripts' main() in this process."""
+    import eval as eval_script
+    import predict
+    code, _, err = run_main(eval_script.main, '--model_name', 'NoSuchNet', '--config',
+                            tiny_dataset['config'], '--cpu_threads', '1')
+    assert code == 2
+    assert err.startswith("error: unknown model 'NoSuchNet' (known: ")
+    assert err.count('\n') == 1
+    code, _, err = run_main(predict.main, '--config', tiny_dataset['config'], '--video_path',
+                            str(tiny_dataset['dir'] / 'no_such_folder_or_video'), '--weights',
+                            str(tiny_dataset['dir'] / 'none.pdparams'), '--cpu_threads', '1')
+    assert code == 2 and 'Traceback' not in err

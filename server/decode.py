@@ -238,6 +238,13 @@ def decode_windows(path, count, spans, with_frames=False, seconds=0, last=True):
     return {'clips': np.stack(clips), 'frames': frames, 'decode_s': taken}
 
 
+def exit_codes(pool):
+    """How a broken pool's workers ended: 'exit codes [-11, -15]' (-N: signal N; the pool
+    sends SIGTERM (-15) to the survivors when one dies)."""
+    procs = (getattr(pool, '_processes', None) or {}).values()
+    return f"exit codes {[p.exitcode for p in procs]}" if procs else "exit codes unknown"
+
+
 class DecodePool:
     """`workers` spawned processes (not forked: the server process holds Paddle's threads)
     running probe_upload and decode_windows."""
@@ -266,14 +273,22 @@ class DecodePool:
 
     def warm(self):
         """-> a function that waits until every worker has loaded its reader."""
-        futures = self._ready
-        return lambda: [f.result() for f in futures]
+        futures, pool = self._ready, self.pool
+
+        def ready():
+            try:
+                return [f.result() for f in futures]
+            except BrokenProcessPool as e:
+                raise BrokenProcessPool(f"a decode worker died while starting "
+                                        f"({exit_codes(pool)})") from e
+        return ready
 
     def _replace(self, broken):
         if self.pool is broken:
             self.restarts += 1
             logger.warning("a decode worker died (crash, memory, or hung past 2 x its "
-                           "deadline): starting a fresh pool (restart %d)", self.restarts)
+                           "deadline; %s): starting a fresh pool (restart %d)",
+                           exit_codes(broken), self.restarts)
             broken.shutdown(wait=False, cancel_futures=True)
             self.pool = self._start()
             if self.on_restart is not None:

@@ -82,3 +82,30 @@ def test_loader_workers_end_with_a_killed_parent_and_leave_no_shared_memory(tmp_
             for f in glob.glob(f'/dev/shm/paddle_{pid}_*'):
                 with contextlib.suppress(OSError):
                     os.unlink(f)
+
+
+def _alarm_storm(seconds):
+    """A spawned worker (die_with_parent asks for the parent-death signal there) whose
+    main thread blocks SIGALRM, so a fast interval timer's alarms can only go to the
+    watchdog thread, interrupting its waits; exit code 0: it outlived the storm."""
+    from utils import parent_watch
+    parent_watch.WATCH_INTERVAL = 0.01  # many waits, each one a chance to be interrupted
+    parent_watch.die_with_parent()
+    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGALRM})
+    signal.signal(signal.SIGALRM, lambda *_: None)
+    signal.setitimer(signal.ITIMER_REAL, 0.0003, 0.0003)
+    time.sleep(seconds)
+    signal.setitimer(signal.ITIMER_REAL, 0)
+
+
+def test_signals_that_interrupt_the_watchdog_are_not_a_parent_death():
+    """CPython's sigtimedwait, interrupted by a signal as its time runs out, returns an
+    unfilled siginfo instead of None.  The watchdog took that for the parent's death and
+    ended healthy workers (the server's decode workers, between two requests: their reader
+    deadline's SIGALRM).  Before the fix this worker ended itself (SIGTERM, -15) within
+    the storm's first seconds."""
+    import multiprocessing
+    proc = multiprocessing.get_context('spawn').Process(target=_alarm_storm, args=(4,))
+    proc.start()
+    proc.join(60)
+    assert proc.exitcode == 0

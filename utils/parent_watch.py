@@ -33,6 +33,7 @@ import time
 PR_SET_PDEATHSIG = 1
 DEATH_SIGNAL = signal.SIGUSR2  # used by nothing else in a worker; blocked, taken by the watchdog
 WATCH_INTERVAL = 1.0  # s between the fallback's checks of the parent
+SI_USER = 0  # siginfo's si_code of a signal the kernel sends on a parent's death
 GRACE = 5.0  # s SIGTERM is given before SIGKILL (SIGTERM ignored, or handled without exiting)
 
 # Recorded in the parent just before every fork, inherited by the child; None in a process
@@ -85,15 +86,27 @@ def die_with_parent(*_):
 
 
 def _watch(parent, pdeath):
+    if pdeath:
+        # No signal may interrupt this thread's waits: CPython's sigtimedwait, interrupted
+        # (EINTR) as its time runs out, returns an unfilled siginfo instead of None, which
+        # would read as the parent's death.  A worker's SIGALRM (reader.deadline) could
+        # otherwise be delivered here: docs/failures.md, "A worker that ended itself".
+        signal.pthread_sigmask(signal.SIG_BLOCK, signal.valid_signals())
     while os.getppid() == parent:  # checked after prctl: a parent already gone is seen
         if pdeath:
-            if signal.sigtimedwait({DEATH_SIGNAL}, WATCH_INTERVAL) is not None:
+            if _parent_death_signal(signal.sigtimedwait({DEATH_SIGNAL}, WATCH_INTERVAL)):
                 break  # the parent's main thread ended: the parent is exiting
         else:
             time.sleep(WATCH_INTERVAL)
     os.kill(os.getpid(), signal.SIGTERM)
     time.sleep(GRACE)
     os.kill(os.getpid(), signal.SIGKILL)
+
+
+def _parent_death_signal(info):
+    """Whether sigtimedwait's answer is the kernel's parent-death signal: DEATH_SIGNAL
+    sent by no process (SI_USER from the kernel), not None or a foreign or unfilled one."""
+    return info is not None and info.si_signo == DEATH_SIGNAL and info.si_code == SI_USER
 
 
 def ended(pid):

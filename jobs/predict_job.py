@@ -17,7 +17,8 @@ logger = logging.getLogger(__name__)
 
 
 def predict_job(args, cfg):
-    model, weights = load_for_inference(args, cfg, 'infer')[:2]
+    loaded = load_for_inference(args, cfg, 'infer')
+    model, weights = loaded.model, loaded.weights
     names = read_labels(cfg.INFER.kinetics_labels, cfg.MODEL.num_classes)
     if getattr(args, 'online', False):
         streams, _ = online_for_inference(model, args, cfg, 'INFER', weights,

@@ -104,7 +104,8 @@ def quantize_job(args, cfg):
     items = parse_list(args.filelist, cfg.MODEL.format, cfg.MODEL.num_classes, need_label=False)
     if not items:
         raise ListFileError(f"{args.filelist}: no videos listed; nothing to calibrate on")
-    model, weights = load_for_inference(args, cfg, 'infer')[:2]
+    loaded = load_for_inference(args, cfg, 'infer')
+    model, weights = loaded.model, loaded.weights
     if clip_shape(cfg, 'TEST') != clip_shape(cfg, SECTION):
         logger.warning("TEST.target_size differs from INFER's: eval.py --precision int8 will "
                        "not find this model (pass -o INFER.target_size=%s to quantize for it)",

@@ -8,6 +8,7 @@ import logging
 import numpy as np
 
 from inference.loading import online_for_inference
+from reader import clip_shape
 
 logger = logging.getLogger(__name__)
 
@@ -17,7 +18,7 @@ class OnlineModel:
 
     def __init__(self, model, args, cfg, weights):
         self.streams, self.engine = online_for_inference(model, args, cfg, 'INFER', weights)
-        self.frame_shape = [1, 3, cfg.INFER.target_size, cfg.INFER.target_size]
+        self.frame_shape = [1, *clip_shape(cfg, 'INFER', online=True)]  # one frame
         logger.info("camera mode: online model on %s, %s", self.engine['engine'],
                     self.engine['precision'])
 

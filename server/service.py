@@ -8,6 +8,7 @@ import numpy as np
 import paddle
 
 from inference.loading import for_inference, load_for_inference
+from reader import clip_shape
 from reader.inputs import PROTOCOL_KEYS, protocol_text, read_labels
 from training.evaluate import video_log_probs
 from utils.download import sha256sum
@@ -28,7 +29,8 @@ class Service:
     server/online_engine.py; None when the weights cannot run online)."""
 
     def __init__(self, args, cfg):
-        model, weights = load_for_inference(args, cfg, 'infer')[:2]
+        loaded = load_for_inference(args, cfg, 'infer')
+        model, weights = loaded.model, loaded.weights
         self.names = read_labels(cfg.INFER.kinetics_labels, cfg.MODEL.num_classes)
         self.cfg, self.model_name = cfg, args.model_name.upper()
         self.net = for_inference(model, args, cfg, 'INFER', weights)
@@ -44,7 +46,6 @@ class Service:
     @property
     def clip_shape(self):
         """One item of the reader: [T, 3L, S, S], or [V, T, 3L, S, S] with V views."""
-        from reader import clip_shape
         return clip_shape(self.cfg, 'INFER', views=True)
 
     @paddle.no_grad()

@@ -151,11 +151,10 @@ def shared_model(tmp_path_factory, _inference_cache):
     from training import checkpoint
     from utils.config_utils import parse_config
     from inference.loading import for_inference, online_for_inference
-    from testing.tiny import TINY, write_config
+    from testing.tiny import tiny_sections, write_config
     d = tmp_path_factory.mktemp('shared_model')
     (d / 'labels.txt').write_text('0 red\n1 green\n2 blue\n')
-    sections = {k: dict(v) for k, v in TINY.items()}
-    sections['INFER']['kinetics_labels'] = str(d / 'labels.txt')
+    sections = tiny_sections(kinetics_labels=str(d / 'labels.txt'))
     config = write_config(d / 'tiny.yaml', sections)
     cfg = parse_config(config)
     paddle.seed(1)

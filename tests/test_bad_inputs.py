@@ -11,7 +11,7 @@ import pytest
 
 from reader import get_reader
 from testing.media import make_clip, write_mp4, write_video
-from testing.tiny import TINY, write_config
+from testing.tiny import tiny_sections, write_config
 from tests.conftest import run_cli, run_main
 from utils.config_utils import parse_config
 
@@ -117,7 +117,7 @@ def assert_frames_of(path, clip, exact_indices=True):
 @pytest.mark.parametrize('kind', sorted(CASES))
 def test_bad_video(kind, tmp_path, caplog):
     path = make_bad(kind, tmp_path)
-    sections = {k: dict(v) for k, v in TINY.items()}
+    sections = tiny_sections()
     if kind == 'pkl_with_code':
         sections['MODEL']['format'] = 'pkl'
     (tmp_path / 'v.list').write_text(f"{path} 1\n")
@@ -144,7 +144,7 @@ def test_rotation_metadata_is_applied(tmp_path):
 def test_video_with_one_frame_repeats_it(tmp_path):
     path = write_mp4(tmp_path / 'one.mp4', make_clip(1))
     (tmp_path / 'v.list').write_text(f"{path} 0\n")
-    sections = {k: dict(v) for k, v in TINY.items()}
+    sections = tiny_sections()
     sections['VALID'].update(short_size=48, target_size=48)
     ds = get_reader('TSM', 'valid', parse_config(write_config(tmp_path / 'c.yaml', sections)),
                     filelist=str(tmp_path / 'v.list'))
@@ -155,7 +155,7 @@ def test_video_with_one_frame_repeats_it(tmp_path):
 def test_every_video_failing_stops_with_a_clear_error(tmp_path):
     (tmp_path / 'a.mp4').write_bytes(b'')
     (tmp_path / 'v.list').write_text(f"{tmp_path / 'a.mp4'} 0\n{tmp_path / 'b.mp4'} 1\n")
-    sections = {k: dict(v) for k, v in TINY.items()}
+    sections = tiny_sections()
     for s in ('TRAIN', 'VALID', 'TEST'):
         sections[s]['filelist'] = str(tmp_path / 'v.list')
     cfg = write_config(tmp_path / 'c.yaml', sections)
@@ -171,7 +171,7 @@ def test_every_video_failing_stops_with_a_clear_error(tmp_path):
 def test_bad_list_through_the_cli_names_file_and_line(tmp_path):
     good = write_video(tmp_path / 'g.avi', make_clip(8))
     (tmp_path / 'v.list').write_text(f"{good} 0\n{good} x\n")
-    sections = {k: dict(v) for k, v in TINY.items()}
+    sections = tiny_sections()
     sections['TRAIN']['filelist'] = str(tmp_path / 'v.list')
     res = run_cli('train.py', '--config', write_config(tmp_path / 'c.yaml', sections),
                   '--pretrain', 'none', '--valid_interval', '0')

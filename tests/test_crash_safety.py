@@ -17,7 +17,7 @@ import pytest
 from reader import get_reader
 from reader import kinetics_reader
 from testing.media import make_clip, write_video
-from testing.tiny import TINY, write_config
+from testing.tiny import tiny_sections, write_config
 from tests.conftest import ROOT, alive, gone_within, run_cli, tagged
 from utils.config_utils import parse_config
 from training.loader import build_loader, resilient_batches
@@ -196,7 +196,7 @@ def _dataset(tmp_path, n, timeout):
     good = write_video(tmp_path / 'good.avi', make_clip(8))
     lines = [f"{tmp_path / f'bad{i}.avi' if i == 1 else good} 0" for i in range(n)]
     (tmp_path / 'v.list').write_text('\n'.join(lines) + '\n')
-    sections = {k: dict(v) for k, v in TINY.items()}
+    sections = tiny_sections()
     sections['VALID']['video_timeout'] = timeout
     return get_reader('TSM', 'valid', parse_config(write_config(tmp_path / 'c.yaml', sections)),
                       filelist=str(tmp_path / 'v.list'))
@@ -254,7 +254,7 @@ def test_a_segfaulting_clip_anywhere_costs_only_itself(twelve_clips, monkeypatch
     _patch_decoder(monkeypatch, 'segfaults')
     lines = [f"{tmp / f'bad{i}.avi' if i == bad else good} 0" for i in range(12)]
     (tmp / f'l{bad}.list').write_text('\n'.join(lines) + '\n')
-    sections = {k: dict(v) for k, v in TINY.items()}
+    sections = tiny_sections()
     cfg = parse_config(write_config(tmp / 'c.yaml', sections))
     loader = build_loader(get_reader('TSM', 'valid', cfg, filelist=str(tmp / f'l{bad}.list')),
                           batch_size=2, num_workers=workers)
@@ -271,7 +271,7 @@ def test_a_segfaulting_clip_anywhere_costs_only_itself(twelve_clips, monkeypatch
 def _good_loader(tmp, n=6, workers=2):
     good = write_video(tmp / 'good.avi', make_clip(8))
     (tmp / 'g.list').write_text(f"{good} 0\n" * n)
-    cfg = parse_config(write_config(tmp / 'c.yaml', {k: dict(v) for k, v in TINY.items()}))
+    cfg = parse_config(write_config(tmp / 'c.yaml', tiny_sections()))
     return build_loader(get_reader('TSM', 'valid', cfg, filelist=str(tmp / 'g.list')),
                         batch_size=2, num_workers=workers)
 

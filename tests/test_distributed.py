@@ -18,7 +18,7 @@ import paddle
 import pytest
 
 from testing.media import write_video
-from testing.tiny import TINY, write_config
+from testing.tiny import tiny_sections, write_config
 from tests.conftest import ROOT, environ_of, gone_within
 from utils.safe_pickle import safe_load
 
@@ -48,7 +48,7 @@ def data(tmp_path_factory):
     (tmp / 'train.list').write_text('\n'.join(lines) + '\n')
     (tmp / 'val.list').write_text('\n'.join(lines[:4]) + '\n')
     (tmp / 'all_empty.list').write_text(''.join(f"{tmp / f'empty{i}.avi'} 0\n" for i in (1, 4, 8)))
-    sections = {k: dict(v) for k, v in TINY.items()}
+    sections = tiny_sections()
     sections['TRAIN'].update(filelist=str(tmp / 'train.list'), batch_size=2,
                              num_reader_threads=1)
     sections['VALID'].update(filelist=str(tmp / 'val.list'), batch_size=2)

@@ -17,7 +17,7 @@ import pytest
 
 import engines
 from engines.base import EngineError, cpu_has_bf16
-from testing.tiny import TINY, write_config
+from testing.tiny import tiny_sections, write_config
 from tests.conftest import ROOT, run_cli, run_main, run_scripts
 from tests.test_inference import softmax, tiny_tsm
 from inference import artifacts
@@ -280,7 +280,7 @@ def tiny_files(tmp_path_factory):
     model = tiny_tsm(18, seg=4, size=32, classes=3, seed=1)
     paddle.save(model.state_dict(), str(d / 'w.pdparams'))
     return {'dir': d, 'model': model, 'weights': str(d / 'w.pdparams'),
-            'config': write_config(d / 'tiny.yaml', {k: dict(v) for k, v in TINY.items()})}
+            'config': write_config(d / 'tiny.yaml', tiny_sections())}
 
 
 def test_missing_engine_is_a_one_line_error_on_the_command_line(tiny_files, tmp_path):

@@ -159,8 +159,8 @@ def tiny_tsm_weights(path, shift_ratio=0.125):
 
 
 def tiny_config(tmp_path, **model):
-    from testing.tiny import TINY, write_config
-    sections = {k: dict(v) for k, v in TINY.items()}
+    from testing.tiny import tiny_sections, write_config
+    sections = tiny_sections()
     sections['MODEL'].update(model)
     return write_config(tmp_path / 'tiny.yaml', sections)
 

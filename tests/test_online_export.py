@@ -21,7 +21,7 @@ import engines
 from engines.base import cpu_has_bf16
 from models.online import OnlineTSM
 from testing.media import write_video
-from testing.tiny import TINY, write_config
+from testing.tiny import tiny_sections, write_config
 from tests.conftest import run_cli, run_main, run_scripts
 from tests.test_inference import tiny_tsm
 
@@ -176,7 +176,7 @@ print(repr((inputs, outputs, shapes)))
 def tiny_files(tmp_path_factory, model):
     d = tmp_path_factory.mktemp('online_cli')
     paddle.save(model.state_dict(), str(d / 'w.pdparams'))
-    sections = {k: dict(v) for k, v in TINY.items()}
+    sections = tiny_sections()
     sections['MODEL'] = dict(sections['MODEL'], num_classes=CLASSES,
                              shift_direction='backward')
     (d / 'labels.txt').write_text(''.join(f'{i} class{i}\n' for i in range(CLASSES)))

@@ -16,7 +16,7 @@ from reader.sampling import (dense_clip_indices, eval_clip_indices, segment_indi
                              uniform_clip_indices, window_spans)
 from reader.transforms import normalize, view_boxes
 from testing.media import make_clip, write_video
-from testing.tiny import TINY, write_config
+from testing.tiny import TINY, tiny_sections, write_config
 from tests.conftest import run_cli
 from utils.config_utils import ConfigError, parse_config
 from training.evaluate import video_log_probs
@@ -126,7 +126,7 @@ def test_views_are_the_right_frames_and_crops(tmp_path):
     (32,16) (16,8), each followed by its flip."""
     frames = make_clip(20, 48, 64)
     path = write_video(tmp_path / 'v.avi', frames)
-    sections = {k: dict(v) for k, v in TINY.items()}
+    sections = tiny_sections()
     sections['TEST'].update(short_size=48, target_size=32, num_clips=2, num_crops=10,
                             keep_ratio=True)
     cfg = parse_config(write_config(tmp_path / 'c.yaml', sections))

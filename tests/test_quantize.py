@@ -18,7 +18,7 @@ import pytest
 
 from engines.int8 import compare
 from testing.media import write_video
-from testing.tiny import TINY, write_config
+from testing.tiny import tiny_sections, write_config
 from tests.conftest import run_cli, run_main, run_scripts
 from tests.test_inference import softmax, tiny_tsm
 
@@ -76,7 +76,7 @@ def quantized(tmp_path_factory):
         lines.append(f"{write_video(d / f'v{i}.avi', clip)} {i % CLASSES}")
     (d / 'calib.list').write_text('\n'.join(lines) + '\n')
     (d / 'labels.txt').write_text('0 red\n1 green\n2 blue\n')
-    sections = {k: dict(v) for k, v in TINY.items()}
+    sections = tiny_sections()
     sections['INFER']['kinetics_labels'] = str(d / 'labels.txt')
     sections['TEST']['filelist'] = str(d / 'calib.list')
     sections['INFER']['num_reader_threads'] = 2  # decoded in worker processes
@@ -256,7 +256,7 @@ def test_calibration_clips_are_every_view_up_to_the_limit(tmp_path):
     (tmp_path / 'bad.avi').write_text('not a video')
     (tmp_path / 'c.list').write_text('\n'.join([lines[0], str(tmp_path / 'bad.avi'),
                                                 *lines[1:]]) + '\n')
-    cfg = parse_config(write_config(tmp_path / 'c.yaml', {k: dict(v) for k, v in TINY.items()}))
+    cfg = parse_config(write_config(tmp_path / 'c.yaml', tiny_sections()))
     apply_overrides(cfg, ['INFER.num_clips=2'])
     dataset = get_reader('TSM', 'infer', cfg,
                          items=parse_list(str(tmp_path / 'c.list'), 'mp4', need_label=False))

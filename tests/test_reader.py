@@ -15,7 +15,7 @@ from reader.transforms import (center_crop_box, fixed_offsets, multi_scale_crop_
                                normalize, random_flip, scale_size)
 from reader.video_backends import DecordVideo, OpenCVVideo, VideoDecodeError, open_video
 from testing.media import make_clip, write_mp4, write_video
-from testing.tiny import TINY, write_config
+from testing.tiny import TINY, tiny_sections, write_config
 from utils.config_utils import parse_config
 
 
@@ -71,7 +71,7 @@ def test_reader_offset_follows_the_format(tmp_path, fmt, expected):
     else:
         line = f"{write_video(tmp_path / 'v.avi', clip)} 1\n"
     (tmp_path / 'v.list').write_text(line)
-    sections = {k: dict(v) for k, v in TINY.items()}
+    sections = tiny_sections()
     sections['MODEL'].update(format=fmt, seglen=2)
     cfg = parse_config(write_config(tmp_path / 'c.yaml', sections))
     ds = get_reader('TSM', 'valid', cfg, filelist=str(tmp_path / 'v.list'))
@@ -82,7 +82,7 @@ def test_reader_offset_follows_the_format(tmp_path, fmt, expected):
 def test_clip_shape_of_a_section(tmp_path):
     """seg_num 4, seglen 2, TEST at 32 px with 2 clips x 3 crops: the model takes [4, 6, 32,
     32], a reader item holds the 6 views, the online model one frame; training one view."""
-    sections = {k: dict(v) for k, v in TINY.items()}
+    sections = tiny_sections()
     sections['MODEL']['seglen'] = 2
     sections['TEST'].update(num_clips=2, num_crops=3)
     cfg = parse_config(write_config(tmp_path / 'c.yaml', sections))
@@ -183,7 +183,7 @@ def test_backends_decode_exact_frames(lossless, backend):
 def test_reader_returns_the_hand_computed_frames(tmp_path, lossless):
     clip, path = lossless
     (tmp_path / 'v.list').write_text(f"{path} 1\n")
-    sections = {k: dict(v) for k, v in TINY.items()}
+    sections = tiny_sections()
     sections['TEST'].update(short_size=48, target_size=48)  # 48x64 frames: no resize
     cfg = parse_config(write_config(tmp_path / 'c.yaml', sections))
     imgs, label = get_reader('TSM', 'test', cfg, filelist=str(tmp_path / 'v.list'))[0][:2]
@@ -239,7 +239,7 @@ def test_pkl_format(tmp_path):
     assert video.num_frames == 9 and video.label == 2
     np.testing.assert_array_equal(video.get_frames([1, 4, 4]), clip[[1, 4, 4]])
     (tmp_path / 'p.list').write_text(f"{path}\n")
-    sections = {k: dict(v) for k, v in TINY.items()}
+    sections = tiny_sections()
     sections['MODEL']['format'] = 'pkl'
     cfg = parse_config(write_config(tmp_path / 'c.yaml', sections))
     label = get_reader('TSM', 'valid', cfg, filelist=str(tmp_path / 'p.list'))[0][1]
@@ -329,7 +329,7 @@ def test_loader_reads_ahead_from_buf_size_in_order(tmp_path, lossless):
     lines = [f"{good} {i % 3}" for i in range(7)]
     (tmp_path / 'v.list').write_text('\n'.join(lines))
     from utils.env import available_cpus
-    sections = {k: dict(v) for k, v in TINY.items()}
+    sections = tiny_sections()
     sections['VALID']['buf_size'] = 12
     cfg = parse_config(write_config(tmp_path / 'c.yaml', sections))
     ds = get_reader('TSM', 'valid', cfg, filelist=str(tmp_path / 'v.list'))
@@ -367,7 +367,7 @@ def test_workers_read_ahead_as_far_as_buf_size_allows(tmp_path, lossless):
         pytest.skip('needs 2 cores for 2 workers')
     _, good = lossless
     (tmp_path / 'v.list').write_text('\n'.join(f"{good} {i % 3}" for i in range(12)))
-    sections = {k: dict(v) for k, v in TINY.items()}
+    sections = tiny_sections()
     sections['VALID']['buf_size'] = 4
     cfg = parse_config(write_config(tmp_path / 'c.yaml', sections))
     log = tmp_path / 'reads.txt'

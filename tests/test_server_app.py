@@ -22,7 +22,7 @@ import pytest
 from server.decode import DecodePool
 from server.service import Service
 from tests import decode_faults
-from testing.tiny import TINY, write_config
+from testing.tiny import tiny_sections, write_config
 from tests.test_server import http, json_error, metric, post, wait_for
 
 NAMES = ['red', 'green', 'blue']
@@ -34,7 +34,7 @@ def tiny(tmp_path_factory):
     from models import get_model
     from utils.config_utils import parse_config
     d = tmp_path_factory.mktemp('app')
-    cfg = parse_config(write_config(d / 'tiny.yaml', {k: dict(v) for k, v in TINY.items()}))
+    cfg = parse_config(write_config(d / 'tiny.yaml', tiny_sections()))
     paddle.seed(1)
     model = get_model('TSM', cfg, 'infer')
     rng = np.random.default_rng(0)
